@@ -1,0 +1,99 @@
+"""Stage `ensemble`: average fold logits per model and across models; score out-of-fold.
+
+    python -m pipeline.ensemble
+
+Reads every models/<model>/fold<k>/ listed by train.models × train.folds and writes:
+- data/ensemble/: oof_logits.npy (the ensemble's out-of-fold logits, in folds.csv row order;
+  NaN for rows of folds not trained) and test_logits.npy (the ensemble's test logits);
+- results/ensemble/metrics.json: OOF accuracy per fold and model, per model, and for the ensemble.
+`ensemble.average` chooses the space: `logits` averages raw logits, `probs` averages softmax
+probabilities (and stores their log).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.cli import PipelineError, run
+from pipeline.config import load_params
+from pipeline.data import load_table
+from pipeline.files import (ENSEMBLE_DIR, ENSEMBLE_METRICS, FOLDS_FILE, OOF_NAME, TEST_LOGITS_NAME,
+                            atomic_path, fold_dir, write_json)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def average(logits: list[np.ndarray], space: str) -> np.ndarray:
+    """Mean of same-shaped logit arrays, in logit space or probability space."""
+    stacked = np.stack(logits)
+    if space == "probs":
+        return np.log(np.exp(log_softmax(stacked)).mean(axis=0))
+    return stacked.mean(axis=0)
+
+
+def accuracy(logits: np.ndarray, targets: np.ndarray) -> float:
+    return float((logits.argmax(axis=1) == targets).mean())
+
+
+def load_model_logits(model: str, fold_ids: list[int], num_rows: int,
+                      space: str) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """One model's OOF logits (all folds filled in), fold-averaged test logits, rows per fold."""
+    oof, test, rows_by_fold = None, [], {}
+    for fold in fold_ids:
+        cell = fold_dir(model, fold)
+        if not (cell / OOF_NAME).is_file():
+            raise PipelineError(f"{cell}: missing; run `dvc repro` to train {model} fold {fold}")
+        with np.load(cell / OOF_NAME) as saved:
+            rows, logits = saved["row"], saved["logits"]
+        if oof is None:
+            oof = np.full((num_rows, logits.shape[1]), np.nan, dtype=np.float32)
+        oof[rows] = logits
+        rows_by_fold[fold] = rows
+        test.append(np.load(cell / TEST_LOGITS_NAME))
+    return oof, average(test, space), rows_by_fold
+
+
+def ensemble(folds: pd.DataFrame, models: list[str], fold_ids: list[int],
+             space: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Return (ensemble OOF logits, ensemble test logits, metrics)."""
+    targets = folds["target"].to_numpy()
+    covered = np.flatnonzero(folds["fold"].isin(fold_ids).to_numpy())
+    oofs, tests, per_model = [], [], {}
+    for model in models:
+        oof, test, rows_by_fold = load_model_logits(model, fold_ids, len(folds), space)
+        per_model[model] = {
+            "oof_accuracy": accuracy(oof[covered], targets[covered]),
+            "folds": {str(f): accuracy(oof[rows], targets[rows]) for f, rows in rows_by_fold.items()},
+        }
+        oofs.append(oof)
+        tests.append(test)
+    oof, test = average(oofs, space), average(tests, space)
+    metrics = {"oof_accuracy": accuracy(oof[covered], targets[covered]),
+               "num_models": len(models), "num_folds": len(fold_ids),
+               "oof_images": int(len(covered)), "models": per_model}
+    return oof, test, metrics
+
+
+def main(argv: list[str] | None = None) -> dict:
+    params = load_params()
+    folds = load_table(FOLDS_FILE)
+    models = list(params.train.models)
+    oof, test, metrics = ensemble(folds, models, params.train.folds, params.ensemble.average)
+    with atomic_path(ENSEMBLE_DIR) as out:
+        out.mkdir()
+        np.save(out / "oof_logits.npy", oof)
+        np.save(out / "test_logits.npy", test)
+    write_json(ENSEMBLE_METRICS, metrics)
+    for model, scores in metrics["models"].items():
+        print(f"ensemble: {model:<24} OOF accuracy {scores['oof_accuracy']:.4f}")
+    print(f"ensemble: {len(models)} model(s) x {len(params.train.folds)} fold(s) "
+          f"OOF accuracy {metrics['oof_accuracy']:.4f} -> {ENSEMBLE_METRICS}")
+    return metrics
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,179 @@
+"""One registry for every backbone, behind `create_model(name, num_classes, pretrained)`.
+
+Names resolve in this order:
+- the d2l course's ResNet-style nets written here (`d2l_resnet18`, `d2l_resnet11`);
+- `tv:<name>`: a torchvision classification model, e.g. `tv:resnet50`;
+- anything else: a timm model, e.g. `resnet18`, `resnext50_32x4d`, `efficientnet_b0`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from functools import cache
+
+import torch
+from torch import nn
+
+from pipeline.cli import PipelineError
+
+TORCHVISION_PREFIX = "tv:"
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+class Residual(nn.Module):
+    """The d2l residual block: two 3x3 convs, with a 1x1 conv on the shortcut when it reshapes."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + self.shortcut(x))
+
+
+class D2LResNet(nn.Module):
+    """The d2l.ai ResNet: 7x7 stem and max-pool, four stages of Residual blocks, global pool."""
+
+    def __init__(self, blocks_per_stage: tuple[int, ...], num_classes: int, width: int = 64,
+                 drop_rate: float = 0.0, in_chans: int = 3):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        )
+        stages, channels = [], width
+        for i, num_blocks in enumerate(blocks_per_stage):
+            out_channels = width * 2**i
+            for j in range(num_blocks):
+                stride = 2 if i > 0 and j == 0 else 1
+                stages.append(Residual(channels, out_channels, stride))
+                channels = out_channels
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(drop_rate),
+            nn.Linear(channels, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))
+
+
+@register_model
+def d2l_resnet18(num_classes: int, **kwargs) -> nn.Module:
+    """The course's ResNet-18: two residual blocks in each of four stages."""
+    return D2LResNet((2, 2, 2, 2), num_classes, **kwargs)
+
+
+@register_model
+def d2l_resnet11(num_classes: int, **kwargs) -> nn.Module:
+    """The smaller variant used for Classify Leaves in the course: 2, 1, 1, 1 blocks (11 layers)."""
+    return D2LResNet((2, 1, 1, 1), num_classes, **kwargs)
+
+
+def create_model(name: str, num_classes: int, pretrained: bool = False, **kwargs) -> nn.Module:
+    """Build a classifier with `num_classes` outputs. `None` kwargs are dropped.
+
+    Raises:
+        PipelineError: the name is unknown, or pretrained weights cannot be had.
+    """
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if name in _REGISTRY:
+        if pretrained:
+            raise PipelineError(f"{name} has no pretrained weights; set pretrained: false")
+        return _REGISTRY[name](num_classes, **kwargs)
+    if name.startswith(TORCHVISION_PREFIX):
+        return _create_torchvision(name.removeprefix(TORCHVISION_PREFIX), num_classes,
+                                   pretrained, **kwargs)
+    if not is_known_model(name):
+        raise PipelineError(f"unknown model {name!r}; {model_choices_hint(name)}")
+    return _create_timm(name, num_classes, pretrained, **kwargs)
+
+
+def _create_timm(name: str, num_classes: int, pretrained: bool, **kwargs) -> nn.Module:
+    import timm
+
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    except (OSError, RuntimeError) as err:
+        if not pretrained:
+            raise
+        raise PipelineError(
+            f"could not load pretrained weights for timm model {name!r} ({err}). Download them "
+            "once on a machine with internet (timm.create_model(name, pretrained=True) fills the "
+            "Hugging Face cache, ~/.cache/huggingface), copy the cache here, or set pretrained: false"
+        ) from None
+
+
+def _create_torchvision(name: str, num_classes: int, pretrained: bool,
+                        drop_rate: float = 0.0) -> nn.Module:
+    import torchvision
+
+    if name not in _torchvision_names():
+        raise PipelineError(f"unknown model 'tv:{name}'; {model_choices_hint('tv:' + name)}")
+    if not pretrained:
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    else:
+        try:
+            model = torchvision.models.get_model(name, weights="DEFAULT")
+        except (OSError, RuntimeError) as err:
+            raise PipelineError(
+                f"could not load pretrained weights for tv:{name} ({err}); put them in the torch "
+                "hub cache (~/.cache/torch/hub/checkpoints) or set pretrained: false") from None
+        if not isinstance(getattr(model, "fc", None), nn.Linear):
+            raise PipelineError(f"tv:{name}: pretrained is supported for models with an `fc` head")
+        model.fc = nn.Linear(model.fc.in_features, num_classes)
+    if drop_rate and isinstance(getattr(model, "fc", None), nn.Linear):
+        model.fc = nn.Sequential(nn.Dropout(drop_rate), model.fc)
+    return model
+
+
+@cache
+def _torchvision_names() -> frozenset[str]:
+    import torchvision
+
+    return frozenset(torchvision.models.list_models(module=torchvision.models))
+
+
+@cache
+def _timm_names() -> frozenset[str]:
+    import timm
+
+    return frozenset(timm.list_models())
+
+
+def is_known_model(name: str) -> bool:
+    if name in _REGISTRY:
+        return True
+    if name.startswith(TORCHVISION_PREFIX):
+        return name.removeprefix(TORCHVISION_PREFIX) in _torchvision_names()
+    return name.split(".", 1)[0] in _timm_names()  # a pretrained tag may follow the name
+
+
+def model_choices_hint(name: str) -> str:
+    """What to write instead of an unknown `name`: close matches and where the lists live."""
+    candidates = list(_REGISTRY)
+    candidates += [TORCHVISION_PREFIX + n for n in _torchvision_names()]
+    candidates += list(_timm_names())
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return (f"{hint}allowed: {', '.join(sorted(_REGISTRY))}, 'tv:<torchvision model>' "
+            "(torchvision.models.list_models()) or any timm model (timm.list_models())")

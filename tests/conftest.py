@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny configuration and a throwaway copy of the project to run DVC in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/helpers
+
+# The smallest run that still exercises every stage: 3 species, 2 folds, 1 epoch, 32 px.
+# Laid over the project's params.yaml key by key, so every other setting stays as shipped.
+TINY_OVERRIDES = {
+    "base": {"seed": 7},
+    "generate": {"num_species": 3, "images_per_species": 8, "image_size": 48,
+                 "test_share": 0.25, "seed": 1},
+    "split": {"n_splits": 2, "shuffle": True},
+    "train": {
+        "models": {"d2l_resnet11": {}},
+        "folds": [0, 1],
+        "device": "cpu",
+        "num_workers": 0,
+        "defaults": {"image_size": 32, "epochs": 1, "batch_size": 8, "amp": False,
+                     "tta": ["identity", "hflip"],
+                     "augment": {"train": [{"name": "HorizontalFlip", "p": 0.5}], "eval": []}},
+    },
+}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _run_from_project_root():
+    """Tests read params.yaml and import `pipeline` relative to the project root."""
+    os.chdir(ROOT)
+
+
+def _overlay(base: dict, override: dict) -> dict:
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "models":
+            _overlay(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+@pytest.fixture
+def tiny_params() -> dict:
+    """The project's params.yaml with TINY_OVERRIDES laid over it (a fresh copy per test)."""
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+    return _overlay(shipped, yaml.safe_load(yaml.safe_dump(TINY_OVERRIDES)))
+
+
+def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(cwd), "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture
+def project(tmp_path, tiny_params):
+    """A fresh git + DVC checkout of the project in tmp_path, with the tiny params."""
+    for name in ("pipeline", "dvc.yaml"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, tmp_path / name)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params, sort_keys=False))
+    run(["git", "init", "-q"], tmp_path)
+    run(["dvc", "init", "-q"], tmp_path)
+    run(["dvc", "config", "core.autostage", "false"], tmp_path)
+    run(["git", "add", "-A"], tmp_path)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], tmp_path)
+    return tmp_path

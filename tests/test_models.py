@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from pipeline.cli import PipelineError
+from pipeline.models import _REGISTRY, create_model, is_known_model
+
+# One of each family: the project's own, torchvision's, timm's.
+NAMES = sorted(_REGISTRY) + ["tv:resnet18", "resnet18", "resnet10t"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_gives_one_logit_per_class(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7, drop_rate=0.1).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, 64, 64))
+    assert logits.shape == (2, 7)
+    assert torch.isfinite(logits).all()
+
+
+def test_d2l_resnet11_is_smaller_than_resnet18():
+    def size(name):
+        return sum(p.numel() for p in create_model(name, num_classes=10).parameters())
+
+    assert size("d2l_resnet11") < size("d2l_resnet18")
+
+
+def test_unknown_names_raise_with_suggestions():
+    with pytest.raises(PipelineError, match="did you mean.*resnet18"):
+        create_model("resnet1800", num_classes=3)
+    with pytest.raises(PipelineError, match="unknown model 'tv:resnet1800'"):
+        create_model("tv:resnet1800", num_classes=3)
+
+
+def test_names_are_recognised():
+    assert is_known_model("d2l_resnet18")
+    assert is_known_model("tv:resnet50")
+    assert is_known_model("resnext50_32x4d")
+    assert is_known_model("resnet50.a1_in1k")
+    assert not is_known_model("tv:not_a_model")
+
+
+def test_d2l_models_have_no_pretrained_weights():
+    with pytest.raises(PipelineError, match="no pretrained weights"):
+        create_model("d2l_resnet18", num_classes=3, pretrained=True)
+
+
+def test_none_kwargs_are_dropped():
+    model = create_model("d2l_resnet11", num_classes=3, drop_rate=None)
+    assert model.head[2].p == 0.0

@@ -1,0 +1,98 @@
+"""The exploration notebook runs top to bottom on a tiny prepared dataset built here."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO_ROOT / "notebooks" / "explore.ipynb"
+CLASSES = ["Acer_Mono", "Betula_Pendula", "Quercus_Rubra"]
+PER_CLASS = 5
+TEST_IMAGES = 4
+
+
+def write_prepared(root: Path, classes: list[str] = CLASSES, per_class: int = PER_CLASS,
+                   test_images: int = TEST_IMAGES) -> int:
+    """A minimal project at `root`: params.yaml and data/prepared as stage `prepare` writes it.
+
+    Images vary in size and mode (L and RGB) like a real competition folder. Returns the number
+    of train images.
+    """
+    (root / "params.yaml").write_text("{}\n", encoding="utf-8")
+    images = root / "images"
+    images.mkdir()
+    prepared = root / "data" / "prepared"
+    prepared.mkdir(parents=True)
+
+    def make(name: str, index: int) -> str:
+        size = (40 + 8 * (index % 4), 48 + 6 * (index % 3))
+        mode = "L" if index % 2 else "RGB"
+        Image.new(mode, size, 30 + 20 * (index % 10)).save(images / name, "JPEG")
+        return f"images/{name}"
+
+    train_rows, index = [], 0
+    for target, label in enumerate(classes):
+        for _ in range(per_class):
+            path = make(f"{index}.jpg", index)
+            train_rows.append(f"{path},{label},{target},{path},{index:032x}")
+            index += 1
+    test_rows = []
+    for _ in range(test_images):
+        path = make(f"{index}.jpg", index)
+        test_rows.append(f"{path},{path},{index:032x}")
+        index += 1
+
+    (prepared / "classes.json").write_text(json.dumps(sorted(classes), indent=2), encoding="utf-8")
+    (prepared / "train.csv").write_text(
+        "\n".join(["image,label,target,path,md5", *train_rows]) + "\n", encoding="utf-8")
+    (prepared / "test.csv").write_text(
+        "\n".join(["image,path,md5", *test_rows]) + "\n", encoding="utf-8")
+    return len(train_rows)
+
+
+def _texts(nb: nbformat.NotebookNode) -> str:
+    parts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            parts.append(output.get("text", ""))
+            parts.append(output.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def test_committed_notebook_has_no_outputs():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code
+    assert all(not cell.outputs and cell.execution_count is None for cell in code)
+
+
+def test_explore_notebook_runs(tmp_path, monkeypatch):
+    n_train = write_prepared(tmp_path)
+    # The kernel inherits this process's environment.
+    monkeypatch.setenv("LEAF_PROJECT_ROOT", str(tmp_path))
+    pythonpath = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), pythonpath])))
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # keep the inline backend
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(nb, kernel_name="python3", timeout=300,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()  # raises CellExecutionError on the first failing cell
+
+    errors = [out for cell in nb.cells for out in cell.get("outputs", [])
+              if out.get("output_type") == "error"]
+    assert not errors
+    text = _texts(nb)
+    assert f"train images: {n_train}" in text
+    assert f"classes: {len(CLASSES)}" in text
+    assert f"test images: {TEST_IMAGES}" in text
+    assert "'L'" in text and "'RGB'" in text  # both modes reported
+    figures = sum("image/png" in out.get("data", {})
+                  for cell in nb.cells for out in cell.get("outputs", []))
+    assert figures >= 3  # class counts, sample grid, sizes

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.cli import PipelineError
+from pipeline.config import OptimizerParams, SchedulerParams
+from helpers.run_if import RunIf
+from pipeline.train import amp_context, create_optimizer, create_scheduler, resolve_device
+
+
+def lrs(params: SchedulerParams, epochs=10, steps=4) -> list[float]:
+    optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=1.0)
+    scheduler = create_scheduler(optimizer, params, epochs * steps, steps)
+    seen = []
+    for _ in range(epochs * steps):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return seen
+
+
+def test_warmup_rises_then_cosine_decays_to_the_floor():
+    seen = lrs(SchedulerParams(name="cosine", warmup_epochs=2, min_lr_ratio=0.01))
+    warmup = seen[:8]
+    assert all(a < b for a, b in zip(warmup, warmup[1:]))
+    decay = seen[8:]
+    assert all(a >= b for a, b in zip(decay, decay[1:]))
+    assert max(seen) == pytest.approx(1.0, abs=0.02)
+    assert seen[-1] == pytest.approx(0.01, abs=0.01)
+
+
+def test_constant_schedule_after_warmup():
+    seen = lrs(SchedulerParams(name="constant", warmup_epochs=0))
+    assert seen == [1.0] * len(seen)
+
+
+def test_weight_decay_skips_biases_and_norms():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    optimizer = create_optimizer(model, OptimizerParams(name="adamw", weight_decay=0.1))
+    decayed, plain = optimizer.param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert [p.ndim for p in decayed["params"]] == [4]
+    assert isinstance(create_optimizer(model, OptimizerParams(name="sgd")), torch.optim.SGD)
+
+
+def test_cpu_runs_in_fp32_without_a_scaler():
+    autocast, scaler = amp_context(torch.device("cpu"), enabled=True)
+    with autocast():
+        out = nn.Linear(2, 2)(torch.ones(1, 2))
+    assert out.dtype == torch.float32 and scaler is None
+
+
+def test_missing_cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PipelineError, match="CUDA is not available"):
+        resolve_device("cuda")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_seeded_runs_repeat():
+    from pipeline.files import seed_everything
+
+    seed_everything(3)
+    first = (torch.rand(3), np.random.rand(3))
+    seed_everything(3)
+    again = (torch.rand(3), np.random.rand(3))
+    assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+
+
+@pytest.mark.gpu
+@RunIf(min_gpus=1)
+def test_cuda_mixed_precision_trains_a_step():
+    device = torch.device("cuda")
+    autocast, scaler = amp_context(device, enabled=True)
+    model = nn.Linear(8, 3).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with autocast():
+        out = model(torch.randn(4, 8, device=device))
+    expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    assert out.dtype == expected
+    assert (scaler is None) == (expected == torch.bfloat16)
+    loss = out.float().logsumexp(1).mean()
+    (scaler.scale(loss) if scaler else loss).backward()
+    (scaler.step(optimizer), scaler.update()) if scaler else optimizer.step()
