@@ -230,7 +230,9 @@ def _check_cross_group(params: Params) -> list[str]:
 def parse_params(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
     """Validate a params mapping; raise ParamsError listing every problem found."""
     if not isinstance(raw, dict):
-        raise ParamsError(f"{source}: expected a mapping of parameter groups, got {type(raw).__name__}")
+        raise ParamsError(
+            f"{source}: expected a mapping of parameter groups, got {type(raw).__name__}"
+        )
     try:
         params = Params.model_validate(raw)
     except ValidationError as err:

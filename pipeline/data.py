@@ -54,8 +54,10 @@ def load_image(path: Path | str, min_side: int | None = None) -> np.ndarray:
         with Image.open(path) as img:
             width, height = img.size
             if width * height > MAX_PIXELS:
-                raise ImageReadError(f"{path}: {width}x{height} pixels is over the {MAX_PIXELS:,} "
-                                     "pixel limit (a decompression bomb?)")
+                raise ImageReadError(
+                    f"{path}: {width}x{height} pixels is over the {MAX_PIXELS:,} "
+                    "pixel limit (a decompression bomb?)"
+                )
             if min_side and img.format == "JPEG":
                 img.draft("RGB", (min_side, min_side))
             img.load()
@@ -90,14 +92,19 @@ def create_transform(spec: TransformSpec, image_size: int) -> A.BasicTransform:
     """
     cls = getattr(A, spec.name, None)
     if not (inspect.isclass(cls) and issubclass(cls, A.BasicTransform)):
-        raise ValueError(f"{spec.name!r} is not an albumentations transform (see albumentations.ai)")
+        raise ValueError(
+            f"{spec.name!r} is not an albumentations transform (see albumentations.ai)"
+        )
     kwargs = spec.kwargs
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise ValueError(f"{spec.name} has no argument(s) {unknown}; allowed: {sorted(accepted)}")
-    for key, value in (("size", (image_size, image_size)), ("height", image_size),
-                       ("width", image_size)):
+    for key, value in (
+        ("size", (image_size, image_size)),
+        ("height", image_size),
+        ("width", image_size),
+    ):
         if key in accepted and key not in kwargs:
             kwargs[key] = value
     try:
@@ -106,8 +113,10 @@ def create_transform(spec: TransformSpec, image_size: int) -> A.BasicTransform:
         # albumentations validates its args with pydantic and re-raises as ValueError.
         if not isinstance(err.__cause__, pydantic.ValidationError):
             raise ValueError(f"{spec.name}: {err}") from None
-        details = "; ".join(f"{'.'.join(map(str, e['loc']))} = {e.get('input')!r}: {e['msg']}"
-                            for e in err.__cause__.errors())
+        details = "; ".join(
+            f"{'.'.join(map(str, e['loc']))} = {e.get('input')!r}: {e['msg']}"
+            for e in err.__cause__.errors()
+        )
         raise ValueError(f"{spec.name}: {details}") from None
 
 
@@ -116,8 +125,10 @@ def build_transforms(params: ModelParams, train: bool, seed: int | None = None) 
     size = params.image_size
     if params.keep_aspect:
         # Replicating the border keeps a uniform background uniform (silhouettes, studio shots).
-        fit = [A.LongestMaxSize(max_size=size, interpolation=cv2.INTER_AREA),
-               A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_REPLICATE)]
+        fit = [
+            A.LongestMaxSize(max_size=size, interpolation=cv2.INTER_AREA),
+            A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_REPLICATE),
+        ]
     else:
         fit = [A.Resize(height=size, width=size, interpolation=cv2.INTER_AREA)]
     specs = params.augment.train if train else params.augment.eval
@@ -129,8 +140,13 @@ def build_transforms(params: ModelParams, train: bool, seed: int | None = None) 
 class LeafDataset(Dataset):
     """Images by path with integer targets (-1 where unknown, as for the test set)."""
 
-    def __init__(self, paths: Sequence[str], targets: Sequence[int] | None,
-                 transform: A.Compose, decode_side: int | None = None):
+    def __init__(
+        self,
+        paths: Sequence[str],
+        targets: Sequence[int] | None,
+        transform: A.Compose,
+        decode_side: int | None = None,
+    ):
         self.paths = list(paths)
         self.targets = list(targets) if targets is not None else [-1] * len(self.paths)
         self.transform = transform
@@ -154,8 +170,15 @@ def _seed_worker(worker_id: int) -> None:
     info.dataset.transform.set_random_seed(seed)
 
 
-def create_loader(dataset: LeafDataset, batch_size: int, *, train: bool, num_workers: int,
-                  seed: int, pin_memory: bool = False) -> DataLoader:
+def create_loader(
+    dataset: LeafDataset,
+    batch_size: int,
+    *,
+    train: bool,
+    num_workers: int,
+    seed: int,
+    pin_memory: bool = False,
+) -> DataLoader:
     """A seeded DataLoader: shuffled with dropped last batch for training, ordered otherwise."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(

@@ -18,8 +18,16 @@ import pandas as pd
 from pipeline.cli import PipelineError, run
 from pipeline.config import load_params
 from pipeline.data import load_table
-from pipeline.files import (ENSEMBLE_DIR, ENSEMBLE_METRICS, FOLDS_FILE, OOF_NAME, TEST_LOGITS_NAME,
-                            atomic_path, fold_dir, write_json)
+from pipeline.files import (
+    ENSEMBLE_DIR,
+    ENSEMBLE_METRICS,
+    FOLDS_FILE,
+    OOF_NAME,
+    TEST_LOGITS_NAME,
+    atomic_path,
+    fold_dir,
+    write_json,
+)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -39,8 +47,9 @@ def accuracy(logits: np.ndarray, targets: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == targets).mean())
 
 
-def load_model_logits(model: str, fold_ids: list[int], num_rows: int,
-                      space: str) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+def load_model_logits(
+    model: str, fold_ids: list[int], num_rows: int, space: str
+) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
     """One model's OOF logits (all folds filled in), fold-averaged test logits, rows per fold."""
     oof, test, rows_by_fold = None, [], {}
     for fold in fold_ids:
@@ -57,8 +66,9 @@ def load_model_logits(model: str, fold_ids: list[int], num_rows: int,
     return oof, average(test, space), rows_by_fold
 
 
-def ensemble(folds: pd.DataFrame, models: list[str], fold_ids: list[int],
-             space: str) -> tuple[np.ndarray, np.ndarray, dict]:
+def ensemble(
+    folds: pd.DataFrame, models: list[str], fold_ids: list[int], space: str
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Return (ensemble OOF logits, ensemble test logits, metrics)."""
     targets = folds["target"].to_numpy()
     covered = np.flatnonzero(folds["fold"].isin(fold_ids).to_numpy())
@@ -67,14 +77,20 @@ def ensemble(folds: pd.DataFrame, models: list[str], fold_ids: list[int],
         oof, test, rows_by_fold = load_model_logits(model, fold_ids, len(folds), space)
         per_model[model] = {
             "oof_accuracy": accuracy(oof[covered], targets[covered]),
-            "folds": {str(f): accuracy(oof[rows], targets[rows]) for f, rows in rows_by_fold.items()},
+            "folds": {
+                str(f): accuracy(oof[rows], targets[rows]) for f, rows in rows_by_fold.items()
+            },
         }
         oofs.append(oof)
         tests.append(test)
     oof, test = average(oofs, space), average(tests, space)
-    metrics = {"oof_accuracy": accuracy(oof[covered], targets[covered]),
-               "num_models": len(models), "num_folds": len(fold_ids),
-               "oof_images": int(len(covered)), "models": per_model}
+    metrics = {
+        "oof_accuracy": accuracy(oof[covered], targets[covered]),
+        "num_models": len(models),
+        "num_folds": len(fold_ids),
+        "oof_images": int(len(covered)),
+        "models": per_model,
+    }
     return oof, test, metrics
 
 
@@ -90,8 +106,10 @@ def main(argv: list[str] | None = None) -> dict:
     write_json(ENSEMBLE_METRICS, metrics)
     for model, scores in metrics["models"].items():
         print(f"ensemble: {model:<24} OOF accuracy {scores['oof_accuracy']:.4f}")
-    print(f"ensemble: {len(models)} model(s) x {len(params.train.folds)} fold(s) "
-          f"OOF accuracy {metrics['oof_accuracy']:.4f} -> {ENSEMBLE_METRICS}")
+    print(
+        f"ensemble: {len(models)} model(s) x {len(params.train.folds)} fold(s) "
+        f"OOF accuracy {metrics['oof_accuracy']:.4f} -> {ENSEMBLE_METRICS}"
+    )
     return metrics
 
 

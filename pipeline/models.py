@@ -51,8 +51,14 @@ class Residual(nn.Module):
 class D2LResNet(nn.Module):
     """The d2l.ai ResNet: 7x7 stem and max-pool, four stages of Residual blocks, global pool."""
 
-    def __init__(self, blocks_per_stage: tuple[int, ...], num_classes: int, width: int = 64,
-                 drop_rate: float = 0.0, in_chans: int = 3):
+    def __init__(
+        self,
+        blocks_per_stage: tuple[int, ...],
+        num_classes: int,
+        width: int = 64,
+        drop_rate: float = 0.0,
+        in_chans: int = 3,
+    ):
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False),
@@ -69,7 +75,9 @@ class D2LResNet(nn.Module):
                 channels = out_channels
         self.stages = nn.Sequential(*stages)
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(drop_rate),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(drop_rate),
             nn.Linear(channels, num_classes),
         )
 
@@ -101,8 +109,9 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, **kwargs
             raise PipelineError(f"{name} has no pretrained weights; set pretrained: false")
         return _REGISTRY[name](num_classes, **kwargs)
     if name.startswith(TORCHVISION_PREFIX):
-        return _create_torchvision(name.removeprefix(TORCHVISION_PREFIX), num_classes,
-                                   pretrained, **kwargs)
+        return _create_torchvision(
+            name.removeprefix(TORCHVISION_PREFIX), num_classes, pretrained, **kwargs
+        )
     if not is_known_model(name):
         raise PipelineError(f"unknown model {name!r}; {model_choices_hint(name)}")
     return _create_timm(name, num_classes, pretrained, **kwargs)
@@ -118,13 +127,15 @@ def _create_timm(name: str, num_classes: int, pretrained: bool, **kwargs) -> nn.
             raise
         raise PipelineError(
             f"could not load pretrained weights for timm model {name!r} ({err}). Download them "
-            "once on a machine with internet (timm.create_model(name, pretrained=True) fills the "
-            "Hugging Face cache, ~/.cache/huggingface), copy the cache here, or set pretrained: false"
+            "once on a machine with internet (timm.create_model(name, pretrained=True) fills "
+            "the Hugging Face cache, ~/.cache/huggingface), copy the cache here, or set "
+            "pretrained: false"
         ) from None
 
 
-def _create_torchvision(name: str, num_classes: int, pretrained: bool,
-                        drop_rate: float = 0.0) -> nn.Module:
+def _create_torchvision(
+    name: str, num_classes: int, pretrained: bool, drop_rate: float = 0.0
+) -> nn.Module:
     import torchvision
 
     if name not in _torchvision_names():
@@ -137,7 +148,8 @@ def _create_torchvision(name: str, num_classes: int, pretrained: bool,
         except (OSError, RuntimeError) as err:
             raise PipelineError(
                 f"could not load pretrained weights for tv:{name} ({err}); put them in the torch "
-                "hub cache (~/.cache/torch/hub/checkpoints) or set pretrained: false") from None
+                "hub cache (~/.cache/torch/hub/checkpoints) or set pretrained: false"
+            ) from None
         if not isinstance(getattr(model, "fc", None), nn.Linear):
             raise PipelineError(f"tv:{name}: pretrained is supported for models with an `fc` head")
         model.fc = nn.Linear(model.fc.in_features, num_classes)
@@ -175,5 +187,7 @@ def model_choices_hint(name: str) -> str:
     candidates += list(_timm_names())
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    return (f"{hint}allowed: {', '.join(sorted(_REGISTRY))}, 'tv:<torchvision model>' "
-            "(torchvision.models.list_models()) or any timm model (timm.list_models())")
+    return (
+        f"{hint}allowed: {', '.join(sorted(_REGISTRY))}, 'tv:<torchvision model>' "
+        "(torchvision.models.list_models()) or any timm model (timm.list_models())"
+    )

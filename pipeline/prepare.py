@@ -40,11 +40,14 @@ class InputDataError(PipelineError):
 def read_table(path: Path, required: list[str]) -> pd.DataFrame:
     """Read a CSV as strings (BOM and padding stripped) and check its columns."""
     if not path.is_file():
-        raise InputDataError(f"{path}: file not found (check data.root and the CSV names in params.yaml)")
+        raise InputDataError(
+            f"{path}: file not found (check data.root and the CSV names in params.yaml)"
+        )
     try:
         # Blank lines are kept while reading so that row numbers in messages match the file.
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
-                            skip_blank_lines=False)
+        frame = pd.read_csv(
+            path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skip_blank_lines=False
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise InputDataError(f"{path}: not a readable CSV ({err})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -52,7 +55,8 @@ def read_table(path: Path, required: list[str]) -> pd.DataFrame:
     if missing:
         raise InputDataError(
             f"{path}: missing column(s) {missing}; found {list(frame.columns)} "
-            "(set data.image_col / data.label_col in params.yaml)")
+            "(set data.image_col / data.label_col in params.yaml)"
+        )
     frame = frame[required].apply(lambda column: column.str.strip())
     return frame[(frame != "").any(axis=1)]  # drop blank lines, keeping each row's line number
 
@@ -71,15 +75,26 @@ def _fail(path: Path, problems: list[str]) -> None:
 
 def check_cells(frame: pd.DataFrame, path: Path, columns: list[str]) -> None:
     """No empty cells."""
-    _fail(path, [f"{_row(i)}: empty {column!r}" for column in columns
-                 for i in frame.index[frame[column] == ""]])
+    _fail(
+        path,
+        [
+            f"{_row(i)}: empty {column!r}"
+            for column in columns
+            for i in frame.index[frame[column] == ""]
+        ],
+    )
 
 
 def check_duplicates(frame: pd.DataFrame, path: Path) -> None:
-    """No image file listed twice, however its path is spelled (`images/1.jpg`, `./images/1.jpg`)."""
+    """No image file listed twice, whatever the spelling (`images/1.jpg`, `./images/1.jpg`)."""
     duplicated = frame[frame["path"].duplicated(keep=False)]
-    _fail(path, [f"{frame.image[rows[0]]!r} is listed more than once ({', '.join(map(_row, rows))})"
-                 for _, rows in duplicated.groupby("path").groups.items()])
+    _fail(
+        path,
+        [
+            f"{frame.image[rows[0]]!r} is listed more than once ({', '.join(map(_row, rows))})"
+            for _, rows in duplicated.groupby("path").groups.items()
+        ],
+    )
 
 
 def resolve_paths(images: pd.Series, root: Path, table: Path) -> list[str]:
@@ -111,8 +126,14 @@ def check_images(paths: pd.Series, table: Path, desc: str) -> list[str]:
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         results = list(tqdm(pool.map(check, paths), total=len(paths), desc=desc, unit="img"))
-    _fail(table, [f"{_row(i)}: {result}" for i, result in zip(paths.index, results)
-                  if isinstance(result, Exception)])
+    _fail(
+        table,
+        [
+            f"{_row(i)}: {result}"
+            for i, result in zip(paths.index, results, strict=False)
+            if isinstance(result, Exception)
+        ],
+    )
     return results  # type: ignore[return-value]
 
 
@@ -120,7 +141,9 @@ def check_sample_submission(path: Path, test_images: pd.Series, columns: list[st
     """The sample submission, when shipped, must list test.csv's images in the same order."""
     sample = read_table(path, columns)
     if not sample[columns[0]].reset_index(drop=True).equals(test_images.reset_index(drop=True)):
-        raise InputDataError(f"{path}: its {columns[0]!r} column does not match test.csv row for row")
+        raise InputDataError(
+            f"{path}: its {columns[0]!r} column does not match test.csv row for row"
+        )
 
 
 def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
@@ -136,8 +159,9 @@ def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
     check_cells(train, train_path, [image_col, label_col])
     check_cells(test, test_path, [image_col])
     if params.sample_submission and (root / params.sample_submission).is_file():
-        check_sample_submission(root / params.sample_submission, test[image_col],
-                                [image_col, label_col])
+        check_sample_submission(
+            root / params.sample_submission, test[image_col], [image_col, label_col]
+        )
 
     train["path"] = resolve_paths(train[image_col], root, train_path)
     test["path"] = resolve_paths(test[image_col], root, test_path)
@@ -145,8 +169,9 @@ def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
     check_duplicates(test.rename(columns={image_col: "image"}), test_path)
     overlap = sorted(set(train["path"]) & set(test["path"]))
     if overlap:
-        raise InputDataError(f"{test_path}: {len(overlap)} image(s) also in {train_path}, "
-                             f"e.g. {overlap[:3]}")
+        raise InputDataError(
+            f"{test_path}: {len(overlap)} image(s) also in {train_path}, e.g. {overlap[:3]}"
+        )
     train["md5"] = check_images(train["path"], train_path, "checking train images")
     test["md5"] = check_images(test["path"], test_path, "checking test images")
 
@@ -166,8 +191,10 @@ def main(argv: list[str] | None = None) -> None:
         write_json(out / "classes.json", classes)
         write_csv(out / "train.csv", train)
         write_csv(out / "test.csv", test)
-    print(f"prepare: {len(train)} train images in {len(classes)} classes, "
-          f"{len(test)} test images -> {PREPARED_DIR}")
+    print(
+        f"prepare: {len(train)} train images in {len(classes)} classes, "
+        f"{len(test)} test images -> {PREPARED_DIR}"
+    )
 
 
 if __name__ == "__main__":

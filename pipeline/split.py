@@ -27,14 +27,16 @@ def check_class_counts(labels: pd.Series, n_splits: int) -> None:
         listed = ", ".join(f"{name!r} ({n})" for name, n in too_small.sort_values().items())
         raise PipelineError(
             f"split.n_splits = {n_splits}: {len(too_small)} class(es) have fewer images than "
-            f"folds: {listed}; lower split.n_splits to at most {counts.min()} or add images")
+            f"folds: {listed}; lower split.n_splits to at most {counts.min()} or add images"
+        )
 
 
 def assign_folds(train: pd.DataFrame, n_splits: int, shuffle: bool, seed: int) -> pd.DataFrame:
     """Return `train` with a `fold` column from StratifiedKFold on `target`."""
     check_class_counts(train["label"], n_splits)
-    splitter = StratifiedKFold(n_splits=n_splits, shuffle=shuffle,
-                               random_state=seed if shuffle else None)
+    splitter = StratifiedKFold(
+        n_splits=n_splits, shuffle=shuffle, random_state=seed if shuffle else None
+    )
     folds = train.copy()
     folds["fold"] = -1
     for fold, (_, valid_index) in enumerate(splitter.split(folds, folds["target"])):
@@ -48,8 +50,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     folds = assign_folds(train, params.split.n_splits, params.split.shuffle, params.base.seed)
     write_csv(FOLDS_FILE, folds)
     sizes = folds["fold"].value_counts().sort_index().tolist()
-    print(f"split: {len(folds)} images into {params.split.n_splits} folds of sizes {sizes} "
-          f"-> {FOLDS_FILE}")
+    print(
+        f"split: {len(folds)} images into {params.split.n_splits} folds of sizes {sizes} "
+        f"-> {FOLDS_FILE}"
+    )
     return folds
 
 

@@ -15,15 +15,23 @@ import pandas as pd
 from pipeline.cli import PipelineError, run
 from pipeline.config import load_params
 from pipeline.data import load_table
-from pipeline.files import CLASSES_FILE, ENSEMBLE_DIR, PREPARED_TEST, SUBMISSION_FILE, read_json, write_csv
+from pipeline.files import (
+    CLASSES_FILE,
+    ENSEMBLE_DIR,
+    PREPARED_TEST,
+    SUBMISSION_FILE,
+    read_json,
+    write_csv,
+)
 
 
 class SubmissionError(PipelineError):
     """The submission does not match test.csv or the class list."""
 
 
-def submission_problems(submission: pd.DataFrame, test_images: pd.Series, classes: list[str],
-                        columns: list[str]) -> list[str]:
+def submission_problems(
+    submission: pd.DataFrame, test_images: pd.Series, classes: list[str], columns: list[str]
+) -> list[str]:
     """Everything wrong with a submission, as messages (empty when it is valid)."""
     image_col, label_col = columns
     if list(submission.columns) != columns:
@@ -36,22 +44,27 @@ def submission_problems(submission: pd.DataFrame, test_images: pd.Series, classe
     mismatched = [i for i in range(min(len(images), len(expected))) if images[i] != expected[i]]
     if mismatched:
         i = mismatched[0]
-        problems.append(f"{len(mismatched)} rows differ from test.csv's order, first at row "
-                        f"{i + 2}: {images[i]!r} instead of {expected[i]!r}")
+        problems.append(
+            f"{len(mismatched)} rows differ from test.csv's order, first at row "
+            f"{i + 2}: {images[i]!r} instead of {expected[i]!r}"
+        )
     if images.duplicated().any():
         problems.append(f"duplicate images, e.g. {images[images.duplicated()].iloc[0]!r}")
     labels = submission[label_col]
     empty = labels.isna() | (labels.astype(str).str.strip() == "")
     if empty.any():
-        problems.append(f"{int(empty.sum())} empty labels, first at row {int(np.argmax(empty)) + 2}")
+        problems.append(
+            f"{int(empty.sum())} empty labels, first at row {int(np.argmax(empty)) + 2}"
+        )
     unknown = sorted(set(labels[~empty].astype(str)) - set(classes))
     if unknown:
         problems.append(f"labels not among the training classes: {unknown[:5]}")
     return problems
 
 
-def make_submission(test_logits: np.ndarray, test_images: pd.Series, classes: list[str],
-                    columns: list[str]) -> pd.DataFrame:
+def make_submission(
+    test_logits: np.ndarray, test_images: pd.Series, classes: list[str], columns: list[str]
+) -> pd.DataFrame:
     labels = np.asarray(classes, dtype=object)[test_logits.argmax(axis=1)]
     return pd.DataFrame({columns[0]: test_images.to_numpy(), columns[1]: labels})
 

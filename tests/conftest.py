@@ -18,17 +18,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/helpers
 # Laid over the project's params.yaml key by key, so every other setting stays as shipped.
 TINY_OVERRIDES = {
     "base": {"seed": 7},
-    "generate": {"num_species": 3, "images_per_species": 8, "image_size": 48,
-                 "test_share": 0.25, "seed": 1},
+    "generate": {
+        "num_species": 3,
+        "images_per_species": 8,
+        "image_size": 48,
+        "test_share": 0.25,
+        "seed": 1,
+    },
     "split": {"n_splits": 2, "shuffle": True},
     "train": {
         "models": {"d2l_resnet11": {}},
         "folds": [0, 1],
         "device": "cpu",
         "num_workers": 0,
-        "defaults": {"image_size": 32, "epochs": 1, "batch_size": 8, "amp": False,
-                     "tta": ["identity", "hflip"],
-                     "augment": {"train": [{"name": "HorizontalFlip", "p": 0.5}], "eval": []}},
+        "defaults": {
+            "image_size": 32,
+            "epochs": 1,
+            "batch_size": 8,
+            "amp": False,
+            "tta": ["identity", "hflip"],
+            "augment": {"train": [{"name": "HorizontalFlip", "p": 0.5}], "eval": []},
+        },
     },
 }
 
@@ -59,8 +69,10 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(cwd), "DVC_NO_ANALYTICS": "1"}
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
-                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 

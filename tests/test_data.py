@@ -201,12 +201,15 @@ def test_unknown_argument_is_named():
     assert "HorizontalFlip" in str(info.value)
 
 
-@pytest.mark.parametrize("name, kwargs", [
-    ("HorizontalFlip", {"p": 5}),
-    ("RandomResizedCrop", {"scale": [1.0, 0.5]}),
-    ("RandomResizedCrop", {"scale": "abc"}),
-    ("Rotate", {"limit": "abc"}),
-])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("HorizontalFlip", {"p": 5}),
+        ("RandomResizedCrop", {"scale": [1.0, 0.5]}),
+        ("RandomResizedCrop", {"scale": "abc"}),
+        ("Rotate", {"limit": "abc"}),
+    ],
+)
 def test_bad_argument_value(name, kwargs):
     with pytest.raises(ValueError) as info:
         create_transform(spec(name, **kwargs), image_size=32)
@@ -246,8 +249,9 @@ def test_resize_gets_height_and_width():
 def white_image_with_leaf(height: int = 20, width: int = 50) -> np.ndarray:
     """White background, dark green ellipse away from the border (the silhouette look)."""
     img = Image.new("RGB", (width, height), (255, 255, 255))
-    ImageDraw.Draw(img).ellipse((width // 4, height // 4, 3 * width // 4, 3 * height // 4),
-                                fill=(20, 90, 20))
+    ImageDraw.Draw(img).ellipse(
+        (width // 4, height // 4, 3 * width // 4, 3 * height // 4), fill=(20, 90, 20)
+    )
     return np.array(img)  # writable
 
 
@@ -299,8 +303,9 @@ def test_stretch_fills_the_square_without_padding():
 
 
 def test_build_transforms_uses_the_augment_lists():
-    params = ModelParams(image_size=32, augment={
-        "train": [{"name": "HorizontalFlip", "p": 1.0}], "eval": []})
+    params = ModelParams(
+        image_size=32, augment={"train": [{"name": "HorizontalFlip", "p": 1.0}], "eval": []}
+    )
     image = white_image_with_leaf()
     image[:, :5] = 0  # a black band on the left
     flipped = unnormalise(build_transforms(params, train=True)(image=image)["image"])
@@ -317,15 +322,18 @@ def batch() -> torch.Tensor:
     return torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("views", [
-    ["hflip", "hflip"],
-    ["vflip", "vflip"],
-    ["rot90"] * 4,
-    ["rot90", "rot270"],
-    ["rot180", "rot180"],
-    ["transpose", "transpose"],
-    ["identity"],
-])
+@pytest.mark.parametrize(
+    "views",
+    [
+        ["hflip", "hflip"],
+        ["vflip", "vflip"],
+        ["rot90"] * 4,
+        ["rot90", "rot270"],
+        ["rot180", "rot180"],
+        ["transpose", "transpose"],
+        ["identity"],
+    ],
+)
 def test_view_sequences_are_identity(batch, views):
     out = batch
     for view in views:
@@ -355,14 +363,16 @@ def test_unknown_view(batch):
 
 def test_load_table_keeps_text_columns_as_text(tmp_path):
     path = tmp_path / "t.csv"
-    path.write_text("image,label,target,path,md5\n"
-                    "0123.jpg,1e5,0,data/0123.jpg,1234e5\n"
-                    "7.jpg,NA,1,007,000123\n", encoding="utf-8")
+    path.write_text(
+        "image,label,target,path,md5\n0123.jpg,1e5,0,data/0123.jpg,1234e5\n7.jpg,NA,1,007,000123\n",
+        encoding="utf-8",
+    )
     table = load_table(path)
     assert list(table["md5"]) == ["1234e5", "000123"]
     assert list(table["label"]) == ["1e5", "NA"]
     assert list(table["image"]) == ["0123.jpg", "7.jpg"]
     assert list(table["path"]) == ["data/0123.jpg", "007"]
     assert list(table["target"]) == [0, 1]
-    assert all(isinstance(v, str) for column in ("image", "label", "path", "md5")
-               for v in table[column])
+    assert all(
+        isinstance(v, str) for column in ("image", "label", "path", "md5") for v in table[column]
+    )

@@ -23,8 +23,9 @@ def two_model_run(tmp_path, monkeypatch):
     """Two models x two folds of fake logits; model `good` is always right, `bad` half the time."""
     monkeypatch.chdir(tmp_path)
     targets = np.array([0, 1, 2, 0, 1, 2, 0, 1])
-    folds = pd.DataFrame({"image": [f"{i}.jpg" for i in range(8)], "target": targets,
-                          "fold": [0, 1] * 4})
+    folds = pd.DataFrame(
+        {"image": [f"{i}.jpg" for i in range(8)], "target": targets, "fold": [0, 1] * 4}
+    )
     num_test = 3
     for model, correct in (("good", 1.0), ("bad", 0.5)):
         for fold in (0, 1):

@@ -17,8 +17,12 @@ PER_CLASS = 5
 TEST_IMAGES = 4
 
 
-def write_prepared(root: Path, classes: list[str] = CLASSES, per_class: int = PER_CLASS,
-                   test_images: int = TEST_IMAGES) -> int:
+def write_prepared(
+    root: Path,
+    classes: list[str] = CLASSES,
+    per_class: int = PER_CLASS,
+    test_images: int = TEST_IMAGES,
+) -> int:
     """A minimal project at `root`: params.yaml and data/prepared as stage `prepare` writes it.
 
     Images vary in size and mode (L and RGB) like a real competition folder. Returns the number
@@ -50,9 +54,11 @@ def write_prepared(root: Path, classes: list[str] = CLASSES, per_class: int = PE
 
     (prepared / "classes.json").write_text(json.dumps(sorted(classes), indent=2), encoding="utf-8")
     (prepared / "train.csv").write_text(
-        "\n".join(["image,label,target,path,md5", *train_rows]) + "\n", encoding="utf-8")
+        "\n".join(["image,label,target,path,md5", *train_rows]) + "\n", encoding="utf-8"
+    )
     (prepared / "test.csv").write_text(
-        "\n".join(["image,path,md5", *test_rows]) + "\n", encoding="utf-8")
+        "\n".join(["image,path,md5", *test_rows]) + "\n", encoding="utf-8"
+    )
     return len(train_rows)
 
 
@@ -81,18 +87,24 @@ def test_explore_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.delenv("MPLBACKEND", raising=False)  # keep the inline backend
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(nb, kernel_name="python3", timeout=300,
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()  # raises CellExecutionError on the first failing cell
 
-    errors = [out for cell in nb.cells for out in cell.get("outputs", [])
-              if out.get("output_type") == "error"]
+    errors = [
+        out
+        for cell in nb.cells
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "error"
+    ]
     assert not errors
     text = _texts(nb)
     assert f"train images: {n_train}" in text
     assert f"classes: {len(CLASSES)}" in text
     assert f"test images: {TEST_IMAGES}" in text
     assert "'L'" in text and "'RGB'" in text  # both modes reported
-    figures = sum("image/png" in out.get("data", {})
-                  for cell in nb.cells for out in cell.get("outputs", []))
+    figures = sum(
+        "image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", [])
+    )
     assert figures >= 3  # class counts, sample grid, sizes

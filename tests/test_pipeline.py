@@ -28,8 +28,15 @@ def edit_params(project, change) -> None:
 def test_dvc_repro_end_to_end_and_incremental(project):
     # 1. A fresh clone reproduces everything and ends with a valid submission.
     ran = repro(project)
-    assert ran == {"generate", "prepare", "split", "train@d2l_resnet11-0",
-                   "train@d2l_resnet11-1", "ensemble", "submit"}
+    assert ran == {
+        "generate",
+        "prepare",
+        "split",
+        "train@d2l_resnet11-0",
+        "train@d2l_resnet11-1",
+        "ensemble",
+        "submit",
+    }
     submission = pd.read_csv(project / "submissions/submission.csv")
     test = pd.read_csv(project / "data/synthetic/test.csv")
     classes = yaml.safe_load((project / "data/prepared/classes.json").read_text())
@@ -52,8 +59,9 @@ def test_dvc_repro_end_to_end_and_incremental(project):
     assert repro(project) == {"train@resnet10t-0", "train@resnet10t-1", "ensemble", "submit"}
 
     # 4. Changing one model's params re-runs only that model's cells and what follows.
-    edit_params(project, lambda p: p["train"]["models"].update(
-        {"resnet10t": {"optimizer": {"lr": 0.01}}}))
+    edit_params(
+        project, lambda p: p["train"]["models"].update({"resnet10t": {"optimizer": {"lr": 0.01}}})
+    )
     assert repro(project) == {"train@resnet10t-0", "train@resnet10t-1", "ensemble", "submit"}
     metrics = yaml.safe_load((project / "results/ensemble/metrics.json").read_text())
     assert set(metrics["models"]) == {"d2l_resnet11", "resnet10t"}

@@ -103,8 +103,12 @@ def test_bad_image_is_refused_with_file_and_row(workdir, comp, breakage):
         imgs.write_empty(path)
     else:
         imgs.write_text_file(path)
-    message = fails(workdir, table_name(comp, "train.csv"), rel(comp, image),
-                    rows=(imgs.csv_line_of(comp.train_csv, image),))
+    message = fails(
+        workdir,
+        table_name(comp, "train.csv"),
+        rel(comp, image),
+        rows=(imgs.csv_line_of(comp.train_csv, image),),
+    )
     if breakage == "missing":
         assert "not found" in message
     else:
@@ -116,16 +120,23 @@ def test_bad_image_is_refused_with_file_and_row(workdir, comp, breakage):
 def test_bad_test_image_names_test_csv(workdir, comp):
     image = comp.test[2]
     imgs.write_truncated_jpeg(comp.root / image)
-    fails(workdir, table_name(comp, "test.csv"), rel(comp, image),
-          rows=(imgs.csv_line_of(comp.test_csv, image),))
+    fails(
+        workdir,
+        table_name(comp, "test.csv"),
+        rel(comp, image),
+        rows=(imgs.csv_line_of(comp.test_csv, image),),
+    )
 
 
 def test_every_bad_image_is_reported_at_once(workdir, comp):
     broken = [comp.train[1][0], comp.train[7][0]]
     (comp.root / broken[0]).unlink()
     imgs.write_empty(comp.root / broken[1])
-    fails(workdir, *(rel(comp, b) for b in broken),
-          rows=tuple(imgs.csv_line_of(comp.train_csv, b) for b in broken))
+    fails(
+        workdir,
+        *(rel(comp, b) for b in broken),
+        rows=tuple(imgs.csv_line_of(comp.train_csv, b) for b in broken),
+    )
 
 
 def test_image_cell_naming_a_directory_is_refused(workdir, comp):
@@ -151,8 +162,9 @@ def test_duplicate_image_rows_are_refused(workdir, comp):
     rows = list(comp.train)
     rows[6] = (rows[2][0], rows[6][1])  # line 8 repeats line 4's image
     imgs.write_csv(comp.train_csv, ["image", "label"], rows)
-    message = fails(workdir, table_name(comp, "train.csv"), rows[2][0], "more than once",
-                    rows=(4, 8))
+    message = fails(
+        workdir, table_name(comp, "train.csv"), rows[2][0], "more than once", rows=(4, 8)
+    )
     assert "row 4, row 8" in message
 
 
@@ -191,8 +203,9 @@ def test_image_in_both_train_and_test(workdir, comp):
 def test_image_in_both_train_and_test_under_another_spelling(workdir, comp):
     shared = comp.train[0][0]
     imgs.write_csv(comp.test_csv, ["image"], [[f"./{shared}"], *([t] for t in comp.test)])
-    imgs.write_csv(comp.sample_csv, ["image", "label"],
-                   [[f"./{shared}", "x"], *([t, "x"] for t in comp.test)])
+    imgs.write_csv(
+        comp.sample_csv, ["image", "label"], [[f"./{shared}", "x"], *([t, "x"] for t in comp.test)]
+    )
     try:
         prepare_stage.main()
     except InputDataError as err:
@@ -213,8 +226,13 @@ def test_image_path_escaping_the_root_is_refused(workdir, comp, table, escaping)
         tests = [*comp.test[:1], escaping, *comp.test[2:]]
         imgs.write_csv(comp.test_csv, ["image"], [[t] for t in tests])
         imgs.write_csv(comp.sample_csv, ["image", "label"], [[t, "x"] for t in tests])
-    message = fails(workdir, table_name(comp, table), escaping, "inside",
-                    rows=(4 if table == "train.csv" else 3,))
+    message = fails(
+        workdir,
+        table_name(comp, table),
+        escaping,
+        "inside",
+        rows=(4 if table == "train.csv" else 3,),
+    )
     assert message.count("row ") == 1
 
 
@@ -247,8 +265,15 @@ def test_cli_prints_error_and_exits_2_without_traceback(workdir, comp):
     (comp.root / image).unlink()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    result = subprocess.run([sys.executable, "-m", "pipeline.prepare"], cwd=workdir, env=env,
-                            capture_output=True, text=True, timeout=180, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.prepare"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -277,7 +302,7 @@ def check_consistent(workdir: Path, classes, train, test) -> None:
     assert set(train["label"]) == set(classes)
     assert [classes[t] for t in train["target"]] == list(train["label"])
     for frame in (train, test):
-        for path, md5 in zip(frame["path"], frame["md5"]):
+        for path, md5 in zip(frame["path"], frame["md5"], strict=False):
             file = workdir / path
             assert file.is_file(), path
             assert not Path(path).is_absolute()  # relative to the project
@@ -290,10 +315,10 @@ def test_valid_folder(workdir, comp, capsys):
     assert classes == comp.classes == sorted(classes)
     first_seen = list(dict.fromkeys(label for _, label in comp.train))
     assert first_seen != classes  # so the order really comes from sorting
-    assert list(zip(train["image"], train["label"])) == comp.train
+    assert list(zip(train["image"], train["label"], strict=False)) == comp.train
     assert list(test["image"]) == comp.test
     check_consistent(workdir, classes, train, test)
-    for image, path in zip(train["image"], train["path"]):
+    for image, path in zip(train["image"], train["path"], strict=False):
         assert (workdir / path).resolve() == (comp.root / image).resolve()
     assert len(set(train["md5"])) == len(train)  # distinct images
     assert leftovers(workdir) == []
@@ -318,20 +343,22 @@ def test_bom_and_padded_cells_are_stripped(workdir, comp):
     comp.sample_csv.write_text("\ufeffimage, label\n" + sample, encoding="utf-8")
     prepare_stage.main()
     classes, train_out, test_out = read_prepared(workdir)
-    assert list(zip(train_out["image"], train_out["label"])) == comp.train
+    assert list(zip(train_out["image"], train_out["label"], strict=False)) == comp.train
     assert list(test_out["image"]) == comp.test
     assert classes == comp.classes
     check_consistent(workdir, classes, train_out, test_out)
 
 
 def test_extra_columns_are_ignored(workdir, comp):
-    imgs.write_csv(comp.train_csv, ["id", "image", "notes", "label"],
-                   [[str(i), image, "whatever, really", label]
-                    for i, (image, label) in enumerate(comp.train)])
+    imgs.write_csv(
+        comp.train_csv,
+        ["id", "image", "notes", "label"],
+        [[str(i), image, "whatever, really", label] for i, (image, label) in enumerate(comp.train)],
+    )
     imgs.write_csv(comp.test_csv, ["image", "id"], [[image, "7"] for image in comp.test])
     prepare_stage.main()
     classes, train, test = read_prepared(workdir)
-    assert list(zip(train["image"], train["label"])) == comp.train
+    assert list(zip(train["image"], train["label"], strict=False)) == comp.train
     check_consistent(workdir, classes, train, test)
 
 
@@ -340,7 +367,7 @@ def test_custom_column_names(workdir):
     write_params(workdir, image_col="file", label_col="species")
     prepare_stage.main()
     classes, train, test = read_prepared(workdir)
-    assert list(zip(train["image"], train["label"])) == comp.train
+    assert list(zip(train["image"], train["label"], strict=False)) == comp.train
     assert list(test["image"]) == comp.test
     check_consistent(workdir, classes, train, test)
 
@@ -372,8 +399,9 @@ def test_images_of_any_mode_are_accepted(workdir, comp, kind):
     rows = [*comp.train, (train_image, comp.train[0][1])]
     imgs.write_csv(comp.train_csv, ["image", "label"], rows)
     imgs.write_csv(comp.test_csv, ["image"], [[t] for t in [*comp.test, test_image]])
-    imgs.write_csv(comp.sample_csv, ["image", "label"],
-                   [[t, "x"] for t in [*comp.test, test_image]])
+    imgs.write_csv(
+        comp.sample_csv, ["image", "label"], [[t, "x"] for t in [*comp.test, test_image]]
+    )
     prepare_stage.main()
     classes, train, test = read_prepared(workdir)
     assert list(train["image"])[-1] == train_image
@@ -391,10 +419,13 @@ def test_rerun_replaces_previous_output_entirely(workdir, comp):
     imgs.write_csv(comp.sample_csv, ["image", "label"], [[t, "x"] for t in comp.test[:-1]])
     prepare_stage.main()
     assert sorted(p.name for p in (workdir / PREPARED).iterdir()) == [
-        "classes.json", "test.csv", "train.csv"]
+        "classes.json",
+        "test.csv",
+        "train.csv",
+    ]
     classes, train, test = read_prepared(workdir)
     assert classes == comp.classes[1:]
-    assert list(zip(train["image"], train["label"])) == kept
+    assert list(zip(train["image"], train["label"], strict=False)) == kept
     assert list(test["image"]) == comp.test[:-1]
     check_consistent(workdir, classes, train, test)
     assert leftovers(workdir) == []

@@ -7,8 +7,11 @@ from pipeline.split import assign_folds
 
 def make_train(counts: dict[str, int]) -> pd.DataFrame:
     classes = sorted(counts)
-    rows = [(f"images/{label}_{i}.jpg", label, classes.index(label))
-            for label, n in counts.items() for i in range(n)]
+    rows = [
+        (f"images/{label}_{i}.jpg", label, classes.index(label))
+        for label, n in counts.items()
+        for i in range(n)
+    ]
     return pd.DataFrame(rows, columns=["image", "label", "target"])
 
 
@@ -59,3 +62,18 @@ def test_class_smaller_than_n_splits_is_named(train):
     assert "split.n_splits = 6" in message
     assert "'carpinus' (5)" in message
     assert "at most 5" in message
+
+
+def test_stage_refuses_small_class_and_writes_nothing(tmp_path, monkeypatch, train):
+    from pipeline import split as split_stage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(
+        "split: {n_splits: 6}\ntrain:\n  models: {d2l_resnet11: {}}\n  folds: [0]\n"
+    )
+    (tmp_path / "data/prepared").mkdir(parents=True)
+    train.to_csv(tmp_path / "data/prepared/train.csv", index=False)
+    with pytest.raises(PipelineError, match="'carpinus' \\(5\\)"):
+        split_stage.main()
+    assert not (tmp_path / "data/folds.csv").exists()
+    assert list((tmp_path / "data").iterdir()) == [tmp_path / "data/prepared"]

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 import torch
+from helpers.run_if import RunIf
 from torch import nn
 
 from pipeline.cli import PipelineError
 from pipeline.config import OptimizerParams, SchedulerParams
-from helpers.run_if import RunIf
 from pipeline.train import amp_context, create_optimizer, create_scheduler, resolve_device
 
 
@@ -23,9 +23,9 @@ def lrs(params: SchedulerParams, epochs=10, steps=4) -> list[float]:
 def test_warmup_rises_then_cosine_decays_to_the_floor():
     seen = lrs(SchedulerParams(name="cosine", warmup_epochs=2, min_lr_ratio=0.01))
     warmup = seen[:8]
-    assert all(a < b for a, b in zip(warmup, warmup[1:]))
+    assert all(a < b for a, b in zip(warmup, warmup[1:], strict=False))
     decay = seen[8:]
-    assert all(a >= b for a, b in zip(decay, decay[1:]))
+    assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
     assert max(seen) == pytest.approx(1.0, abs=0.02)
     assert seen[-1] == pytest.approx(0.01, abs=0.01)
 

@@ -20,8 +20,14 @@ from PIL import Image, ImageDraw
 
 # Deliberately not in sorted order, so tests can check that classes come out sorted.
 SPECIES = [
-    "quercus_rubra", "acer_rubrum", "magnolia_grandiflora", "betula_nigra", "tilia_americana",
-    "ulmus_americana", "juglans_nigra", "carya_ovata",
+    "quercus_rubra",
+    "acer_rubrum",
+    "magnolia_grandiflora",
+    "betula_nigra",
+    "tilia_americana",
+    "ulmus_americana",
+    "juglans_nigra",
+    "carya_ovata",
 ]
 EXIF_ORIENTATION = 0x0112
 
@@ -105,9 +111,17 @@ def write_jpeg(path: Path, index: int = 0, size: int = 32) -> Path:
     return path
 
 
-def write_competition(root: Path, n_classes: int = 3, per_class: int = 6, n_test: int = 4,
-                      size: int = 32, *, sample_submission: bool = True,
-                      image_col: str = "image", label_col: str = "label") -> Competition:
+def write_competition(
+    root: Path,
+    n_classes: int = 3,
+    per_class: int = 6,
+    n_test: int = 4,
+    size: int = 32,
+    *,
+    sample_submission: bool = True,
+    image_col: str = "image",
+    label_col: str = "label",
+) -> Competition:
     """Write a small valid competition folder under `root` (created if needed).
 
     Train rows interleave the classes (class of row i is i % n_classes), so labels are not in
@@ -128,8 +142,9 @@ def write_competition(root: Path, n_classes: int = 3, per_class: int = 6, n_test
     write_csv(comp.train_csv, [image_col, label_col], comp.train)
     write_csv(comp.test_csv, [image_col], [[image] for image in comp.test])
     if sample_submission:
-        write_csv(comp.sample_csv, [image_col, label_col],
-                  [[image, SPECIES[0]] for image in comp.test])
+        write_csv(
+            comp.sample_csv, [image_col, label_col], [[image, SPECIES[0]] for image in comp.test]
+        )
     return comp
 
 
@@ -235,16 +250,21 @@ def write_large_jpeg(path: Path, width: int = 1024, height: int = 768) -> Path:
     """A smooth colour gradient JPEG, big enough for reduced-scale (draft) decoding."""
     x = np.linspace(0, 255, width, dtype=np.float32)
     y = np.linspace(0, 255, height, dtype=np.float32)
-    array = np.stack(np.broadcast_arrays(x[None, :], y[:, None], (x[None, :] + y[:, None]) / 2),
-                     axis=-1).astype(np.uint8)
+    array = np.stack(
+        np.broadcast_arrays(x[None, :], y[:, None], (x[None, :] + y[:, None]) / 2), axis=-1
+    ).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, format="JPEG", quality=85)
     return path
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (
+        struct.pack(">I", len(data))
+        + kind
+        + data
+        + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 def write_bomb_png(path: Path, width: int = 30000, height: int = 30000) -> Path:
@@ -257,8 +277,12 @@ def write_bomb_png(path: Path, width: int = 30000, height: int = 30000) -> Path:
     chunks = [compressor.compress(row) for _ in range(height)]
     chunks.append(compressor.flush())
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # bit depth 1, grayscale
-    data = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
-            + _png_chunk(b"IDAT", b"".join(chunks)) + _png_chunk(b"IEND", b""))
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", b"".join(chunks))
+        + _png_chunk(b"IEND", b"")
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
