@@ -92,3 +92,32 @@ def project(tmp_path, tiny_params):
     run(["git", "add", "-A"], tmp_path)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], tmp_path)
     return tmp_path
+
+
+def run_stages(workdir: Path, params: dict) -> None:
+    """Run every stage's main() in-process in `workdir`, in dvc.yaml's order (no DVC)."""
+    from pipeline import ensemble, generate, prepare, split, submit, train
+
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    previous = Path.cwd()
+    os.chdir(workdir)
+    try:
+        generate.main([])
+        prepare.main([])
+        split.main([])
+        for model in params["train"]["models"]:
+            for fold in params["train"]["folds"]:
+                train.main(["--model", model, "--fold", str(fold)])
+        ensemble.main([])
+        submit.main([])
+    finally:
+        os.chdir(previous)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A project folder holding every output of a tiny run (read-only: copy it to change it)."""
+    workdir = tmp_path_factory.mktemp("finished_run")
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+    run_stages(workdir, _overlay(shipped, yaml.safe_load(yaml.safe_dump(TINY_OVERRIDES))))
+    return workdir
