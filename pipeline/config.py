@@ -129,6 +129,7 @@ class TrainParams(Strict):
     folds: list[Annotated[int, Field(ge=0)]] = [0, 1, 2, 3, 4]
     device: str = "auto"
     num_workers: Annotated[int, Field(ge=0)] = 2
+    deterministic: bool = False
     defaults: ModelParams = ModelParams()
 
     @field_validator("device")

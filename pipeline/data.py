@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +20,7 @@ import pydantic
 import torch
 from albumentations.pytorch import ToTensorV2
 from PIL import Image, ImageOps
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.cli import PipelineError
 
@@ -138,7 +138,12 @@ def build_transforms(params: ModelParams, train: bool, seed: int | None = None) 
 
 
 class LeafDataset(Dataset):
-    """Images by path with integer targets (-1 where unknown, as for the test set)."""
+    """Images by path with integer targets (-1 where unknown, as for the test set).
+
+    Items are `dataset[index]` or `dataset[(index, epoch)]` (as EpochSampler yields them); the
+    augmentation of an item is a function of (seed, epoch, index) only, and plain indices count
+    as epoch 0.
+    """
 
     def __init__(
         self,
@@ -146,28 +151,51 @@ class LeafDataset(Dataset):
         targets: Sequence[int] | None,
         transform: A.Compose,
         decode_side: int | None = None,
+        seed: int = 0,
     ):
         self.paths = list(paths)
         self.targets = list(targets) if targets is not None else [-1] * len(self.paths)
         self.transform = transform
         self.decode_side = decode_side
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, epoch = item if isinstance(item, tuple) else (item, 0)
         image = load_image(self.paths[index], min_side=self.decode_side)
+        # Reseeding per item makes its augmentation independent of which worker draws it and of
+        # what was drawn before, so the worker count and resuming cannot change the stream. All
+        # transforms share one generator: Compose.set_random_seed would give each the same seed,
+        # and then HorizontalFlip and VerticalFlip (both p=0.5) always fire together.
+        rng = np.random.default_rng([self.seed % 2**64, epoch, index])
+        self.transform.set_random_state(rng, random.Random(int(rng.integers(2**63))))
         return self.transform(image=image)["image"], self.targets[index]
 
 
-def _seed_worker(worker_id: int) -> None:
-    # Each worker gets a distinct seed from the loader's generator; albumentations keeps its own
-    # RNG, so it must be reseeded here too or every worker would augment identically.
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-    info = torch.utils.data.get_worker_info()
-    info.dataset.transform.set_random_seed(seed)
+class EpochSampler(Sampler[tuple[int, int]]):
+    """A fresh order every epoch, as a pure function of (seed, epoch), yielding (index, epoch).
+
+    Like DistributedSampler, call `set_epoch()` before iterating: the order no longer depends
+    on how many epochs the process has run, so a resumed run sees what an uninterrupted one saw.
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        return iter([(index, self.epoch) for index in order])
 
 
 def create_loader(
@@ -179,18 +207,22 @@ def create_loader(
     seed: int,
     pin_memory: bool = False,
 ) -> DataLoader:
-    """A seeded DataLoader: shuffled with dropped last batch for training, ordered otherwise."""
-    generator = torch.Generator().manual_seed(seed)
+    """A DataLoader whose batches depend only on the seed and the epoch, not on the workers.
+
+    Training loaders shuffle through an EpochSampler (call `loader.sampler.set_epoch(epoch)`
+    before each epoch) and drop the last partial batch; other loaders keep the dataset's order.
+    """
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
+        sampler=EpochSampler(len(dataset), seed) if train else None,
         drop_last=train and len(dataset) > batch_size,
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
-        worker_init_fn=_seed_worker if num_workers > 0 else None,
-        generator=generator,
+        # Each new iterator draws a base seed from this generator; without one it would draw
+        # from the global torch RNG (which dropout uses) and a resume would shift that stream.
+        generator=torch.Generator().manual_seed(seed),
     )
 
 

@@ -7,6 +7,8 @@ half-written file: data goes to a temporary sibling first and is renamed into pl
 from __future__ import annotations
 
 import contextlib
+import glob
+import hashlib
 import json
 import os
 import random
@@ -28,6 +30,7 @@ PREPARED_TEST = PREPARED_DIR / "test.csv"
 PREPARED_SAMPLE = PREPARED_DIR / "sample_submission.csv"
 FOLDS_FILE = Path("data/folds.csv")
 MODELS_DIR = Path("models")
+CHECKPOINTS_DIR = Path("checkpoints")
 TRAIN_RESULTS_DIR = Path("results/train")
 ENSEMBLE_DIR = Path("data/ensemble")
 ENSEMBLE_METRICS = Path("results/ensemble/metrics.json")
@@ -36,6 +39,7 @@ SUBMISSION_FILE = Path("submissions/submission.csv")
 CHECKPOINT_NAME = "best.pt"
 OOF_NAME = "oof.npz"
 TEST_LOGITS_NAME = "test_logits.npy"
+LAST_CHECKPOINT_NAME = "last.pt"
 
 
 def fold_dir(model: str, fold: int) -> Path:
@@ -46,6 +50,11 @@ def fold_dir(model: str, fold: int) -> Path:
 def fold_results_dir(model: str, fold: int) -> Path:
     """Where train writes one cell's DVCLive metrics and plots."""
     return TRAIN_RESULTS_DIR / model / f"fold{fold}"
+
+
+def last_checkpoint_path(model: str, fold: int) -> Path:
+    """Where train keeps one cell's resumable end-of-epoch checkpoint."""
+    return CHECKPOINTS_DIR / model / f"fold{fold}" / LAST_CHECKPOINT_NAME
 
 
 @contextlib.contextmanager
@@ -69,6 +78,25 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_temps(path: Path | str) -> None:
+    """Delete the temporary siblings of `path` that a killed `atomic_path` block left behind."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def file_md5(path: Path | str) -> str:
+    """The md5 hex digest of a file's bytes."""
+    digest = hashlib.md5()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_text(path: Path | str, text: str) -> None:

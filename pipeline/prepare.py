@@ -15,26 +15,45 @@ written.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
-from tqdm import tqdm
 
-from pipeline.cli import PipelineError, run
+from pipeline.cli import PipelineError, progress, run
 from pipeline.config import DataParams, load_params
 from pipeline.data import ImageReadError, load_image
 from pipeline.files import PREPARED_DIR, atomic_path, write_csv, write_json
 
 MAX_PROBLEMS_SHOWN = 10
+# pandas' default missing-value markers (read_csv's na_values), compared case-insensitively. Kept
+# as text by read_table, but a label spelled like this is a missing label, not a class "NaN".
+MISSING_MARKERS = frozenset(
+    {"#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan", "1.#ind", "1.#qnan", "<na>"}
+    | {"n/a", "na", "nan", "null", "none"}
+)
 # Decoding at a reduced DCT scale still walks the whole JPEG stream, so truncation is caught.
 CHECK_DECODE_SIDE = 32
 
 
 class InputDataError(PipelineError):
     """The competition data is inconsistent; the message names the file and rows."""
+
+
+def _not_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8 (pandas' own offsets count from its read buffer)."""
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        return (
+            f"{path}: not UTF-8 text (line {line}: byte {data[err.start]:#04x}); save it as UTF-8"
+        )
+    return f"{path}: not UTF-8 text; save it as UTF-8"
 
 
 def read_table(path: Path, required: list[str]) -> pd.DataFrame:
@@ -48,8 +67,16 @@ def read_table(path: Path, required: list[str]) -> pd.DataFrame:
         frame = pd.read_csv(
             path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skip_blank_lines=False
         )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError:
+        raise InputDataError(_not_utf8(path)) from None
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise InputDataError(f"{path}: not a readable CSV ({err})") from None
+    if not isinstance(frame.index, pd.RangeIndex):
+        # pandas turns the extra first cells into an index instead of complaining.
+        raise InputDataError(
+            f"{path}: row 2 has more cells than the header {list(frame.columns)} "
+            "(an unquoted comma?)"
+        )
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -81,6 +108,19 @@ def check_cells(frame: pd.DataFrame, path: Path, columns: list[str]) -> None:
             f"{_row(i)}: empty {column!r}"
             for column in columns
             for i in frame.index[frame[column] == ""]
+        ],
+    )
+
+
+def check_labels(labels: pd.Series, path: Path, column: str) -> None:
+    """No label spelled as a missing value (`NaN`, `NA`, `null`, ...)."""
+    marked = labels[labels.str.casefold().isin(MISSING_MARKERS)]
+    _fail(
+        path,
+        [
+            f"{_row(i)}: {column!r} is {label!r}, a missing-value marker; give the class name "
+            "or drop the row"
+            for i, label in marked.items()
         ],
     )
 
@@ -125,7 +165,7 @@ def check_images(paths: pd.Series, table: Path, desc: str) -> list[str]:
             return err
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        results = list(tqdm(pool.map(check, paths), total=len(paths), desc=desc, unit="img"))
+        results = list(progress(pool.map(check, paths), total=len(paths), desc=desc, unit="img"))
     _fail(
         table,
         [
@@ -158,6 +198,7 @@ def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
     test = read_table(test_path, [image_col])
     check_cells(train, train_path, [image_col, label_col])
     check_cells(test, test_path, [image_col])
+    check_labels(train[label_col], train_path, label_col)
     if params.sample_submission and (root / params.sample_submission).is_file():
         check_sample_submission(
             root / params.sample_submission, test[image_col], [image_col, label_col]

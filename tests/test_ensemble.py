@@ -1,10 +1,19 @@
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from conftest import ROOT
 
 from pipeline import ensemble as ens
 from pipeline.cli import PipelineError
-from pipeline.files import OOF_NAME, TEST_LOGITS_NAME
+from pipeline.files import (
+    CLASSES_FILE,
+    FOLDS_FILE,
+    OOF_NAME,
+    TEST_LOGITS_NAME,
+    write_csv,
+    write_json,
+)
 
 
 def test_average_in_logit_and_probability_space():
@@ -61,3 +70,80 @@ def test_a_subset_of_folds_scores_only_its_rows(two_model_run):
 def test_missing_cell_is_named(two_model_run):
     with pytest.raises(PipelineError, match="models/absent/fold0: missing"):
         ens.ensemble(two_model_run, ["absent"], [0], "logits")
+
+
+def test_confusion_rows_name_classes_and_skip_untrained_rows():
+    oof = np.array([[3.0, 0.0], [np.nan, np.nan], [0.0, 1.0], [2.0, 0.0]])
+    targets = np.array([0, 1, 1, 1])
+    confusion = ens.confusion_rows(oof, targets, ["acer", "betula"])
+    assert confusion.to_dict("list") == {
+        "actual": ["acer", "betula", "betula"],
+        "predicted": ["acer", "betula", "acer"],
+    }
+    per_class = ens.per_class_accuracy(confusion, ["acer", "betula", "carya"])
+    assert per_class.to_dict("list") == {
+        "class": ["acer", "betula"],  # carya has no scored image
+        "accuracy": [1.0, 0.5],
+        "count": [1, 2],
+    }
+
+
+def test_logits_and_classes_of_different_runs_are_refused():
+    with pytest.raises(PipelineError, match="3 classes but .* lists 2"):
+        ens.confusion_rows(np.zeros((2, 3)), np.array([0, 1]), ["acer", "betula"])
+
+
+def test_main_writes_the_plot_tables(two_model_run, tiny_params, tmp_path):
+    tiny_params["train"]["models"] = {
+        "good": {"backbone": "d2l_resnet11"},
+        "bad": {"backbone": "d2l_resnet11"},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    write_csv(FOLDS_FILE, two_model_run)
+    write_json(CLASSES_FILE, ["acer", "betula", "carya"])
+
+    metrics = ens.main([])
+    confusion = pd.read_csv(ens.CONFUSION_FILE)
+    assert list(confusion.columns) == ["actual", "predicted"]
+    assert list(confusion["actual"]) == ["acer", "betula", "carya"] * 2 + ["acer", "betula"]
+    assert (confusion["actual"] == confusion["predicted"]).mean() == metrics["oof_accuracy"]
+    per_class = pd.read_csv(ens.PER_CLASS_FILE)
+    assert per_class.to_dict("list") == {
+        "class": ["acer", "betula", "carya"],
+        "accuracy": [1.0, 1.0, 1.0],
+        "count": [3, 3, 2],
+    }
+    assert sorted(p.name for p in ens.CONFUSION_FILE.parent.iterdir()) == [
+        "confusion.csv",
+        "metrics.json",
+        "per_class.csv",
+    ]  # written atomically: no temporary files left
+
+
+def test_dvc_yaml_declares_the_plots():
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["ensemble"]
+    plots = {path: spec for entry in stage["plots"] for path, spec in entry.items()}
+    confusion, per_class = plots[str(ens.CONFUSION_FILE)], plots[str(ens.PER_CLASS_FILE)]
+    # DVC's documented orientation for the confusion template: x is actual, y is predicted.
+    expected = {"template": "confusion", "x": "actual", "y": "predicted", "cache": False}
+    assert expected.items() <= confusion.items()
+    assert {"x": "accuracy", "y": "class", "cache": False}.items() <= per_class.items()
+    assert per_class["template"].startswith("bar_horizontal")
+    assert str(CLASSES_FILE) in stage["deps"]
+
+
+def test_the_tiny_run_scores_every_image(finished_run):
+    folds = pd.read_csv(finished_run / FOLDS_FILE)
+    confusion = pd.read_csv(finished_run / ens.CONFUSION_FILE)
+    per_class = pd.read_csv(finished_run / ens.PER_CLASS_FILE)
+    assert list(confusion["actual"]) == list(folds["label"])  # both folds trained
+    assert per_class["count"].sum() == len(folds)
+    assert set(per_class["class"]) == set(folds["label"])
+
+
+def test_probability_average_stays_finite_when_probabilities_underflow():
+    logits = [np.array([[0.0, -200.0, 5.0]], dtype=np.float32)] * 2
+    averaged = ens.average(logits, "probs")
+    assert np.isfinite(averaged).all()
+    assert np.allclose(np.exp(averaged).sum(), 1.0)
+    assert averaged.argmax() == 2

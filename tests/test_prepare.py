@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import yaml
 
 from pipeline import prepare as prepare_stage
 from pipeline.cli import PipelineError
+from pipeline.config import ParamsError
 from pipeline.data import load_table
 from pipeline.prepare import InputDataError
 
@@ -146,6 +148,30 @@ def test_image_cell_naming_a_directory_is_refused(workdir, comp):
     fails(workdir, table_name(comp, "train.csv"), rows=(5,))
 
 
+@pytest.mark.parametrize("table", ["train.csv", "test.csv"])
+def test_decompression_bomb_is_refused_quickly(workdir, comp, table):
+    # 30,000 x 30,000 = 900 Mpx (2.7 GB as RGB) in a PNG of about 100 KB.
+    bomb = "images/bomb.png"
+    imgs.write_bomb_png(comp.root / bomb)
+    if table == "train.csv":
+        rows = [*comp.train[:2], (bomb, comp.train[2][1]), *comp.train[3:]]
+        imgs.write_csv(comp.train_csv, ["image", "label"], rows)
+    else:
+        tests = [comp.test[0], bomb, *comp.test[2:]]
+        imgs.write_csv(comp.test_csv, ["image"], [[t] for t in tests])
+        imgs.write_csv(comp.sample_csv, ["image", "label"], [[t, "x"] for t in tests])
+    start = time.perf_counter()
+    fails(
+        workdir,
+        table_name(comp, table),
+        rel(comp, bomb),
+        "30000x30000 pixels",
+        "decompression bomb",
+        rows=(4 if table == "train.csv" else 3,),
+    )
+    assert time.perf_counter() - start < 10
+
+
 # ----------------------------------------------------------------------------------------------
 # Bad cells and tables
 
@@ -156,6 +182,31 @@ def test_empty_label_is_refused_with_row(workdir, comp, label):
     rows[5] = (rows[5][0], label)
     imgs.write_csv(comp.train_csv, ["image", "label"], rows)
     fails(workdir, table_name(comp, "train.csv"), "empty 'label'", rows=(7,))
+
+
+@pytest.mark.parametrize("label", ["NaN", "nan", "NA", "null", "N/A", "None", "#N/A", "<NA>"])
+def test_missing_value_marker_as_label_is_refused_with_row(workdir, comp, label):
+    # Read as text, "NaN" would silently become a class; pandas and Kaggle read it as missing.
+    rows = list(comp.train)
+    rows[5] = (rows[5][0], label)
+    rows[9] = (rows[9][0], f" {label} ")
+    imgs.write_csv(comp.train_csv, ["image", "label"], rows)
+    message = fails(
+        workdir,
+        table_name(comp, "train.csv"),
+        f"'label' is {label!r}",
+        "missing-value marker",
+        rows=(7, 11),
+    )
+    assert message.count("row ") == 2
+
+
+def test_label_merely_containing_a_marker_is_a_class(workdir, comp):
+    rows = [(image, f"{label}_nana") for image, label in comp.train]
+    imgs.write_csv(comp.train_csv, ["image", "label"], rows)
+    prepare_stage.main()
+    classes, _, _ = read_prepared(workdir)
+    assert classes == sorted(f"{c}_nana" for c in comp.classes)
 
 
 def test_duplicate_image_rows_are_refused(workdir, comp):
@@ -176,6 +227,29 @@ def test_row_numbers_count_blank_lines(workdir, comp):
     comp.train_csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert imgs.csv_line_of(comp.train_csv, image) == 7
     fails(workdir, table_name(comp, "train.csv"), "empty 'label'", rows=(7,))
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16"])
+def test_csv_not_in_utf8_is_refused_with_line(workdir, comp, encoding):
+    rows = [*comp.train[:4], (comp.train[4][0], "érable"), *comp.train[5:]]
+    text = "image,label\n" + "".join(f"{image},{label}\n" for image, label in rows)
+    comp.train_csv.write_bytes(text.encode(encoding))
+    line = 6 if encoding == "latin-1" else 1  # UTF-16 fails at its own byte-order mark
+    fails(
+        workdir, table_name(comp, "train.csv"), f"not UTF-8 text (line {line}:", "save it as UTF-8"
+    )
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [(2, "row 2 has more cells than the header"), (5, "Expected 2 fields in line 5, saw 3")],
+)
+def test_row_with_more_cells_than_the_header_is_refused(workdir, comp, row, expected):
+    # On row 2, pandas would silently take the first column as an index and shift the others.
+    lines = comp.train_csv.read_text(encoding="utf-8").splitlines()
+    lines[row - 1] += ",acer_rubrum"  # an unquoted comma inside a label
+    comp.train_csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    fails(workdir, table_name(comp, "train.csv"), expected)
 
 
 def test_missing_label_column_lists_the_columns_found(workdir, comp):
@@ -216,7 +290,7 @@ def test_image_in_both_train_and_test_under_another_spelling(workdir, comp):
 
 
 @pytest.mark.parametrize("table", ["train.csv", "test.csv"])
-@pytest.mark.parametrize("escaping", ["../outside.jpg", "/etc/passwd"])
+@pytest.mark.parametrize("escaping", ["../outside.jpg", "../../etc/passwd", "/etc/passwd"])
 def test_image_path_escaping_the_root_is_refused(workdir, comp, table, escaping):
     imgs.write_jpeg(workdir / "outside.jpg", index=99)  # exists, so only its place is wrong
     if table == "train.csv":
@@ -263,17 +337,7 @@ def test_failed_run_keeps_the_previous_output(workdir, comp):
 def test_cli_prints_error_and_exits_2_without_traceback(workdir, comp):
     image = comp.train[3][0]
     (comp.root / image).unlink()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.prepare"],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    result = run_cli(workdir)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -282,6 +346,81 @@ def test_cli_prints_error_and_exits_2_without_traceback(workdir, comp):
     assert rel(comp, image) in result.stderr
     assert has_row(result.stderr, 5)
     assert_nothing_written(workdir)
+
+
+def run_cli(workdir: Path) -> subprocess.CompletedProcess:
+    """`python -m pipeline.prepare` in workdir, as DVC runs it."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.prepare"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad params: every stage validates the whole params.yaml before it reads or writes anything
+
+BAD_PARAMS = {
+    "wrong_type": ("data.root", 5, "data.root = 5: Input should be a valid string"),
+    "unknown_key": ("data.image_column", "file", "data.image_column: unknown key"),
+    "negative_epochs": (
+        "train.defaults.epochs",
+        -1,
+        "train.defaults.epochs = -1: Input should be greater than 0",
+    ),
+    "unknown_backbone": (
+        "train.models",
+        {"resnet1800": {}},
+        "train.models.resnet1800: unknown backbone 'resnet1800'",
+    ),
+}
+
+
+def write_bad_params(workdir: Path, case: str) -> str:
+    """params.yaml reading the valid comp/ folder but for one bad key; return the message."""
+    key, value, expected = BAD_PARAMS[case]
+    params = {"data": {"root": COMP}, "train": {"models": {"d2l_resnet11": {}}}}
+    *parents, leaf = key.split(".")
+    node = params
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    return expected
+
+
+@pytest.mark.parametrize("case", BAD_PARAMS)
+def test_bad_params_stop_the_stage_naming_the_key_and_write_nothing(workdir, comp, case):
+    expected = write_bad_params(workdir, case)
+    with pytest.raises(ParamsError) as info:
+        prepare_stage.main()
+    message = str(info.value)
+    assert message.startswith("invalid parameters in params.yaml:")
+    assert expected in message
+    assert not (workdir / "data").exists()
+
+
+@pytest.mark.parametrize("case", ["nan_label", "negative_epochs"])
+def test_cli_bad_input_exits_2_with_one_error_and_no_traceback(workdir, comp, case):
+    if case == "nan_label":
+        rows = [*comp.train[:3], (comp.train[3][0], "NaN"), *comp.train[4:]]
+        imgs.write_csv(comp.train_csv, ["image", "label"], rows)
+        expected = "row 5: 'label' is 'NaN', a missing-value marker"
+    else:
+        expected = write_bad_params(workdir, case)
+    result = run_cli(workdir)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1, result.stderr
+    assert expected in result.stderr
+    assert not (workdir / "data").exists()
 
 
 # ----------------------------------------------------------------------------------------------

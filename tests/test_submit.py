@@ -1,8 +1,19 @@
+"""Stage `submit`: argmax labels in test.csv's order, checked before anything is written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from pipeline.submit import make_submission, submission_problems
+from pipeline import submit as submit_stage
+from pipeline.cli import PipelineError
+from pipeline.submit import make_submission
+from pipeline.validate import SubmissionError, submission_problems
 
 CLASSES = ["acer", "betula", "quercus"]
 COLUMNS = ["image", "label"]
@@ -28,18 +39,72 @@ def test_custom_header_follows_params():
     assert submission_problems(submission, TEST, CLASSES, ["id", "species"]) == []
 
 
+def test_submission_problems_is_still_importable_from_submit():
+    # tests/test_pipeline.py (and users' scripts) import it from here.
+    from pipeline.submit import submission_problems as from_submit
+
+    assert from_submit is submission_problems
+
+
+# ----------------------------------------------------------------------------------------------
+# The stage
+
+
+@pytest.fixture
+def ensembled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project folder holding what submit reads: prepared test.csv, classes.json, logits."""
+    monkeypatch.chdir(tmp_path)
+    params = {"train": {"models": {"d2l_resnet11": {}}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    prepared = tmp_path / "data/prepared"
+    prepared.mkdir(parents=True)
+    (prepared / "classes.json").write_text(json.dumps(CLASSES), encoding="utf-8")
+    pd.DataFrame({"image": TEST, "path": "p", "md5": "m"}).to_csv(
+        prepared / "test.csv", index=False
+    )
+    (tmp_path / "data/ensemble").mkdir()
+    np.save(tmp_path / "data/ensemble/test_logits.npy", np.eye(3)[[2, 0, 1]])
+    return tmp_path
+
+
+def test_stage_writes_the_submission(ensembled, capsys):
+    submit_stage.main()
+    written = pd.read_csv(ensembled / "submissions/submission.csv", dtype=str)
+    assert written["image"].tolist() == TEST.tolist()
+    assert written["label"].tolist() == ["quercus", "acer", "betula"]
+    assert "3 rows, 3 distinct labels" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
-    ("corrupt", "expected"),
+    ("breakage", "expected"),
     [
-        (lambda s: s.rename(columns={"label": "species"}), "header is ['image', 'species']"),
-        (lambda s: s.iloc[:2], "2 rows, test.csv has 3"),
-        (lambda s: s.iloc[[1, 0, 2]], "rows differ from test.csv's order, first at row 2"),
-        (lambda s: s.assign(label=["acer", "", "acer"]), "1 empty labels, first at row 3"),
-        (lambda s: s.assign(label=["acer", None, "acer"]), "1 empty labels"),
-        (lambda s: s.assign(label=["acer", "pinus", "acer"]), "not among the training classes"),
-        (lambda s: s.assign(image=["images/5.jpg"] * 3), "duplicate images"),
+        ("stale_logits", "shape (2, 3), expected (3, 3)"),
+        ("no_logits", "data/ensemble/test_logits.npy: not found"),
+        ("no_prepared", "data/prepared/test.csv: not found"),
+        ("no_classes", "data/prepared/classes.json: class list not found"),
     ],
 )
-def test_each_problem_is_reported(corrupt, expected):
-    problems = submission_problems(corrupt(valid()), TEST, CLASSES, COLUMNS)
-    assert any(expected in p for p in problems), problems
+def test_stage_refuses_missing_or_stale_inputs_and_writes_nothing(ensembled, breakage, expected):
+    if breakage == "stale_logits":
+        np.save(ensembled / "data/ensemble/test_logits.npy", np.eye(3)[:2])
+    elif breakage == "no_logits":
+        (ensembled / "data/ensemble/test_logits.npy").unlink()
+    elif breakage == "no_prepared":
+        (ensembled / "data/prepared/test.csv").unlink()
+    else:
+        (ensembled / "data/prepared/classes.json").unlink()
+    with pytest.raises(PipelineError) as info:
+        submit_stage.main()
+    assert expected in str(info.value)
+    assert not (ensembled / "submissions").exists()
+
+
+def test_stage_refuses_an_invalid_submission_and_keeps_the_previous_one(ensembled, monkeypatch):
+    submit_stage.main()
+    before = (ensembled / "submissions/submission.csv").read_bytes()
+    # A class list naming a test image's class as empty: the check must stop the write.
+    (ensembled / "data/prepared/classes.json").write_text(json.dumps(["acer", "", "quercus"]))
+    with pytest.raises(SubmissionError, match="submission not written, 1 problem"):
+        submit_stage.main()
+    assert (ensembled / "submissions/submission.csv").read_bytes() == before
+    assert sorted(p.name for p in (ensembled / "submissions").iterdir()) == ["submission.csv"]

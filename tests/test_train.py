@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +8,13 @@ from torch import nn
 
 from pipeline.cli import PipelineError
 from pipeline.config import OptimizerParams, SchedulerParams
-from pipeline.train import amp_context, create_optimizer, create_scheduler, resolve_device
+from pipeline.train import (
+    amp_context,
+    configure_determinism,
+    create_optimizer,
+    create_scheduler,
+    resolve_device,
+)
 
 
 def lrs(params: SchedulerParams, epochs=10, steps=4) -> list[float]:
@@ -66,6 +74,32 @@ def test_seeded_runs_repeat():
     seed_everything(3)
     again = (torch.rand(3), np.random.rand(3))
     assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+
+
+@pytest.fixture
+def restore_torch_flags():
+    flags = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    cudnn_deterministic = torch.backends.cudnn.deterministic
+    yield
+    torch.use_deterministic_algorithms(flags[0])
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = (
+        flags[1],
+        cudnn_deterministic,
+    )
+
+
+def test_deterministic_switches_kernels_and_cudnn_benchmarking(restore_torch_flags, monkeypatch):
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # so that teardown restores it
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    configure_determinism(True, torch.device("cpu"))
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ  # only CUDA needs it
+    configure_determinism(True, torch.device("cuda"))  # sets flags only: no CUDA needed
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    configure_determinism(False, torch.device("cpu"))
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
 
 
 @pytest.mark.gpu

@@ -1,0 +1,269 @@
+"""Never lose work: a killed fold resumes bit-identically, and failures leave outputs intact."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import ROOT
+
+from pipeline import train
+from pipeline.cli import PipelineError
+from pipeline.files import fold_dir, fold_results_dir, last_checkpoint_path
+from pipeline.models import D2LResNet
+
+MODEL, FOLD = "d2l_resnet11", 0
+TRAIN = [sys.executable, "-m", "pipeline.train", "--model", MODEL, "--fold", str(FOLD)]
+LAST = last_checkpoint_path(MODEL, FOLD)
+
+
+def write_params(workdir: Path, source: Path, **changes) -> None:
+    """`source`'s params.yaml in `workdir`, with keys of `train` or `train.defaults` changed."""
+    params = yaml.safe_load((source / "params.yaml").read_text())
+    for key, value in changes.items():
+        group = params["train"] if key in params["train"] else params["train"]["defaults"]
+        group[key] = {**group[key], **value} if isinstance(value, dict) else value
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def copy_run(finished_run: Path, workdir: Path, **changes) -> Path:
+    """A new project folder with the tiny run's prepared data and its params, changed."""
+    shutil.copytree(finished_run / "data", workdir / "data", ignore=shutil.ignore_patterns("ens*"))
+    write_params(workdir, finished_run, **changes)
+    return workdir
+
+
+def start_training(workdir: Path) -> subprocess.Popen:
+    # One thread each: the reference run shares the two cores, and OpenMP threads that wait for
+    # a busy core spin (bit-identity holds for any thread count, as long as both runs agree).
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    with open(workdir / "stderr.log", "w") as stderr:  # progress bars: too much for a pipe
+        return subprocess.Popen(
+            TRAIN,
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,  # its own process group: SIGKILL reaches the workers too
+        )
+
+
+def finish(process: subprocess.Popen, workdir: Path) -> str:
+    out, _ = process.communicate(timeout=300)
+    err = (workdir / "stderr.log").read_text()
+    assert process.returncode == 0, f"{out[-2000:]}\n{err[-2000:]}"
+    return out
+
+
+def saved_epoch(path: Path) -> int | None:
+    """The epoch of the checkpoint at `path`, or None while there is none."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)["epoch"]
+    except FileNotFoundError:
+        return None
+
+
+def kill_after_epoch(process: subprocess.Popen, checkpoint: Path, epoch: int) -> int:
+    """SIGKILL the run as soon as `checkpoint` holds `epoch` or later; return that epoch."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        saved = saved_epoch(checkpoint)
+        if saved is not None and saved >= epoch:
+            with contextlib.suppress(ProcessLookupError):  # it may have just finished
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            assert process.returncode == -signal.SIGKILL, "the run finished before the kill"
+            return saved_epoch(checkpoint)  # another epoch may have ended before the kill
+        time.sleep(0.01)
+    raise AssertionError(f"the run ended (or hung) before epoch {epoch} was saved")
+
+
+def cell_outputs(workdir: Path) -> dict:
+    cell = workdir / fold_dir(MODEL, FOLD)
+    best = torch.load(cell / "best.pt", map_location="cpu", weights_only=False)
+    oof = np.load(cell / "oof.npz")
+    return {
+        "epoch": best["epoch"],
+        "state_dict": best["state_dict"],
+        "oof_rows": oof["row"],
+        "oof_logits": oof["logits"],
+        "test_logits": np.load(cell / "test_logits.npy"),
+    }
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def metric_history(workdir: Path) -> dict[str, str]:
+    """Every DVCLive per-epoch metric file of the cell, by name."""
+    plots = workdir / fold_results_dir(MODEL, FOLD) / "plots/metrics"
+    return {str(p.relative_to(plots)): p.read_text() for p in sorted(plots.rglob("*.tsv"))}
+
+
+def test_a_killed_fold_resumes_bit_identically(finished_run, tmp_path):
+    # Dropout makes the torch RNG matter; 2 loader workers before the kill and none after show
+    # that the worker count does not change the data stream either.
+    settings = {"deterministic": True, "epochs": 5, "drop_rate": 0.2, "optimizer": {"lr": 0.002}}
+    reference = copy_run(finished_run, tmp_path / "reference", **settings)
+    killed = copy_run(finished_run, tmp_path / "killed", **settings, num_workers=2)
+    uninterrupted = start_training(reference)  # runs alongside, on the other core
+
+    stopped_at = kill_after_epoch(start_training(killed), killed / LAST, epoch=2)
+    assert stopped_at < 5
+    assert not torch.load(killed / LAST, weights_only=False)["complete"]
+    write_params(killed, finished_run, **settings, num_workers=0)
+    out = finish(start_training(killed), killed)
+    finish(uninterrupted, reference)
+
+    assert f"resuming {MODEL} fold {FOLD} from epoch {stopped_at + 1}" in out
+    assert f"epoch   {stopped_at}/5" not in out  # finished epochs are not trained again
+    expected, resumed = cell_outputs(reference), cell_outputs(killed)
+    assert resumed["epoch"] == expected["epoch"]
+    assert resumed["state_dict"].keys() == expected["state_dict"].keys()
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], tensor), name
+    for name in ("oof_rows", "oof_logits", "test_logits"):
+        assert np.array_equal(resumed[name], expected[name]), name
+    # Every epoch's metrics (replayed from the checkpoint, then new) match to the bit as well.
+    assert metric_history(killed) == metric_history(reference)
+    assert torch.load(killed / LAST, weights_only=False)["complete"]
+    assert list(killed.rglob(".*.tmp")) == []  # what the killed run was writing is gone
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path, monkeypatch):
+    """A writable copy of the finished tiny run, as the cwd; restores torch's global settings."""
+    root = tmp_path / "run"
+    shutil.copytree(finished_run, root)
+    monkeypatch.chdir(root)
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: faster than two threads on a busy machine
+    yield root
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_num_threads(threads)
+
+
+def set_train(**changes) -> None:
+    write_params(Path.cwd(), Path.cwd(), **changes)
+
+
+def nan_from_training_call(monkeypatch, call: int) -> None:
+    """Make the model's output NaN from its `call`-th forward pass in training mode on."""
+    forward, calls = D2LResNet.forward, []
+
+    def patched(self, x):
+        calls.append(self.training)
+        out = forward(self, x)
+        return out * float("nan") if self.training and calls.count(True) >= call else out
+
+    monkeypatch.setattr(D2LResNet, "forward", patched)
+
+
+def test_a_diverged_loss_stops_with_the_epoch_and_keeps_the_last_good_epoch(
+    run_copy, monkeypatch, capsys
+):
+    set_train(epochs=3)
+    cell, live = fold_dir(MODEL, FOLD), fold_results_dir(MODEL, FOLD)
+    before = {cell: snapshot(cell), live: snapshot(live)}
+    nan_from_training_call(monkeypatch, call=2)  # the tiny fold has one step per epoch
+    with pytest.raises(PipelineError) as err:
+        train.main(["--model", MODEL, "--fold", str(FOLD)])
+    assert {cell: snapshot(cell), live: snapshot(live)} == before  # the last run's outputs
+    message = str(err.value)
+    assert "loss was nan at epoch 2, step 1/1" in message
+    assert f"train.models.{MODEL}.optimizer.lr" in message and "keeps epoch 1" in message
+    checkpoint = torch.load(LAST, weights_only=False)
+    assert checkpoint["epoch"] == 1 and not checkpoint["complete"]
+
+    # Once the cause is gone, the same settings continue from the last good epoch.
+    monkeypatch.undo()
+    monkeypatch.chdir(run_copy)
+    capsys.readouterr()
+    train.main(["--model", MODEL, "--fold", str(FOLD)])
+    out = capsys.readouterr().out
+    assert f"resuming {MODEL} fold {FOLD} from epoch 2" in out and "epoch   1/3" not in out
+    assert torch.load(LAST, weights_only=False) == {
+        "fingerprint": checkpoint["fingerprint"],
+        "complete": True,
+        "epoch": 3,
+    }
+
+
+def test_a_finished_or_stale_checkpoint_restarts_training(run_copy, monkeypatch, capsys):
+    # The finished run's last.pt is marked complete: a new run of the stage starts over.
+    train.main(["--model", MODEL, "--fold", str(FOLD)])
+    out = capsys.readouterr().out
+    assert "is from a finished run; training from scratch" in out and "epoch   1/1" in out
+
+    # An unfinished checkpoint made with other settings is not resumed either.
+    set_train(epochs=2)
+    nan_from_training_call(monkeypatch, call=2)
+    with pytest.raises(PipelineError):
+        train.main(["--model", MODEL, "--fold", str(FOLD)])
+    assert torch.load(LAST, weights_only=False)["epoch"] == 1
+    monkeypatch.undo()
+    monkeypatch.chdir(run_copy)
+    set_train(epochs=2, optimizer={"lr": 0.001})
+    capsys.readouterr()
+    train.main(["--model", MODEL, "--fold", str(FOLD)])
+    out = capsys.readouterr().out
+    assert "is from a run with other model_params; training from scratch" in out
+    assert "resuming" not in out and "epoch   1/2" in out
+
+
+def test_out_of_gpu_memory_names_the_batch_size(run_copy, monkeypatch):
+    def out_of_memory(self, x):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(D2LResNet, "forward", out_of_memory)
+    with pytest.raises(PipelineError) as err:
+        train.main(["--model", MODEL, "--fold", str(FOLD)])
+    message = str(err.value)
+    assert "out of GPU memory" in message and "batch_size 8" in message
+    assert f"lower train.models.{MODEL}.batch_size (e.g. 4)" in message
+    assert "image_size" in message
+
+
+def test_a_missing_deterministic_kernel_is_a_clear_error(run_copy, monkeypatch):
+    def no_kernel(self, x):
+        raise RuntimeError(
+            "adaptive_avg_pool2d_backward_cuda does not have a deterministic "
+            "implementation, but you set 'torch.use_deterministic_algorithms(True)'"
+        )
+
+    monkeypatch.setattr(D2LResNet, "forward", no_kernel)
+    with pytest.raises(PipelineError, match="set train.deterministic: false"):
+        train.main(["--model", MODEL, "--fold", str(FOLD)])
+
+
+@pytest.mark.parametrize("saver", ["numpy.save", "torch.save"])
+def test_a_stage_failing_part_way_keeps_the_previous_outputs(run_copy, monkeypatch, saver):
+    cell, live = fold_dir(MODEL, FOLD), fold_results_dir(MODEL, FOLD)
+    before = {cell: snapshot(cell), live: snapshot(live)}
+    module = train.np if saver == "numpy.save" else train.torch
+    save = module.save
+
+    def disk_full_in_the_cell_folder(*args, **kwargs):
+        path = args[0] if saver == "numpy.save" else args[1]
+        if Path(path).parent.name.startswith(f".fold{FOLD}."):  # save_cell's temporary folder
+            raise OSError(28, "No space left on device")
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(module, "save", disk_full_in_the_cell_folder)
+    with pytest.raises(OSError, match="No space left"):
+        train.main(["--model", MODEL, "--fold", str(FOLD)])
+    assert {cell: snapshot(cell), live: snapshot(live)} == before
+    for folder in (cell.parent, live.parent):  # no temporary .fold0.* siblings left
+        assert sorted(p.name for p in folder.iterdir()) == ["fold0", "fold1"]
