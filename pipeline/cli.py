@@ -17,6 +17,17 @@ class PipelineError(Exception):
     """A problem the user can fix (bad params, bad input data); printed without a traceback."""
 
 
+MAX_PROBLEMS_SHOWN = 10
+
+
+def format_problems(problems: list[str], limit: int = MAX_PROBLEMS_SHOWN) -> str:
+    """The first `limit` problems as an indented list, then how many more there are."""
+    lines = [f"  - {problem}" for problem in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"  ... and {len(problems) - limit} more")
+    return "\n".join(lines)
+
+
 def run(main: Callable[[list[str] | None], object]) -> None:
     """Run a stage's `main()`; turn PipelineError into `error: ...` on stderr and exit code 2."""
     try:

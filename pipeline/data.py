@@ -7,6 +7,7 @@ composited onto white; EXIF orientation is applied. Nothing is rejected for its 
 
 from __future__ import annotations
 
+import codecs
 import inspect
 import random
 from collections.abc import Iterator, Sequence
@@ -232,6 +233,19 @@ def load_table(path: Path | str) -> pd.DataFrame:
 
     text = {"image": str, "label": str, "path": str, "md5": str}
     return pd.read_csv(path, dtype=text, keep_default_na=False)
+
+
+def not_utf8_message(path: Path) -> str:
+    """Where a CSV stops being UTF-8, as a message (pandas counts offsets in its read buffer)."""
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        return (
+            f"{path}: not UTF-8 text (line {line}: byte {data[err.start]:#04x}); save it as UTF-8"
+        )
+    return f"{path}: not UTF-8 text; save it as UTF-8"
 
 
 def apply_view(batch: torch.Tensor, view: str) -> torch.Tensor:

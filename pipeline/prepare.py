@@ -15,7 +15,6 @@ written.
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +22,11 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from pipeline.cli import PipelineError, progress, run
+from pipeline.cli import PipelineError, format_problems, progress, run
 from pipeline.config import DataParams, load_params
-from pipeline.data import ImageReadError, load_image
+from pipeline.data import ImageReadError, load_image, not_utf8_message
 from pipeline.files import PREPARED_DIR, atomic_path, write_csv, write_json
 
-MAX_PROBLEMS_SHOWN = 10
 # pandas' default missing-value markers (read_csv's na_values), compared case-insensitively. Kept
 # as text by read_table, but a label spelled like this is a missing label, not a class "NaN".
 MISSING_MARKERS = frozenset(
@@ -43,19 +41,6 @@ class InputDataError(PipelineError):
     """The competition data is inconsistent; the message names the file and rows."""
 
 
-def _not_utf8(path: Path) -> str:
-    """Where a file stops being UTF-8 (pandas' own offsets count from its read buffer)."""
-    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        return (
-            f"{path}: not UTF-8 text (line {line}: byte {data[err.start]:#04x}); save it as UTF-8"
-        )
-    return f"{path}: not UTF-8 text; save it as UTF-8"
-
-
 def read_table(path: Path, required: list[str]) -> pd.DataFrame:
     """Read a CSV as strings (BOM and padding stripped) and check its columns."""
     if not path.is_file():
@@ -68,7 +53,7 @@ def read_table(path: Path, required: list[str]) -> pd.DataFrame:
             path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skip_blank_lines=False
         )
     except UnicodeDecodeError:
-        raise InputDataError(_not_utf8(path)) from None
+        raise InputDataError(not_utf8_message(path)) from None
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise InputDataError(f"{path}: not a readable CSV ({err})") from None
     if not isinstance(frame.index, pd.RangeIndex):
@@ -94,10 +79,7 @@ def _row(index: int) -> str:
 
 def _fail(path: Path, problems: list[str]) -> None:
     if problems:
-        shown = problems[:MAX_PROBLEMS_SHOWN]
-        more = len(problems) - len(shown)
-        lines = "\n".join(f"  - {p}" for p in shown) + (f"\n  ... and {more} more" if more else "")
-        raise InputDataError(f"{path}: {len(problems)} problem(s):\n{lines}")
+        raise InputDataError(f"{path}: {len(problems)} problem(s):\n{format_problems(problems)}")
 
 
 def check_cells(frame: pd.DataFrame, path: Path, columns: list[str]) -> None:

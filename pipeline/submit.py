@@ -13,12 +13,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.cli import PipelineError, run
+from pipeline.cli import PipelineError, format_problems, run
 from pipeline.config import load_params
 from pipeline.files import ENSEMBLE_DIR, SUBMISSION_FILE, write_csv
 from pipeline.validate import (
     SubmissionError,
-    format_problems,
     load_reference,
     submission_problems,
 )

@@ -18,17 +18,15 @@ file is valid; 2 with the first problems listed otherwise.
 from __future__ import annotations
 
 import argparse
-import codecs
 import json
 from pathlib import Path
 
 import pandas as pd
 
-from pipeline.cli import PipelineError, run
+from pipeline.cli import PipelineError, format_problems, run
 from pipeline.config import load_params
+from pipeline.data import not_utf8_message
 from pipeline.files import CLASSES_FILE, PREPARED_TEST
-
-MAX_PROBLEMS_SHOWN = 10
 
 
 class SubmissionError(PipelineError):
@@ -37,27 +35,6 @@ class SubmissionError(PipelineError):
 
 def _row(index: int) -> str:
     return f"row {index + 2}"  # +1 for the header, +1 for 1-based line numbers
-
-
-def format_problems(problems: list[str], limit: int = MAX_PROBLEMS_SHOWN) -> str:
-    """The first `limit` problems as an indented list, then how many more there are."""
-    lines = [f"  - {problem}" for problem in problems[:limit]]
-    if len(problems) > limit:
-        lines.append(f"  ... and {len(problems) - limit} more")
-    return "\n".join(lines)
-
-
-def _not_utf8(path: Path) -> str:
-    """Where a file stops being UTF-8 (pandas' own offsets count from its read buffer)."""
-    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        return (
-            f"{path}: not UTF-8 text (line {line}: byte {data[err.start]:#04x}); save it as UTF-8"
-        )
-    return f"{path}: not UTF-8 text; save it as UTF-8"
 
 
 def read_text_csv(path: Path | str, what: str = "CSV") -> pd.DataFrame:
@@ -77,7 +54,7 @@ def read_text_csv(path: Path | str, what: str = "CSV") -> pd.DataFrame:
             path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skip_blank_lines=False
         )
     except UnicodeDecodeError:
-        raise SubmissionError(_not_utf8(path)) from None
+        raise SubmissionError(not_utf8_message(path)) from None
     except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise SubmissionError(f"{path}: not a readable CSV ({err})") from None
     if not isinstance(frame.index, pd.RangeIndex):

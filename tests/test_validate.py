@@ -14,11 +14,10 @@ import pytest
 import yaml
 
 from pipeline import validate
-from pipeline.cli import run
+from pipeline.cli import format_problems, run
 from pipeline.validate import (
     SubmissionError,
     check_submission,
-    format_problems,
     read_submission,
     submission_problems,
 )
