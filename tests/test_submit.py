@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from helpers.projects import write_prepared_project
 
 from pipeline import submit as submit_stage
 from pipeline.cli import PipelineError
@@ -54,14 +54,7 @@ def test_submission_problems_is_still_importable_from_submit():
 def ensembled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project folder holding what submit reads: prepared test.csv, classes.json, logits."""
     monkeypatch.chdir(tmp_path)
-    params = {"train": {"models": {"d2l_resnet11": {}}}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    prepared = tmp_path / "data/prepared"
-    prepared.mkdir(parents=True)
-    (prepared / "classes.json").write_text(json.dumps(CLASSES), encoding="utf-8")
-    pd.DataFrame({"image": TEST, "path": "p", "md5": "m"}).to_csv(
-        prepared / "test.csv", index=False
-    )
+    write_prepared_project(tmp_path, CLASSES, TEST)
     (tmp_path / "data/ensemble").mkdir()
     np.save(tmp_path / "data/ensemble/test_logits.npy", np.eye(3)[[2, 0, 1]])
     return tmp_path

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from helpers.projects import write_prepared_project
 
 from pipeline import validate
 from pipeline.cli import format_problems, run
@@ -211,14 +212,7 @@ def test_check_submission_lists_at_most_ten_problems(tmp_path):
 def prepared_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project folder (the cwd) with params.yaml and prepared test.csv and classes.json."""
     monkeypatch.chdir(tmp_path)
-    params = {"train": {"models": {"d2l_resnet11": {}}}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    prepared = tmp_path / "data/prepared"
-    prepared.mkdir(parents=True)
-    (prepared / "classes.json").write_text(json.dumps(CLASSES), encoding="utf-8")
-    pd.DataFrame({"image": TEST, "path": "p", "md5": "m"}).to_csv(
-        prepared / "test.csv", index=False
-    )
+    write_prepared_project(tmp_path, CLASSES, TEST)
     (tmp_path / "sub.csv").write_text(VALID_CSV, encoding="utf-8")
     return tmp_path
 
