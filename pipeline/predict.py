@@ -30,7 +30,6 @@ from pipeline.config import ModelParams, Params, load_params
 from pipeline.data import (
     ImageReadError,
     LeafDataset,
-    apply_view,
     build_transforms,
     create_loader,
     load_image,
@@ -39,6 +38,7 @@ from pipeline.ensemble import average, log_softmax
 from pipeline.files import CHECKPOINT_NAME, fold_dir, write_csv
 from pipeline.models import create_model
 from pipeline.train import amp_context, resolve_device
+from pipeline.train import predict as predict_logits
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -158,7 +158,11 @@ def predict_cell(
     model.load_state_dict(checkpoint["state_dict"])
     model.to(device).eval()
     dataset = LeafDataset(
-        [str(p) for p in paths], None, build_transforms(hp, train=False), hp.image_size
+        [str(p) for p in paths],
+        None,
+        build_transforms(hp, train=False),
+        hp.image_size,
+        seed=params.base.seed,
     )
     loader = create_loader(
         dataset,
@@ -168,13 +172,7 @@ def predict_cell(
         seed=params.base.seed,
     )
     autocast, _ = amp_context(device, hp.amp)
-    outputs = []
-    for images, _ in progress(loader, desc=desc, unit="batch", leave=False):
-        images = images.to(device)
-        with autocast():
-            views = [model(apply_view(images, view)).float() for view in hp.tta]
-        outputs.append(torch.stack(views).mean(0).cpu())
-    return torch.cat(outputs).numpy()
+    return predict_logits(model, loader, autocast, device, hp.tta, desc)
 
 
 def predict_images(
