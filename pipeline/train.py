@@ -272,8 +272,8 @@ def build_loaders(
     seed, workers = params.base.seed, params.train.num_workers
     size, batch = model_params.image_size, model_params.batch_size
     is_train = folds["fold"] != fold
-    train_tf = build_transforms(model_params, train=True, seed=seed)
-    eval_tf = build_transforms(model_params, train=False, seed=seed)
+    train_tf = build_transforms(model_params, train=True)
+    eval_tf = build_transforms(model_params, train=False)
     datasets = {
         "train": LeafDataset(
             folds.path[is_train], folds.target[is_train], train_tf, size, seed=seed
