@@ -15,7 +15,6 @@ written.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -25,7 +24,7 @@ import pandas as pd
 from pipeline.cli import PipelineError, format_problems, progress, run
 from pipeline.config import DataParams, load_params
 from pipeline.data import ImageReadError, load_image, not_utf8_message
-from pipeline.files import PREPARED_DIR, atomic_path, write_csv, write_json
+from pipeline.files import PREPARED_DIR, atomic_path, file_md5, write_csv, write_json
 
 # pandas' default missing-value markers (read_csv's na_values), compared case-insensitively. Kept
 # as text by read_table, but a label spelled like this is a missing label, not a class "NaN".
@@ -136,7 +135,7 @@ def check_images(paths: pd.Series, table: Path, desc: str) -> list[str]:
 
     def check(path: str) -> str | Exception:
         try:
-            digest = hashlib.md5(Path(path).read_bytes()).hexdigest()
+            digest = file_md5(path)
             load_image(path, min_side=CHECK_DECODE_SIDE)
             return digest
         except FileNotFoundError:

@@ -543,9 +543,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     device = resolve_device(params.train.device)
     configure_determinism(params.train.deterministic, device)
     checkpoint_path = last_checkpoint_path(args.model, args.fold)
-    for path in (fold_dir(args.model, args.fold), fold_results_dir(args.model, args.fold)):
+    outputs = (fold_dir(args.model, args.fold), fold_results_dir(args.model, args.fold))
+    for path in (*outputs, checkpoint_path):
         remove_stale_temps(path)  # what a killed run was writing
-    remove_stale_temps(checkpoint_path)
 
     # 1. Data: this fold's split of the prepared images, plus the test set.
     classes = read_json(CLASSES_FILE)
