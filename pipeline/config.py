@@ -13,12 +13,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.cli import PipelineError
 from pipeline.files import PARAMS_FILE
 
-TTA_VIEWS = ("identity", "hflip", "vflip", "rot90", "rot180", "rot270", "transpose")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -68,12 +76,15 @@ class OptimizerParams(Strict):
     lr: Annotated[float, Field(gt=0)] = 1e-3
     weight_decay: NonNegativeFloat = 0.05
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    head_lr: Annotated[float, Field(gt=0)] | None = None  # the classifier head's; None: lr
 
 
 class SchedulerParams(Strict):
-    name: Literal["cosine", "constant"] = "cosine"
+    name: Literal["cosine", "onecycle", "constant"] = "cosine"
     warmup_epochs: NonNegativeFloat = 1.0
-    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.01
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.01  # cosine's floor
+    div_factor: Annotated[float, Field(ge=1)] = 25.0  # onecycle starts at lr / div_factor
+    final_div_factor: Annotated[float, Field(ge=1)] = 1e4  # and ends at start / final_div_factor
 
 
 class TransformSpec(BaseModel):
@@ -99,6 +110,57 @@ class AugmentParams(Strict):
     eval: list[TransformSpec] = []
 
 
+class MixupParams(Strict):
+    """timm's batch MixUp/CutMix (timm.data.Mixup); off while both alphas are 0."""
+
+    mixup_alpha: NonNegativeFloat = 0.0
+    cutmix_alpha: NonNegativeFloat = 0.0
+    prob: Annotated[float, Field(ge=0, le=1)] = 1.0
+    switch_prob: Annotated[float, Field(ge=0, le=1)] = 0.5
+
+    @property
+    def enabled(self) -> bool:
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+
+class EmaParams(Strict):
+    """An exponential moving average of the weights (timm.utils.ModelEmaV3), updated per step."""
+
+    enabled: bool = False
+    decay: Annotated[float, Field(ge=0, lt=1)] = 0.999
+    warmup: bool = True
+
+
+def _known_view(view: str) -> str:
+    from pipeline.data import view_scale  # albumentations is a heavy import
+
+    view_scale(view)
+    return view
+
+
+class TtaParams(Strict):
+    """Test-time augmentation: the views averaged at prediction, and in which space."""
+
+    views: list[Annotated[str, AfterValidator(_known_view)]] = ["identity"]
+    average: Literal["logits", "probs"] = "logits"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _views_shorthand(cls, value: Any) -> Any:
+        # `tta: [identity, hflip]` means `tta: {views: [identity, hflip]}`; checkpoints written
+        # before `average` existed store it that way.
+        return {"views": value} if isinstance(value, list) else value
+
+    @field_validator("views")
+    @classmethod
+    def _views_not_empty(cls, views: list[str]) -> list[str]:
+        from pipeline.data import ALLOWED_VIEWS
+
+        if not views:
+            raise ValueError(f"needs at least one view; allowed: {ALLOWED_VIEWS}")
+        return views
+
+
 class ModelParams(Strict):
     """Everything one (model, fold) training run depends on; see params.yaml for meanings."""
 
@@ -112,23 +174,43 @@ class ModelParams(Strict):
     scheduler: SchedulerParams = SchedulerParams()
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     drop_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    mixup: MixupParams = MixupParams()
+    ema: EmaParams = EmaParams()
+    grad_clip_norm: Annotated[float, Field(gt=0)] | None = None
     amp: bool = True
     augment: AugmentParams = AugmentParams()
-    tta: list[Literal[TTA_VIEWS]] = ["identity"]  # type: ignore[valid-type]
+    tta: TtaParams = TtaParams()
 
-    @field_validator("tta")
+    @field_validator("mixup")
     @classmethod
-    def _tta_not_empty(cls, views: list[str]) -> list[str]:
-        if not views:
-            raise ValueError(f"needs at least one view; allowed: {', '.join(TTA_VIEWS)}")
-        return views
+    def _mixup_pairs_whole_batches(cls, mixup: MixupParams, info: ValidationInfo) -> MixupParams:
+        batch_size = info.data.get("batch_size")
+        if mixup.enabled and batch_size is not None and batch_size % 2:
+            # timm's batch mode mixes row i with row n-1-i, so it needs an even batch.
+            raise ValueError(
+                f"needs an even batch_size, but batch_size is {batch_size}; "
+                "make it even or set mixup_alpha and cutmix_alpha to 0"
+            )
+        return mixup
+
+
+class LoaderParams(Strict):
+    """DataLoader settings; none of them changes the data stream (see pipeline.data)."""
+
+    num_workers: Annotated[int, Field(ge=0)] = 2
+    pin_memory: bool = True  # on CUDA only: page-locked batches copy to the GPU asynchronously
+    persistent_workers: bool = True  # with workers: keep them between epochs
+    prefetch_factor: PositiveInt = 2  # with workers: batches each one prepares ahead
 
 
 class TrainParams(Strict):
     models: dict[str, dict[str, Any] | None]
     folds: list[Annotated[int, Field(ge=0)]] = [0, 1, 2, 3, 4]
     device: str = "auto"
-    num_workers: Annotated[int, Field(ge=0)] = 2
+    launcher: Annotated[str, Field(min_length=1)] = "python3"  # dvc.yaml's, not train.py's
+    loader: LoaderParams = LoaderParams()
+    channels_last: Literal["auto"] | bool = "auto"
+    compile: bool = False
     deterministic: bool = False
     defaults: ModelParams = ModelParams()
 
@@ -155,12 +237,30 @@ class TrainParams(Strict):
 
     def for_model(self, name: str) -> ModelParams:
         """`defaults` deep-merged with this model's overrides (already validated on load)."""
-        merged = _deep_merge(self.defaults.model_dump(), self.models.get(name) or {})
+        merged = deep_merge(self.defaults.model_dump(), self.models.get(name) or {})
         return ModelParams.model_validate(merged)
 
 
 class EnsembleParams(Strict):
     average: Literal["logits", "probs"] = "logits"
+    weights: Literal["equal", "fit"] = "equal"
+    rounds: Annotated[int, Field(ge=1)] = 100
+
+
+class PseudoParams(Strict):
+    """The optional pseudo-label round (stage `pseudo`); see params.yaml for meanings."""
+
+    enabled: bool = False
+    threshold: Annotated[float, Field(gt=0, le=1)] = 0.9
+    epochs: PositiveInt = 3
+    lr_scale: Annotated[float, Field(gt=0)] = 0.1
+
+
+class CacheParams(Strict):
+    """Stage `cache`: every image decoded once, fitted to `image_size`, in one uint8 array."""
+
+    enabled: bool = True
+    image_size: Annotated[int, Field(ge=16, le=1024)] | None = None  # None: the largest model's
 
 
 class Params(Strict):
@@ -168,15 +268,17 @@ class Params(Strict):
     generate: GenerateParams = GenerateParams()
     data: DataParams = DataParams()
     split: SplitParams = SplitParams()
+    cache: CacheParams = CacheParams()
     train: TrainParams
     ensemble: EnsembleParams = EnsembleParams()
+    pseudo: PseudoParams = PseudoParams()
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -228,6 +330,39 @@ def _check_cross_group(params: Params) -> list[str]:
     return problems
 
 
+def _model_image_sizes(params: Params) -> dict[str, int]:
+    """Each model's merged image_size (models whose settings are invalid are left out)."""
+    sizes = {}
+    for name in params.train.models:
+        try:
+            sizes[name] = params.train.for_model(name).image_size
+        except ValidationError:  # reported by _check_models
+            continue
+    return sizes
+
+
+def resolve_cache_size(params: Params) -> int | None:
+    """The side stage `cache` fits images to: cache.image_size, else the largest model's
+    image_size; None when the cache is off."""
+    if not params.cache.enabled:
+        return None
+    return params.cache.image_size or max(_model_image_sizes(params).values(), default=None)
+
+
+def _check_cache(params: Params) -> list[str]:
+    """A model cannot train at a larger size than the cache holds: it would be upsampled."""
+    size = resolve_cache_size(params)
+    if size is None:
+        return []
+    return [
+        f"train.models.{name}.image_size = {model_size} is larger than cache.image_size = "
+        f"{size}; raise cache.image_size to at least {model_size}, set it to null (the "
+        "largest model's size) or set cache.enabled: false"
+        for name, model_size in _model_image_sizes(params).items()
+        if model_size > size
+    ]
+
+
 def parse_params(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
     """Validate a params mapping; raise ParamsError listing every problem found."""
     if not isinstance(raw, dict):
@@ -238,7 +373,7 @@ def parse_params(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
         params = Params.model_validate(raw)
     except ValidationError as err:
         raise ParamsError(_report(source, _format_errors(err))) from None
-    problems = _check_models(params) + _check_cross_group(params)
+    problems = _check_models(params) + _check_cross_group(params) + _check_cache(params)
     if problems:
         raise ParamsError(_report(source, problems))
     return params

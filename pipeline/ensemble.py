@@ -1,19 +1,26 @@
-"""Stage `ensemble`: average fold logits per model and across models; score out-of-fold.
+"""Stage `ensemble`: average fold logits per model, weight the models; score out-of-fold.
 
     python -m pipeline.ensemble
 
 Reads every models/<model>/fold<k>/ listed by train.models × train.folds and writes:
 - data/ensemble/: oof_logits.npy (the ensemble's out-of-fold logits, in folds.csv row order;
   NaN for rows of folds not trained) and test_logits.npy (the ensemble's test logits);
-- results/ensemble/metrics.json: OOF accuracy per fold and model, per model, and for the ensemble;
+- results/ensemble/metrics.json: OOF accuracy per fold and model, per model, and for the ensemble
+  (`oof_accuracy`, with the weights chosen; `oof_accuracy_equal`, all models alike;
+  `oof_accuracy_fitted` with `ensemble.weights: fit`), and the weight of each model;
 - results/ensemble/confusion.csv (actual, predicted: class names, one row per scored OOF image)
   and per_class.csv (class, accuracy, count), the data of `dvc plots show`'s confusion matrix
   and per-class accuracy bars.
 `ensemble.average` chooses the space: `logits` averages raw logits, `probs` averages softmax
-probabilities (and stores their log).
+probabilities (and stores their log). `ensemble.weights: fit` weights the models by greedy
+ensemble selection on the OOF logits (`fit_weights`), scored only on the images every model
+has OOF logits for; the test logits are weighted alike.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -45,21 +52,93 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def average(logits: list[np.ndarray], space: str) -> np.ndarray:
-    """Mean of same-shaped logit arrays, in logit space or probability space."""
+def average(
+    logits: list[np.ndarray], space: str, weights: Sequence[float] | None = None
+) -> np.ndarray:
+    """Weighted mean of same-shaped logit arrays, in logit space or probability space.
+
+    Args:
+        logits: one array per model (or fold, or view).
+        space: `logits` averages raw logits; `probs` averages softmax probabilities and returns
+            their log.
+        weights: one non-negative weight per array, summing to 1; None weighs them alike.
+    """
     stacked = np.stack(logits)
+    if weights is None:
+        weights = np.full(len(logits), 1 / len(logits))
+    weights = np.asarray(weights, dtype=stacked.dtype).reshape(-1, *[1] * (stacked.ndim - 1))
     if space == "probs":
-        # log(mean(softmax)) as a log-sum-exp over models, so a probability that underflows in
-        # every model stays a large negative number instead of log(0) = -inf.
-        log_probs = log_softmax(stacked)
+        # log(sum(w * softmax)) as a log-sum-exp over models, so a probability that underflows in
+        # every model stays a large negative number instead of log(0) = -inf. A weight of 0
+        # adds log(0) = -inf: that model drops out of the sum.
+        with np.errstate(divide="ignore"):
+            log_probs = log_softmax(stacked) + np.log(weights)
         top = log_probs.max(axis=0)
-        return top + np.log(np.exp(log_probs - top).mean(axis=0))
-    return stacked.mean(axis=0)
+        return top + np.log(np.exp(log_probs - top).sum(axis=0))
+    return (stacked * weights).sum(axis=0)
 
 
 def accuracy(logits: np.ndarray, targets: np.ndarray) -> float:
     """Share of rows whose highest logit is the target."""
     return float((logits.argmax(axis=1) == targets).mean())
+
+
+def selection_score(logits: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
+    """(accuracy, minus the log loss): higher is better, the log loss breaking accuracy ties."""
+    log_loss = -log_softmax(logits)[np.arange(len(targets)), targets].mean()
+    return accuracy(logits, targets), -float(log_loss)
+
+
+def fit_weights(oofs: list[np.ndarray], targets: np.ndarray, space: str, rounds: int) -> np.ndarray:
+    """Model weights by greedy ensemble selection with replacement (Caruana et al., 2004).
+
+    The bag starts as one copy of every model (the equal-weight ensemble). Each round adds
+    another copy of the model that makes the bag's average score best (accuracy, then log
+    loss), even when that lowers the score, so the search walks across plateaus; the best bag
+    seen wins. So the result is never below the equal-weight ensemble on accuracy, and a model
+    that helps more is picked more often.
+
+    Args:
+        oofs: each model's OOF logits, (images, classes), the same images in the same order,
+            none missing.
+        targets: each image's class index.
+        space: `ensemble.average`, the space the bag is averaged in.
+        rounds: how many copies are added.
+
+    Returns:
+        One weight per model (its share of the bag): non-negative, summing to 1.
+    """
+    equal = np.full(len(oofs), 1 / len(oofs))
+    if len(oofs) == 1:
+        return equal
+    # Running sums of logits or of probabilities, so a round costs one pass per model. float32
+    # halves the time; a copy count is a python int so that it does not promote to float64.
+    parts = [oof.astype(np.float32) for oof in oofs]
+    if space == "probs":
+        parts = [np.exp(log_softmax(part)) for part in parts]
+
+    def score(total: np.ndarray, copies: int) -> tuple[float, float]:
+        if space == "logits":
+            return selection_score(total / copies, targets)
+        with np.errstate(divide="ignore"):  # a class no model gives any probability: log(0)
+            return selection_score(np.log(total) - math.log(copies), targets)
+
+    counts = np.ones(len(parts), dtype=int)
+    total = sum(parts[1:], parts[0])
+    best, best_counts = score(total, len(parts)), counts.copy()
+    for _ in range(rounds):
+        scores = [score(total + part, int(counts.sum()) + 1) for part in parts]
+        pick = max(range(len(parts)), key=scores.__getitem__)
+        total = total + parts[pick]
+        counts[pick] += 1
+        if scores[pick] > best:
+            best, best_counts = scores[pick], counts.copy()
+    fitted = best_counts / best_counts.sum()
+    # The running sums round differently from `average`: an exact argmax tie may then break
+    # the other way, which must not make the fitted weights lose to the equal ones.
+    if accuracy(average(oofs, space, fitted), targets) < accuracy(average(oofs, space), targets):
+        return equal
+    return fitted
 
 
 def load_model_logits(
@@ -81,29 +160,64 @@ def load_model_logits(
     return oof, average(test, space), rows_by_fold
 
 
-def ensemble(
+def load_models(
     folds: pd.DataFrame, models: list[str], fold_ids: list[int], space: str
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Return (ensemble OOF logits, ensemble test logits, metrics)."""
+) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+    """Each model's OOF logits and fold-averaged test logits, and its OOF accuracy per fold."""
     targets = folds["target"].to_numpy()
-    covered = np.flatnonzero(folds["fold"].isin(fold_ids).to_numpy())
     oofs, tests, per_model = [], [], {}
     for model in models:
         oof, test, rows_by_fold = load_model_logits(model, fold_ids, len(folds), space)
+        scored = ~np.isnan(oof).any(axis=1)
         per_model[model] = {
-            "oof_accuracy": accuracy(oof[covered], targets[covered]),
+            "oof_accuracy": accuracy(oof[scored], targets[scored]),
             "folds": {
                 str(f): accuracy(oof[rows], targets[rows]) for f, rows in rows_by_fold.items()
             },
         }
         oofs.append(oof)
         tests.append(test)
-    oof, test = average(oofs, space), average(tests, space)
+    return oofs, tests, per_model
+
+
+def ensemble(
+    folds: pd.DataFrame,
+    models: list[str],
+    fold_ids: list[int],
+    space: str,
+    weighting: str = "equal",
+    rounds: int = 100,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Return (ensemble OOF logits, ensemble test logits, metrics).
+
+    Args:
+        folds: folds.csv (target and fold per training image).
+        models: keys of train.models.
+        fold_ids: the trained folds.
+        space: `ensemble.average`.
+        weighting: `equal` weighs the models alike; `fit` uses `fit_weights`.
+        rounds: `fit_weights`' most rounds.
+    """
+    targets = folds["target"].to_numpy()
+    oofs, tests, per_model = load_models(folds, models, fold_ids, space)
+    # Only images with OOF logits from every model count, for fitting and scoring alike.
+    scored = ~np.isnan(np.stack(oofs)).any(axis=(0, 2))
+    weights = np.full(len(models), 1 / len(models))
+    if weighting == "fit":
+        weights = fit_weights([oof[scored] for oof in oofs], targets[scored], space, rounds)
+    oof, test = average(oofs, space, weights), average(tests, space, weights)
+    scores = {
+        "oof_accuracy": accuracy(oof[scored], targets[scored]),
+        "oof_accuracy_equal": accuracy(average(oofs, space)[scored], targets[scored]),
+    }
+    if weighting == "fit":
+        scores["oof_accuracy_fitted"] = scores["oof_accuracy"]
     metrics = {
-        "oof_accuracy": accuracy(oof[covered], targets[covered]),
+        **scores,
+        "weights": dict(zip(models, weights.tolist(), strict=True)),
         "num_models": len(models),
         "num_folds": len(fold_ids),
-        "oof_images": int(len(covered)),
+        "oof_images": int(scored.sum()),
         "models": per_model,
     }
     return oof, test, metrics
@@ -153,7 +267,10 @@ def main(argv: list[str] | None = None) -> dict:
     folds = load_table(FOLDS_FILE)
     classes = read_json(CLASSES_FILE)
     models = list(params.train.models)
-    oof, test, metrics = ensemble(folds, models, params.train.folds, params.ensemble.average)
+    settings = params.ensemble
+    oof, test, metrics = ensemble(
+        folds, models, params.train.folds, settings.average, settings.weights, settings.rounds
+    )
     confusion = confusion_rows(oof, folds["target"].to_numpy(), classes)
     per_class = per_class_accuracy(confusion, classes)
     with atomic_path(ENSEMBLE_DIR) as out:
@@ -164,10 +281,14 @@ def main(argv: list[str] | None = None) -> dict:
     write_csv(CONFUSION_FILE, confusion)
     write_csv(PER_CLASS_FILE, per_class)
     for model, scores in metrics["models"].items():
-        print(f"ensemble: {model:<24} OOF accuracy {scores['oof_accuracy']:.4f}")
+        print(
+            f"ensemble: {model:<24} OOF accuracy {scores['oof_accuracy']:.4f}, "
+            f"weight {metrics['weights'][model]:.3f}"
+        )
     print(
         f"ensemble: {len(models)} model(s) x {len(params.train.folds)} fold(s) "
-        f"OOF accuracy {metrics['oof_accuracy']:.4f} -> {ENSEMBLE_METRICS}"
+        f"OOF accuracy {metrics['oof_accuracy']:.4f} with {settings.weights} weights "
+        f"(equal: {metrics['oof_accuracy_equal']:.4f}) -> {ENSEMBLE_METRICS}"
     )
     worst = per_class.nsmallest(3, "accuracy", keep="first")
     print(

@@ -29,16 +29,25 @@ PREPARED_TRAIN = PREPARED_DIR / "train.csv"
 PREPARED_TEST = PREPARED_DIR / "test.csv"
 PREPARED_SAMPLE = PREPARED_DIR / "sample_submission.csv"
 FOLDS_FILE = Path("data/folds.csv")
+CACHE_DIR = Path("data/cache")
+CACHE_IMAGES = CACHE_DIR / "images.npy"
+CACHE_INDEX = CACHE_DIR / "index.csv"
+CACHE_MANIFEST = CACHE_DIR / "manifest.json"
 MODELS_DIR = Path("models")
 CHECKPOINTS_DIR = Path("checkpoints")
 TRAIN_RESULTS_DIR = Path("results/train")
 ENSEMBLE_DIR = Path("data/ensemble")
 ENSEMBLE_METRICS = Path("results/ensemble/metrics.json")
+PSEUDO_DIR = Path("data/pseudo")
+PSEUDO_MANIFEST = PSEUDO_DIR / "manifest.json"
+PSEUDO_METRICS = Path("results/pseudo/metrics.json")
 SUBMISSION_FILE = Path("submissions/submission.csv")
+AUGMENT_GRID = Path("results/augment_grid.png")
 
 CHECKPOINT_NAME = "best.pt"
 OOF_NAME = "oof.npz"
 TEST_LOGITS_NAME = "test_logits.npy"
+OOF_LOGITS_NAME = "oof_logits.npy"
 LAST_CHECKPOINT_NAME = "last.pt"
 
 

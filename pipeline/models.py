@@ -117,6 +117,22 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, **kwargs
     return _create_timm(name, num_classes, pretrained, **kwargs)
 
 
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of the classifier head: the layers that map pooled features to logits.
+
+    timm models name theirs (`get_classifier()`); torchvision ones call it `fc`, `classifier`,
+    `heads` or `head`, and so do our d2l nets (`head`). Anything else: its last nn.Linear.
+    """
+    candidates = [model.get_classifier()] if hasattr(model, "get_classifier") else []
+    candidates += [getattr(model, name, None) for name in ("fc", "classifier", "heads", "head")]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    candidates += linears[-1:]
+    for module in candidates:
+        if isinstance(module, nn.Module) and list(module.parameters()):
+            return list(module.parameters())
+    raise PipelineError(f"{type(model).__name__} has no classifier head (no nn.Linear) to find")
+
+
 def _create_timm(name: str, num_classes: int, pretrained: bool, **kwargs) -> nn.Module:
     import timm
 

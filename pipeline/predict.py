@@ -7,7 +7,7 @@ train.models × train.folds that has a models/<model>/fold<k>/best.pt is used (a
 skipped with a warning). Each model is rebuilt from its checkpoint (backbone, classes, model
 params), sees the images through its own eval transforms and TTA views, and the logits are
 averaged like stage `ensemble`: over a model's folds, then over models, in the space of
-`ensemble.average`.
+`ensemble.average` and with the model weights it chose (results/ensemble/metrics.json).
 
 Prints the top-k species and their probabilities per image, or with `--csv` writes them as a
 long table: `image,rank,label,probability`, k rows per image, rank 1 first. Files that cannot be
@@ -33,9 +33,10 @@ from pipeline.data import (
     build_transforms,
     create_loader,
     load_image,
+    loader_kwargs,
 )
 from pipeline.ensemble import average, log_softmax
-from pipeline.files import CHECKPOINT_NAME, fold_dir, write_csv
+from pipeline.files import CHECKPOINT_NAME, ENSEMBLE_METRICS, fold_dir, read_json, write_csv
 from pipeline.models import create_model
 from pipeline.train import amp_context, resolve_device
 from pipeline.train import predict as predict_logits
@@ -168,8 +169,8 @@ def predict_cell(
         dataset,
         2 * hp.batch_size,
         train=False,
-        num_workers=params.train.num_workers,
         seed=params.base.seed,
+        **loader_kwargs(params.train.loader, device),
     )
     autocast, _ = amp_context(device, hp.amp)
     return predict_logits(model, loader, autocast, device, hp.tta, desc)
@@ -200,7 +201,23 @@ def predict_images(
             predict_cell(checkpoint, paths, params, device, desc)
         )
     model_logits = [average(logits, space) for logits in by_model.values()]
-    return average(model_logits, space), classes
+    return average(model_logits, space, ensemble_weights(list(by_model))), classes
+
+
+def ensemble_weights(models: list[str]) -> list[float] | None:
+    """The model weights stage `ensemble` chose, renormalised over `models`.
+
+    Returns:
+        None (weigh the models alike) when results/ensemble/metrics.json is missing, lacks one
+        of `models`, or gives them all weight 0.
+    """
+    if not ENSEMBLE_METRICS.is_file():
+        return None
+    chosen = read_json(ENSEMBLE_METRICS).get("weights", {})
+    if not all(model in chosen for model in models):
+        return None
+    weights = np.array([chosen[model] for model in models], dtype=np.float64)
+    return (weights / weights.sum()).tolist() if weights.sum() > 0 else None
 
 
 def top_k_table(images: list[str], logits: np.ndarray, classes: list[str], k: int) -> pd.DataFrame:

@@ -1,6 +1,9 @@
-"""Stage `submit`: turn the ensemble's test logits into submissions/submission.csv.
+"""Stage `submit`: turn the final test logits into submissions/submission.csv.
 
     python -m pipeline.submit
+
+The logits are the ensemble's (data/ensemble/), or the pseudo-label round's (data/pseudo/) when
+`pseudo.enabled` is true and the round fine-tuned the models; the printed line says which.
 
 Rows follow test.csv's order with its image names as given; labels are training classes; the
 header is `data.image_col,data.label_col`. The file is checked (by `pipeline.validate`, the
@@ -10,30 +13,62 @@ so an invalid submission never reaches submissions/.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from pipeline.cli import PipelineError, format_problems, run
 from pipeline.config import load_params
-from pipeline.files import ENSEMBLE_DIR, SUBMISSION_FILE, write_csv
+from pipeline.files import (
+    ENSEMBLE_DIR,
+    PSEUDO_DIR,
+    PSEUDO_MANIFEST,
+    SUBMISSION_FILE,
+    TEST_LOGITS_NAME,
+    read_json,
+    write_csv,
+)
 from pipeline.validate import (
     SubmissionError,
     load_reference,
     submission_problems,
 )
 
-TEST_LOGITS = ENSEMBLE_DIR / "test_logits.npy"
+
+def choose_predictions(pseudo_enabled: bool) -> tuple[Path, str]:
+    """Which stage's test logits to submit, and why, from `pseudo.enabled` and the round's manifest.
+
+    Raises:
+        PipelineError: the round is enabled but data/pseudo/ is missing or from a disabled run.
+    """
+    if not pseudo_enabled:
+        return ENSEMBLE_DIR, "the ensemble; pseudo-label round off"
+    if not PSEUDO_MANIFEST.is_file():
+        raise PipelineError(
+            f"pseudo.enabled is true but {PSEUDO_MANIFEST} is not found; run `dvc repro`"
+        )
+    manifest = read_json(PSEUDO_MANIFEST)
+    if not manifest.get("enabled"):
+        raise PipelineError(
+            f"pseudo.enabled is true but {PSEUDO_MANIFEST} is from a run with the round off; "
+            "run `dvc repro`"
+        )
+    if not manifest.get("fine_tuned"):
+        return ENSEMBLE_DIR, "the ensemble; no test image reached pseudo.threshold"
+    return PSEUDO_DIR, "the pseudo-label round"
 
 
-def load_test_logits(num_rows: int, num_classes: int) -> np.ndarray:
-    """The ensemble's test logits, checked against test.csv's rows and the class count."""
-    if not TEST_LOGITS.is_file():
-        raise PipelineError(f"{TEST_LOGITS}: not found; run `dvc repro` to produce it")
-    logits = np.load(TEST_LOGITS)
+def load_test_logits(source: Path, num_rows: int, num_classes: int) -> np.ndarray:
+    """The test logits in `source`, checked against test.csv's rows and the class count."""
+    path = source / TEST_LOGITS_NAME
+    if not path.is_file():
+        raise PipelineError(f"{path}: not found; run `dvc repro` to produce it")
+    logits = np.load(path)
     if logits.shape != (num_rows, num_classes):
         raise PipelineError(
-            f"{TEST_LOGITS}: shape {logits.shape}, expected ({num_rows}, {num_classes}) for "
-            "test.csv's rows and classes.json; the ensemble is stale: run `dvc repro`"
+            f"{path}: shape {logits.shape}, expected ({num_rows}, {num_classes}) for "
+            f"test.csv's rows and classes.json; {source} is stale: run `dvc repro`"
         )
     return logits
 
@@ -57,7 +92,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     params = load_params()
     columns = [params.data.image_col, params.data.label_col]
     test_images, classes = load_reference(None, None, None, columns)
-    test_logits = load_test_logits(len(test_images), len(classes))
+    source, reason = choose_predictions(params.pseudo.enabled)
+    test_logits = load_test_logits(source, len(test_images), len(classes))
     submission = make_submission(test_logits, test_images, classes, columns)
     problems = submission_problems(submission, test_images, classes, columns)
     if problems:
@@ -66,7 +102,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         )
     write_csv(SUBMISSION_FILE, submission)
     distinct = submission[columns[1]].nunique()
-    print(f"submit: {len(submission)} rows, {distinct} distinct labels -> {SUBMISSION_FILE}")
+    print(
+        f"submit: {len(submission)} rows, {distinct} distinct labels from {source} ({reason}) "
+        f"-> {SUBMISSION_FILE}"
+    )
     return submission
 
 

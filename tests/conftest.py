@@ -30,13 +30,13 @@ TINY_OVERRIDES = {
         "models": {"d2l_resnet11": {}},
         "folds": [0, 1],
         "device": "cpu",
-        "num_workers": 0,
+        "loader": {"num_workers": 0},
         "defaults": {
             "image_size": 32,
             "epochs": 1,
             "batch_size": 8,
             "amp": False,
-            "tta": ["identity", "hflip"],
+            "tta": {"views": ["identity", "hflip"], "average": "logits"},
             "augment": {"train": [{"name": "HorizontalFlip", "p": 0.5}], "eval": []},
         },
     },
@@ -96,7 +96,7 @@ def project(tmp_path, tiny_params):
 
 def run_stages(workdir: Path, params: dict) -> None:
     """Run every stage's main() in-process in `workdir`, in dvc.yaml's order (no DVC)."""
-    from pipeline import ensemble, generate, prepare, split, submit, train
+    from pipeline import cache, ensemble, generate, prepare, pseudo, split, submit, train
 
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     previous = Path.cwd()
@@ -105,10 +105,12 @@ def run_stages(workdir: Path, params: dict) -> None:
         generate.main([])
         prepare.main([])
         split.main([])
+        cache.main([])
         for model in params["train"]["models"]:
             for fold in params["train"]["folds"]:
                 train.main(["--model", model, "--fold", str(fold)])
         ensemble.main([])
+        pseudo.main([])
         submit.main([])
     finally:
         os.chdir(previous)

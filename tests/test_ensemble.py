@@ -3,6 +3,9 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import ROOT
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from pipeline import ensemble as ens
 from pipeline.cli import PipelineError
@@ -147,3 +150,120 @@ def test_probability_average_stays_finite_when_probabilities_underflow():
     assert np.isfinite(averaged).all()
     assert np.allclose(np.exp(averaged).sum(), 1.0)
     assert averaged.argmax() == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Weighted average and fitted weights
+
+
+@pytest.mark.parametrize("space", ["logits", "probs"])
+def test_a_zero_weight_drops_a_model(space):
+    a = np.array([[2.0, 0.0, -1.0]])
+    b = np.array([[-50.0, 9.0, 0.0]])
+    alone = ens.average([a], space)
+    np.testing.assert_allclose(ens.average([a, b], space, [1.0, 0.0]), alone, atol=1e-12)
+    halves = ens.average([a, b], space, [0.5, 0.5])
+    np.testing.assert_allclose(halves, ens.average([a, b], space), atol=1e-12)
+
+
+def test_probability_weights_weigh_the_softmax():
+    a, b = np.array([[1.0, 0.0]]), np.array([[0.0, 3.0]])
+    expected = 0.25 * softmax(a) + 0.75 * softmax(b)
+    np.testing.assert_allclose(np.exp(ens.average([a, b], "probs", [0.25, 0.75])), expected)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    return np.exp(ens.log_softmax(logits))
+
+
+def noisy_models(seed: int, rows: int = 200, classes: int = 5) -> tuple[list, np.ndarray]:
+    """(logits of a weak, a strong and another weak model, targets)."""
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, classes, rows)
+    strong = rng.normal(0, 1, (rows, classes))
+    strong[np.arange(rows), targets] += 2.5
+    weak = [rng.normal(0, 3, (rows, classes)) for _ in range(2)]
+    return [weak[0], strong, weak[1]], targets
+
+
+@pytest.mark.parametrize("space", ["logits", "probs"])
+def test_a_clearly_better_model_gets_most_weight(space):
+    logits, targets = noisy_models(seed=0)
+    weights = ens.fit_weights(logits, targets, space, rounds=100)
+    assert weights.argmax() == 1 and weights[1] > 0.8
+    assert (weights >= 0).all() and weights.sum() == pytest.approx(1.0)
+    equal = ens.accuracy(ens.average(logits, space), targets)
+    fitted = ens.accuracy(ens.average(logits, space, weights), targets)
+    assert fitted > equal + 0.3  # the weak models drown the strong one when weighed alike
+
+
+def test_rounds_bound_the_copies_added():
+    logits, targets = noisy_models(seed=1)
+    weights = ens.fit_weights(logits, targets, "logits", rounds=2)
+    # One copy each to start, then at most two more: weights are counts out of 3 to 5.
+    assert any(np.allclose(weights * total, np.round(weights * total)) for total in (3, 4, 5))
+    assert weights[1] <= 3 / 5
+
+
+def test_one_model_or_identical_models_keep_equal_weights():
+    logits, targets = noisy_models(seed=2)
+    assert ens.fit_weights(logits[:1], targets, "probs", 50).tolist() == [1.0]
+    twins = ens.fit_weights([logits[1], logits[1]], targets, "logits", 50)
+    assert twins.tolist() == [0.5, 0.5]
+
+
+@st.composite
+def oof_cases(draw) -> tuple[list[np.ndarray], np.ndarray, str]:
+    """(1-4 models' logits of one shape, with ties and saturation in reach, targets, space)."""
+    rows, classes = draw(st.integers(1, 12)), draw(st.integers(2, 5))
+    elements = st.one_of(st.sampled_from([0.0, 1.0, -30.0, 30.0]), st.floats(-30, 30))
+    logits = draw(
+        st.lists(hnp.arrays(np.float64, (rows, classes), elements=elements), min_size=1, max_size=4)
+    )
+    targets = draw(hnp.arrays(np.int64, rows, elements=st.integers(0, classes - 1)))
+    return logits, targets, draw(st.sampled_from(["logits", "probs"]))
+
+
+@settings(max_examples=80, deadline=None)
+@given(oof_cases())
+def test_fitted_weights_never_lose_to_equal_weights(case):
+    logits, targets, space = case
+    weights = ens.fit_weights(logits, targets, space, rounds=20)
+    assert weights.shape == (len(logits),)
+    assert (weights >= 0).all() and weights.sum() == pytest.approx(1.0)
+    equal = ens.accuracy(ens.average(logits, space), targets)
+    assert ens.accuracy(ens.average(logits, space, weights), targets) >= equal
+
+
+def test_fitting_weighs_test_logits_and_reports_both_accuracies(two_model_run):
+    oof, test, metrics = ens.ensemble(two_model_run, ["good", "bad"], [0, 1], "logits", "fit")
+    weights = metrics["weights"]
+    assert list(weights) == ["good", "bad"] and weights["good"] > weights["bad"] >= 0
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert metrics["oof_accuracy"] == metrics["oof_accuracy_fitted"] == 1.0
+    assert metrics["oof_accuracy_equal"] == 1.0
+    # Both models' test logits are the same per fold here; the weights still sum them.
+    assert np.allclose(test, 0.5)
+    good, _, _ = ens.load_model_logits("good", [0, 1], len(two_model_run), "logits")
+    bad, _, _ = ens.load_model_logits("bad", [0, 1], len(two_model_run), "logits")
+    expected = weights["good"] * good + weights["bad"] * bad
+    np.testing.assert_allclose(oof, expected, rtol=1e-6)
+
+
+def test_equal_weighting_reports_no_fitted_accuracy(two_model_run):
+    _, _, metrics = ens.ensemble(two_model_run, ["good", "bad"], [0, 1], "probs", "equal")
+    assert metrics["weights"] == {"good": 0.5, "bad": 0.5}
+    assert metrics["oof_accuracy"] == metrics["oof_accuracy_equal"]
+    assert "oof_accuracy_fitted" not in metrics
+
+
+def test_only_images_every_model_predicted_count(two_model_run, tmp_path):
+    # `bad` lost its OOF logits for two images of fold 0: they leave the ensemble's score.
+    cell = tmp_path / "models" / "bad" / "fold0" / OOF_NAME
+    with np.load(cell) as saved:
+        rows, logits = saved["row"], saved["logits"]
+    np.savez(cell, row=rows[2:], logits=logits[2:])
+    oof, _, metrics = ens.ensemble(two_model_run, ["good", "bad"], [0, 1], "logits", "fit")
+    assert metrics["oof_images"] == 6
+    assert np.isnan(oof[rows[:2]]).all() and not np.isnan(np.delete(oof, rows[:2], 0)).any()
+    assert metrics["models"]["good"]["oof_accuracy"] == 1.0  # each model on its own rows

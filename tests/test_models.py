@@ -48,3 +48,13 @@ def test_d2l_models_have_no_pretrained_weights():
 def test_none_kwargs_are_dropped():
     model = create_model("d2l_resnet11", num_classes=3, drop_rate=None)
     assert model.head[2].p == 0.0
+
+
+def test_pretrained_timm_weights_that_cannot_be_fetched_name_the_model(monkeypatch, tmp_path):
+    # An empty cache and no network: the Hugging Face hub fails at once instead of downloading.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(PipelineError, match=r"resnet18.*pretrained: false") as err:
+        create_model("resnet18", num_classes=3, pretrained=True)
+    assert "Hugging Face cache" in str(err.value)

@@ -12,7 +12,7 @@ from pipeline import predict
 from pipeline.cli import PipelineError
 from pipeline.data import load_table
 from pipeline.ensemble import log_softmax
-from pipeline.files import ENSEMBLE_DIR, PREPARED_TEST, read_json
+from pipeline.files import ENSEMBLE_DIR, ENSEMBLE_METRICS, PREPARED_TEST, read_json, write_json
 
 
 @pytest.fixture
@@ -79,3 +79,13 @@ def test_missing_checkpoints_are_skipped_with_a_warning(run_copy, capsys):
     shutil.rmtree("models")
     with pytest.raises(PipelineError, match="no trained model"):
         predict.main([test["path"][0]])
+
+
+def test_models_are_weighted_as_the_ensemble_chose(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert predict.ensemble_weights(["a", "b"]) is None  # no ensemble run: equal weights
+    write_json(ENSEMBLE_METRICS, {"weights": {"a": 0.6, "b": 0.3, "c": 0.1}})
+    assert predict.ensemble_weights(["a", "b"]) == pytest.approx([2 / 3, 1 / 3])
+    assert predict.ensemble_weights(["a", "d"]) is None  # a model the ensemble did not weigh
+    write_json(ENSEMBLE_METRICS, {"weights": {"a": 0.0, "b": 1.0}})
+    assert predict.ensemble_weights(["a"]) is None

@@ -112,7 +112,7 @@ def test_probability_average_is_a_distribution_per_row(logits):
 @SETTINGS
 @given(model_logits())
 def test_average_is_the_equal_weight_mean(logits):
-    # ensemble.average has no weights: every model counts 1/n in either space.
+    # Without weights every model counts 1/n, in either space.
     weight = 1.0 / len(logits)
     by_hand = sum(weight * a.astype(np.float64) for a in logits)
     np.testing.assert_allclose(average(logits, "logits"), by_hand, rtol=1e-5, atol=1e-5)

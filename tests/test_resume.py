@@ -117,13 +117,13 @@ def test_a_killed_fold_resumes_bit_identically(finished_run, tmp_path):
     # that the worker count does not change the data stream either.
     settings = {"deterministic": True, "epochs": 5, "drop_rate": 0.2, "optimizer": {"lr": 0.002}}
     reference = copy_run(finished_run, tmp_path / "reference", **settings)
-    killed = copy_run(finished_run, tmp_path / "killed", **settings, num_workers=2)
+    killed = copy_run(finished_run, tmp_path / "killed", **settings, loader={"num_workers": 2})
     uninterrupted = start_training(reference)  # runs alongside, on the other core
 
     stopped_at = kill_after_epoch(start_training(killed), killed / LAST, epoch=2)
     assert stopped_at < 5
     assert not torch.load(killed / LAST, weights_only=False)["complete"]
-    write_params(killed, finished_run, **settings, num_workers=0)
+    write_params(killed, finished_run, **settings, loader={"num_workers": 0})
     out = finish(start_training(killed), killed)
     finish(uninterrupted, reference)
 

@@ -1,0 +1,332 @@
+"""Stage cache: every image decoded once into a memory-mapped array that training reads."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import run
+from PIL import Image
+from test_config import MINIMAL
+from test_config import with_change as change_minimal
+
+from pipeline import cache, generate, prepare, split, train
+from pipeline.cli import PipelineError
+from pipeline.config import ModelParams, ParamsError, load_params, parse_params, resolve_cache_size
+from pipeline.data import (
+    IMAGENET_STD,
+    DeviceLoader,
+    ImageCache,
+    LeafDataset,
+    build_transforms,
+    create_loader,
+    load_image_cache,
+    load_table,
+    loader_kwargs,
+)
+from pipeline.files import CACHE_DIR, CACHE_IMAGES, CACHE_MANIFEST, FOLDS_FILE, PREPARED_TEST
+from pipeline.models import D2LResNet
+
+# One grey level of a uint8 image, after normalisation (the largest over the channels).
+GREY_LEVEL = 1 / 255 / min(IMAGENET_STD)
+
+
+def write_params(params: dict) -> None:
+    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture
+def prepared(tmp_path, tiny_params, monkeypatch) -> dict:
+    """The tiny project in tmp_path (the working directory) after generate, prepare, split."""
+    monkeypatch.chdir(tmp_path)
+    write_params(tiny_params)
+    generate.main([])
+    prepare.main([])
+    split.main([])
+    return tiny_params
+
+
+@pytest.fixture
+def cached(prepared) -> dict:
+    """`prepared`, plus the cache stage's output with the tiny params (32 px)."""
+    cache.main([])
+    return prepared
+
+
+def dataset(table: pd.DataFrame, hp: ModelParams, *, train: bool, images=None) -> LeafDataset:
+    transform = build_transforms(hp, train=train)
+    return LeafDataset(table.path, None, transform, hp.image_size, seed=3, cache=images)
+
+
+def assert_same_tensors(decoded: LeafDataset, from_cache: LeafDataset) -> None:
+    for epoch in (0, 1):
+        for index in range(len(decoded)):
+            expected, _ = decoded[(index, epoch)]
+            actual, _ = from_cache[(index, epoch)]
+            assert actual.shape == expected.shape
+            assert (actual - expected).abs().max() <= GREY_LEVEL + 1e-5, index
+
+
+# ----------------------------------------------------------------------------------------------
+# Contents: what training reads from the cache equals what it decodes from the files
+
+
+@pytest.mark.parametrize("keep_aspect", [True, False])
+def test_cached_tensors_equal_the_decoded_ones(cached, keep_aspect):
+    hp = (
+        load_params()
+        .train.for_model("d2l_resnet11")
+        .model_copy(update={"keep_aspect": keep_aspect})
+    )
+    images = load_image_cache(resolve_cache_size(load_params()))
+    folds = load_table(FOLDS_FILE)
+    for train_mode in (False, True):  # eval fit, and the seeded train augmentation
+        decoded = dataset(folds, hp, train=train_mode)
+        from_cache = dataset(folds, hp, train=train_mode, images=images.select(folds))
+        assert_same_tensors(decoded, from_cache)
+
+
+def write_odd_images(folder: Path) -> pd.DataFrame:
+    """Wide, tall, smaller-than-the-cache, grayscale and RGBA images, as a path/md5 table."""
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    shapes = {"wide.jpg": (30, 70), "tall.jpg": (90, 40), "small.png": (12, 20)}
+    for name, shape in shapes.items():
+        pixels = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / name)
+    Image.fromarray(rng.integers(0, 256, (50, 45), dtype=np.uint8)).save(folder / "grey.png")
+    rgba = rng.integers(0, 256, (40, 60, 4), dtype=np.uint8)
+    Image.fromarray(rgba, mode="RGBA").save(folder / "alpha.png")
+    paths = sorted(str(p) for p in folder.iterdir())
+    return pd.DataFrame({"path": paths, "md5": [f"m{i}" for i in range(len(paths))]})
+
+
+def test_any_shape_and_mode_reads_back_as_decoded(tmp_path):
+    # With keep_aspect: false a non-square image is stretched from the fitted copy instead, so
+    # its short side has lost resolution; Classify Leaves images are square.
+    table = write_odd_images(tmp_path / "images")
+    index = cache.write_images(table, 32, tmp_path / "images.npy")
+    assert index[["height", "width"]].max().max() == 32  # the long side, aspect kept
+    assert (
+        dict(zip(index.path.map(lambda p: Path(p).name), index.width, strict=True))["wide.jpg"]
+        == 32
+        and index.height.min() < 32
+    )
+    images = ImageCache(tmp_path / "images.npy", index.assign(row=np.arange(len(index))))
+    hp = ModelParams(image_size=32)
+    assert_same_tensors(
+        dataset(table, hp, train=False), dataset(table, hp, train=False, images=images)
+    )
+
+
+def test_cache_is_memory_mapped_and_opened_in_each_process(cached):
+    array = np.load(CACHE_IMAGES, mmap_mode="r")
+    folds, test = load_table(FOLDS_FILE), load_table(PREPARED_TEST)
+    assert array.shape == (len(folds) + len(test), 32, 32, 3) and array.dtype == np.uint8
+    images = load_image_cache(32).select(test)
+    first = images[0]
+    assert isinstance(images._array, np.memmap)
+    assert first.dtype == np.uint8 and first.flags.owndata  # a copy, not a view of the map
+    shipped = pickle.loads(pickle.dumps(images))  # what a DataLoader worker receives
+    assert shipped._array is None and np.array_equal(shipped[0], first)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
+def test_reading_the_whole_cache_keeps_resident_memory_flat(tmp_path):
+    def mapped_file_kib() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssFile:"):
+                return int(line.split()[1])
+        raise AssertionError("no RssFile in /proc/self/status")
+
+    rows, size = 640, 128  # 30 MiB
+    array = np.lib.format.open_memmap(
+        tmp_path / "a.npy", mode="w+", dtype=np.uint8, shape=(rows, size, size, 3)
+    )
+    array[:] = 7
+    array.flush()
+    del array
+    index = pd.DataFrame({"row": np.arange(rows), "height": size, "width": size})
+    images = ImageCache(tmp_path / "a.npy", index.assign(path="p", md5="m"))
+    before = mapped_file_kib()
+    order = np.random.default_rng(0).permutation(rows)  # as a training epoch reads
+    assert all(images[i][0, 0, 0] == 7 for i in order)
+    assert mapped_file_kib() - before < 8 * 1024  # without dropping the pages: 30 MiB
+
+
+# ----------------------------------------------------------------------------------------------
+# Training on and off the cache
+
+
+def test_training_reads_the_cache_and_decodes_nothing(cached, monkeypatch):
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an image was decoded")
+
+    monkeypatch.setattr("pipeline.data.load_image", no_decoding)
+    summary = train.main(["--model", "d2l_resnet11", "--fold", "0"])
+    assert 0.0 <= summary["oof_acc"] <= 1.0
+    assert (Path("models/d2l_resnet11/fold0/test_logits.npy")).is_file()
+
+
+def test_cache_off_writes_a_manifest_and_training_decodes_the_files(prepared):
+    prepared["cache"] = {"enabled": False, "image_size": None}
+    write_params(prepared)
+    manifest = cache.main([])
+    assert manifest == {"enabled": False, "image_size": None, "images": 0}
+    assert [p.name for p in CACHE_DIR.iterdir()] == [CACHE_MANIFEST.name]
+    params = load_params()
+    hp = params.train.for_model("d2l_resnet11")
+    folds, test = load_table(FOLDS_FILE), load_table(PREPARED_TEST)
+    loaders = train.build_loaders(params, hp, folds, test, 0, torch.device("cpu"))
+    assert all(loader.dataset.cache is None for loader in loaders.values())
+    summary = train.main(["--model", "d2l_resnet11", "--fold", "0"])
+    assert 0.0 <= summary["oof_acc"] <= 1.0
+
+
+def test_a_cache_built_with_other_settings_is_an_error(cached):
+    with pytest.raises(PipelineError, match=r"holds 32 px images but the params ask for 48 px"):
+        load_image_cache(48)
+    test = load_table(PREPARED_TEST)
+    changed = test.assign(md5=test.md5.where(test.index != 2, "0" * 32))
+    with pytest.raises(PipelineError, match=f"first: {changed.path[2]}.*dvc repro cache"):
+        load_image_cache(32).select(changed)
+    CACHE_MANIFEST.unlink()
+    with pytest.raises(PipelineError, match="manifest.json not found.*cache.enabled: false"):
+        load_image_cache(32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Params
+
+
+def with_change(path: str | None = None, value=None) -> dict:
+    """Two models, one at 96 px, with one key changed."""
+    raw = change_minimal(path, value) if path else copy.deepcopy(MINIMAL)
+    raw["train"]["models"]["resnet18"] = {"image_size": 96}
+    return raw
+
+
+def test_cache_size_is_the_largest_models_unless_set():
+    assert resolve_cache_size(parse_params(with_change())) == 96
+    assert resolve_cache_size(parse_params(with_change("cache.image_size", 128))) == 128
+    assert resolve_cache_size(parse_params(with_change("cache.enabled", False))) is None
+    # Off, the cache puts no limit on the models' sizes.
+    off = with_change("cache", {"enabled": False, "image_size": 32})
+    assert resolve_cache_size(parse_params(off)) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (
+            "cache.image_size",
+            64,
+            "train.models.resnet18.image_size = 96 is larger than cache.image_size = 64",
+        ),
+        ("cache.image_size", 8, "cache.image_size = 8: Input should be greater than"),
+        ("cache.enable", True, "cache.enable: unknown key"),
+        ("train.num_workers", 2, "train.num_workers: unknown key"),
+        ("train.loader.prefetch_factor", 0, "train.loader.prefetch_factor = 0"),
+        ("train.loader.pin_memory", "maybe", "train.loader.pin_memory = 'maybe'"),
+        ("train.channels_last", "always", "train.channels_last.literal['auto'] = 'always'"),
+        ("train.compile", "max", "train.compile = 'max'"),
+    ],
+)
+def test_bad_cache_and_loader_params_name_the_key(path, value, expected):
+    with pytest.raises(ParamsError) as err:
+        parse_params(with_change(path, value))
+    assert expected in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loader and device settings
+
+
+def test_loader_settings_follow_params_and_device():
+    params = parse_params(with_change())
+    cpu = loader_kwargs(params.train.loader, torch.device("cpu"))
+    assert cpu["pin_memory"] is False and cpu["num_workers"] == 2
+    assert loader_kwargs(params.train.loader, torch.device("cuda"))["pin_memory"] is True
+    assert train.use_channels_last("auto", torch.device("cpu")) is False
+    assert train.use_channels_last("auto", torch.device("cuda")) is True
+    assert train.use_channels_last(True, torch.device("cpu")) is True
+    data = dataset(pd.DataFrame({"path": ["a"] * 6}), ModelParams(), train=True)
+    workers = create_loader(data, 4, train=True, seed=0, num_workers=1, prefetch_factor=3)
+    assert workers.persistent_workers and workers.prefetch_factor == 3 and workers.drop_last
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_device_loader_batches_equal_the_normalised_items(tmp_path, channels_last):
+    table = write_odd_images(tmp_path / "images")
+    hp = ModelParams(image_size=24, augment={"train": [{"name": "HorizontalFlip", "p": 0.5}]})
+    normalised = dataset(table, hp, train=True)
+    raw = LeafDataset(table.path, None, build_transforms(hp, True, normalize=False), 24, seed=3)
+    assert raw[0][0].dtype == torch.uint8 and raw[0][0].shape == (24, 24, 3)
+    loader = DeviceLoader(create_loader(raw, 5, train=False, seed=0), "cpu", channels_last)
+    assert len(loader) == 1 and loader.batch_size == 5 and loader.dataset is raw
+    images, targets = next(iter(loader))
+    expected = torch.stack([normalised[index][0] for index in range(5)])
+    assert images.dtype == torch.float32 and torch.allclose(images, expected, atol=1e-5)
+    assert targets.tolist() == [-1] * 5
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert images.is_contiguous(memory_format=layout)
+
+
+def test_compiled_model_never_recompiles_across_batches():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = D2LResNet((1, 1), num_classes=3, width=8)
+    eager = copy.deepcopy(model)
+    train.compile_model(model, eval_batch_size=8, backend="eager")  # Dynamo without Inductor
+    assert model.state_dict().keys() == eager.state_dict().keys()
+    for _epoch in range(2):
+        model.train()
+        for _ in range(3):  # the train loader drops its last partial batch
+            model(torch.randn(4, 3, 16, 16)).sum().backward()
+        model.eval()
+        with torch.no_grad():
+            for batch in (8, 8, 3):  # the last eval batch is smaller
+                model(torch.randn(batch, 3, 16, 16))
+    assert counters["stats"]["unique_graphs"] == 2  # one per mode, whatever the batch size
+    eager.load_state_dict(model.state_dict())
+    eager.eval()
+    images = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(images), eager(images), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# DVC
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_dvc_rebuilds_the_cache_only_when_images_or_its_params_change(project):
+    def repro_cache() -> set[str]:
+        output = run(["dvc", "repro", "cache"], project).stdout
+        return set(re.findall(r"Running stage '([^']+)'", output))
+
+    def edit(change) -> None:
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        change(params)
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    assert repro_cache() == {"generate", "prepare", "cache"}
+    edit(lambda p: p["train"]["defaults"].update(epochs=3, batch_size=4))
+    assert repro_cache() == set()
+    edit(lambda p: p["cache"].update(image_size=40))
+    assert repro_cache() == {"cache"}
+    assert json.loads((project / CACHE_MANIFEST).read_text())["image_size"] == 40
+    edit(lambda p: p["generate"].update(seed=2))  # other images
+    assert repro_cache() == {"generate", "prepare", "cache"}

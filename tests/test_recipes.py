@@ -1,0 +1,392 @@
+"""Training recipes: MixUp/CutMix, EMA of the weights, head learning rate, gradient clipping,
+the onecycle schedule, their params.yaml schema, and a training run with all of them on."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_config import problems
+from test_resume import FOLD, LAST, MODEL, cell_outputs, copy_run, metric_history
+from test_train import lrs
+from torch import nn
+
+from pipeline import train
+from pipeline.config import (
+    MixupParams,
+    ModelParams,
+    OptimizerParams,
+    SchedulerParams,
+    parse_params,
+)
+from pipeline.files import CHECKPOINT_NAME, fold_dir, fold_results_dir
+from pipeline.models import create_model
+from pipeline.train import (
+    create_mixup,
+    create_optimizer,
+    create_trainer,
+    epoch_best,
+    mix_batch,
+    optimizer_step,
+)
+
+CPU = torch.device("cpu")
+
+# ----------------------------------------------------------------------------------------------
+# MixUp and CutMix
+
+
+def constant_images(values: list[float], size: int = 16) -> torch.Tensor:
+    """One 3 x size x size image per value, every pixel that value."""
+    return torch.tensor(values).view(-1, 1, 1, 1).expand(-1, 3, size, size).clone()
+
+
+def mixed(params: MixupParams, images, targets, smoothing=0.0, num_classes=5, seed=0):
+    np.random.seed(seed)  # timm's Mixup draws from numpy's global RNG
+    mixup = create_mixup(params, smoothing, num_classes)
+    return mix_batch(mixup, images.clone(), torch.tensor(targets))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mixup_blends_each_row_with_its_mirror_in_proportion_lam(seed):
+    images, targets = constant_images([1.0, 2.0, 3.0, 4.0]), [0, 1, 2, 3]
+    out, soft = mixed(MixupParams(mixup_alpha=1.0), images, targets, seed=seed)
+    torch.testing.assert_close(soft.sum(1), torch.ones(4))
+    lam = soft[0, 0].item()
+    assert 0 < lam < 1 and soft[0, 3].item() == pytest.approx(1 - lam, abs=1e-6)
+    for row, partner in enumerate([3, 2, 1, 0]):  # batch mode pairs row i with row n-1-i
+        expected = torch.zeros(5)
+        expected[targets[row]] += lam
+        expected[targets[partner]] += 1 - lam
+        torch.testing.assert_close(soft[row], expected)
+        blended = lam * images[row] + (1 - lam) * images[partner]
+        torch.testing.assert_close(out[row], blended)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cutmix_pastes_a_box_whose_area_is_the_partners_share(seed):
+    images = constant_images([0.0, 1.0], size=32)
+    out, soft = mixed(MixupParams(cutmix_alpha=1.0), images, [0, 1], num_classes=3, seed=seed)
+    torch.testing.assert_close(soft.sum(1), torch.ones(2))
+    lam = soft[0, 0].item()
+    assert soft[0, 2] == 0 and soft[0, 1].item() == pytest.approx(1 - lam)
+    pasted = (out[0] == 1.0).float().mean().item()  # row 0's pixels now from row 1
+    assert pasted == pytest.approx(1 - lam, abs=1e-6)
+    # and the other way round: row 1 holds the same box of row 0
+    torch.testing.assert_close(soft[1], soft[0][[1, 0, 2]])
+    torch.testing.assert_close(out[1], 1 - out[0])
+
+
+def test_switch_prob_picks_cutmix_or_mixup_per_batch():
+    images = constant_images([0.0, 1.0], size=32)
+    kinds = set()
+    for seed in range(20):
+        params = MixupParams(mixup_alpha=1.0, cutmix_alpha=1.0, switch_prob=0.5)
+        out, _ = mixed(params, images, [0, 1], num_classes=2, seed=seed)
+        values = out[0].unique()
+        kinds.add("cutmix" if set(values.tolist()) <= {0.0, 1.0} else "mixup")
+    assert kinds == {"cutmix", "mixup"}
+
+
+def test_prob_zero_leaves_batches_unmixed_but_smoothed():
+    images = constant_images([1.0, 2.0])
+    out, soft = mixed(MixupParams(mixup_alpha=1.0, prob=0.0), images, [0, 1], smoothing=0.1)
+    torch.testing.assert_close(out, images)
+    torch.testing.assert_close(soft[0], torch.tensor([0.92, 0.02, 0.02, 0.02, 0.02]))
+
+
+def test_label_smoothing_spreads_over_the_mixed_targets():
+    images = constant_images([1.0, 2.0, 3.0, 4.0])
+    _, soft = mixed(MixupParams(mixup_alpha=1.0), images, [0, 1, 2, 3], smoothing=0.1)
+    torch.testing.assert_close(soft.sum(1), torch.ones(4))
+    assert soft[:, 4].tolist() == pytest.approx([0.1 / 5] * 4)  # a class in no image
+
+
+def test_an_odd_batch_mixes_all_but_its_last_row():
+    images = constant_images([1.0, 2.0, 3.0])
+    out, soft = mixed(MixupParams(mixup_alpha=1.0), images, [0, 1, 2], smoothing=0.1)
+    torch.testing.assert_close(soft.sum(1), torch.ones(3))
+    torch.testing.assert_close(out[2], images[2])
+    torch.testing.assert_close(soft[2], torch.tensor([0.02, 0.02, 0.92, 0.02, 0.02]))
+    assert 1.0 < out[0].mean().item() < 2.0  # rows 0 and 1 mixed with each other
+
+
+def test_mixing_is_off_by_default():
+    assert create_mixup(ModelParams().mixup, 0.1, 5) is None
+    trainer = create_trainer(nn.Linear(4, 3), ModelParams(amp=False), 4, CPU)
+    assert trainer.mixup is None and trainer.train_loss_fn is trainer.loss_fn
+    assert trainer.ema is None and trainer.grad_clip_norm is None
+
+
+# ----------------------------------------------------------------------------------------------
+# EMA, gradient clipping
+
+
+def small_net() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def train_steps(trainer, steps: int) -> None:
+    for _ in range(steps):
+        loss = 100 * trainer.model(torch.randn(6, 4)).logsumexp(1).mean()  # large gradients
+        optimizer_step(trainer, loss)
+
+
+def test_ema_moves_towards_the_weights_by_one_minus_decay_each_step():
+    torch.manual_seed(0)
+    hp = ModelParams(amp=False, ema={"enabled": True, "decay": 0.9, "warmup": False})
+    trainer = create_trainer(small_net(), hp, 10, CPU)
+    train_steps(trainer, 1)  # timm's first update copies the weights
+    before = {k: v.clone() for k, v in trainer.ema.module.state_dict().items()}
+    train_steps(trainer, 1)
+    weights = trainer.model.state_dict()
+    for name, ema in trainer.ema.module.state_dict().items():
+        if ema.is_floating_point():  # weights and BatchNorm running statistics
+            torch.testing.assert_close(ema, 0.9 * before[name] + 0.1 * weights[name])
+    assert not torch.equal(trainer.ema.module[0].weight, trainer.model[0].weight)
+
+
+def test_ema_is_part_of_the_resumable_state():
+    hp = ModelParams(amp=False, ema={"enabled": True, "decay": 0.5})
+    trainer = create_trainer(small_net(), hp, 10, CPU)
+    train_steps(trainer, 3)
+    fresh = create_trainer(small_net(), hp, 10, CPU)
+    fresh.load_state_dict(trainer.state_dict())
+    for name, value in trainer.ema.state_dict().items():
+        assert torch.equal(fresh.ema.state_dict()[name], value), name
+
+
+def grad_norm(model: nn.Module) -> float:
+    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])).item()
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_grad_clipping_bounds_the_gradient_norm(scaled):
+    torch.manual_seed(0)
+    trainer = create_trainer(small_net(), ModelParams(amp=False), 10, CPU)
+    train_steps(trainer, 1)
+    assert grad_norm(trainer.model) > 5
+
+    clipped = create_trainer(small_net(), ModelParams(amp=False, grad_clip_norm=0.5), 10, CPU)
+    if scaled:  # what fp16 training does: clipping must see the unscaled gradients
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        clipped = dataclasses.replace(clipped, scaler=scaler)
+    train_steps(clipped, 1)
+    assert grad_norm(clipped.model) == pytest.approx(0.5, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "expected"),
+    [
+        ({"valid/acc": 0.5, "valid/loss": 1.0}, ("raw", 0.5, 1.0)),
+        ({"valid/acc": 0.5, "valid/loss": 1.0, "valid_ema/acc": 0.6, "valid_ema/loss": 2.0},
+         ("ema", 0.6, 2.0)),
+        ({"valid/acc": 0.7, "valid/loss": 1.0, "valid_ema/acc": 0.6, "valid_ema/loss": 0.5},
+         ("raw", 0.7, 1.0)),
+        ({"valid/acc": 0.6, "valid/loss": 1.0, "valid_ema/acc": 0.6, "valid_ema/loss": 0.9},
+         ("ema", 0.6, 0.9)),
+        ({"valid/acc": 0.6, "valid/loss": 1.0, "valid_ema/acc": 0.6, "valid_ema/loss": 1.0},
+         ("raw", 0.6, 1.0)),
+    ],
+)  # fmt: skip
+def test_the_better_weights_win_on_accuracy_then_loss(metrics, expected):
+    assert epoch_best(metrics) == expected
+
+
+# ----------------------------------------------------------------------------------------------
+# Head learning rate
+
+
+@pytest.mark.parametrize(
+    ("name", "head"),
+    [
+        ("d2l_resnet11", lambda m: m.head[-1]),
+        ("tv:resnet18", lambda m: m.fc),
+        ("tv:mobilenet_v3_small", lambda m: m.classifier),  # Linear, Hardswish, Dropout, Linear
+        ("resnet18", lambda m: m.get_classifier()),  # timm
+    ],
+)
+def test_head_lr_group_holds_exactly_the_classifier(name, head):
+    model = create_model(name, num_classes=3)
+    params = OptimizerParams(lr=0.001, head_lr=0.1, weight_decay=0.05)
+    optimizer = create_optimizer(model, params)
+    by_lr = {lr: [p for g in optimizer.param_groups if g["lr"] == lr for p in g["params"]]
+             for lr in (0.001, 0.1)}  # fmt: skip
+    expected = {id(p) for p in head(model).parameters()}
+    assert {id(p) for p in by_lr[0.1]} == expected and len(by_lr[0.1]) == len(expected)
+    everything = {id(p) for p in model.parameters()}
+    assert {id(p) for p in by_lr[0.001]} == everything - expected
+    for group in optimizer.param_groups:  # the head's bias is not decayed either
+        assert all(p.ndim > 1 for p in group["params"]) == (group["weight_decay"] > 0)
+
+
+def test_head_falls_back_to_the_last_linear_layer():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4, 5), nn.Linear(5, 2))
+    optimizer = create_optimizer(model, OptimizerParams(lr=0.01, head_lr=0.5))
+    head = [p for g in optimizer.param_groups if g["lr"] == 0.5 for p in g["params"]]
+    assert {id(p) for p in head} == {id(model[3].weight), id(model[3].bias)}
+
+
+def test_the_schedule_scales_the_head_lr_alike():
+    params = OptimizerParams(lr=0.01, head_lr=0.1)
+    optimizer = create_optimizer(create_model("d2l_resnet11", num_classes=3), params)
+    scheduler = train.create_scheduler(optimizer, SchedulerParams(warmup_epochs=1), 20, 10)
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    body, *_, head = optimizer.param_groups
+    assert body["lr"] == pytest.approx(0.01 * 6 / 11)  # (step + 1) / (warmup + 1)
+    assert head["lr"] == pytest.approx(10 * body["lr"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedules: 10 epochs of 4 steps, lr 1.0
+
+
+def test_onecycle_rises_from_lr_over_div_then_anneals_to_a_tiny_lr():
+    params = SchedulerParams(name="onecycle", warmup_epochs=3, div_factor=25, final_div_factor=1e4)
+    seen = lrs(params)
+    warmup, anneal = seen[:12], seen[12:]
+    assert seen[0] == pytest.approx(1 / 25)
+    assert all(a < b for a, b in zip(warmup, warmup[1:], strict=False))
+    assert max(seen) == anneal[0] == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(anneal, anneal[1:], strict=False))
+    assert seen[-1] < 0.01 and seen[-1] > 1 / 25 / 1e4
+    # the rise is half a cosine: halfway through the warmup, halfway between start and peak
+    assert seen[6] == pytest.approx((1 / 25 + 1) / 2)
+
+
+def test_cosine_starts_low_peaks_at_lr_and_ends_at_its_floor():
+    seen = lrs(SchedulerParams(name="cosine", warmup_epochs=1, min_lr_ratio=0.1))
+    assert seen[0] == pytest.approx(1 / 5)  # (step + 1) / (warmup + 1)
+    assert seen[4] == pytest.approx(1.0)
+    assert seen[-1] == pytest.approx(0.1, abs=0.01) and min(seen[4:]) >= 0.1
+
+
+def test_constant_warms_up_then_holds_lr():
+    seen = lrs(SchedulerParams(name="constant", warmup_epochs=1))
+    assert seen[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0]) and set(seen[4:]) == {1.0}
+
+
+# ----------------------------------------------------------------------------------------------
+# Schema
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"mixup": {"mixup_alpha": -0.1}}, "train.defaults.mixup.mixup_alpha = -0.1"),
+        ({"mixup": {"cutmix_alpha": "big"}}, "train.defaults.mixup.cutmix_alpha = 'big'"),
+        ({"mixup": {"prob": 1.5}}, "train.defaults.mixup.prob = 1.5: Input should be less"),
+        ({"mixup": {"switch_prob": -1}}, "train.defaults.mixup.switch_prob = -1"),
+        ({"mixup": {"alpha": 1}}, "train.defaults.mixup.alpha: unknown key"),
+        ({"ema": {"decay": 1.0}}, "train.defaults.ema.decay = 1.0: Input should be less than 1"),
+        ({"ema": {"enabled": "sometimes"}}, "train.defaults.ema.enabled = 'sometimes'"),
+        ({"optimizer": {"head_lr": 0}}, "train.defaults.optimizer.head_lr = 0"),
+        ({"grad_clip_norm": -1.0}, "train.defaults.grad_clip_norm = -1.0"),
+        (
+            {"scheduler": {"name": "step"}},
+            "train.defaults.scheduler.name = 'step': Input should be",
+        ),
+        ({"scheduler": {"div_factor": 0.5}}, "train.defaults.scheduler.div_factor = 0.5"),
+        (
+            {"batch_size": 7, "mixup": {"cutmix_alpha": 1.0}},
+            "train.defaults.mixup = {'cutmix_alpha': 1.0}: needs an even batch_size, but "
+            "batch_size is 7",
+        ),
+    ],
+)
+def test_invalid_recipe_settings_name_key_and_value(change, expected):
+    raw = {"train": {"models": {"d2l_resnet11": {}}, "defaults": change}}
+    assert expected in problems(raw)
+
+
+def test_an_odd_batch_size_is_fine_without_mixing_and_per_model_overrides_are_checked():
+    parse_params({"train": {"models": {"d2l_resnet11": None}, "defaults": {"batch_size": 7}}})
+    raw = {"train": {"models": {"d2l_resnet11": {"batch_size": 5, "mixup": {"mixup_alpha": 0.2}}}}}
+    assert "train.models.d2l_resnet11.mixup = " in problems(raw)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training with every recipe on
+
+RECIPE = {
+    "mixup": {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "switch_prob": 0.5},
+    "ema": {"enabled": True, "decay": 0.6},
+    "optimizer": {"head_lr": 0.01},
+    "scheduler": {"name": "onecycle", "warmup_epochs": 0.5},
+    "grad_clip_norm": 5.0,
+}
+
+
+@pytest.fixture
+def recipe_run(finished_run, tmp_path, monkeypatch):
+    """The tiny run's data in `tmp_path`/`name` with RECIPE on, as the cwd; restores torch."""
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def make(name: str, **changes) -> Path:
+        workdir = copy_run(finished_run, tmp_path / name, **RECIPE, **changes)
+        monkeypatch.chdir(workdir)
+        return workdir
+
+    yield make
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_num_threads(threads)
+
+
+def test_training_with_mixup_cutmix_ema_head_lr_and_clipping(recipe_run, capsys):
+    workdir = recipe_run("recipe", epochs=2)
+    summary = train.main(["--model", MODEL, "--fold", str(FOLD)])
+    out = capsys.readouterr().out
+    assert summary["best_weights"] in ("raw", "ema") and math.isfinite(summary["oof_loss"])
+    assert "(ema " in out  # each epoch prints the EMA weights' validation accuracy too
+
+    live = workdir / fold_results_dir(MODEL, FOLD)
+    logged = json.loads((live / "metrics.json").read_text())
+    assert logged["best_weights"] == summary["best_weights"]
+    history = metric_history(workdir)
+    for name in ("valid/acc.tsv", "valid_ema/acc.tsv", "valid_ema/loss.tsv", "train/acc.tsv"):
+        assert len(history[name].splitlines()) == 3, name  # a header and two epochs
+    best = torch.load(fold_dir(MODEL, FOLD) / CHECKPOINT_NAME, weights_only=False)
+    assert best["epoch"] == summary["best_epoch"]
+    assert best["weights"] == summary["best_weights"]
+
+
+class Stopped(Exception):
+    """Stands for a kill between epochs."""
+
+
+def test_a_stopped_run_with_ema_and_mixing_resumes_bit_identically(recipe_run, monkeypatch):
+    settings = {"deterministic": True, "epochs": 3, "drop_rate": 0.2}
+    recipe_run("reference", **settings)
+    train.main(["--model", MODEL, "--fold", str(FOLD)])
+    expected = cell_outputs(Path.cwd()), metric_history(Path.cwd())
+
+    stopped = recipe_run("stopped", **settings)
+    run_epoch = train.run_epoch
+
+    def stop_before_epoch_3(trainer, loaders, valid_targets, epoch, epochs):
+        if epoch == 3:
+            raise Stopped  # after epoch 2's checkpoint was written
+        return run_epoch(trainer, loaders, valid_targets, epoch, epochs)
+
+    monkeypatch.setattr(train, "run_epoch", stop_before_epoch_3)
+    with pytest.raises(Stopped):
+        train.main(["--model", MODEL, "--fold", str(FOLD)])
+    assert torch.load(LAST, weights_only=False)["epoch"] == 2
+    monkeypatch.setattr(train, "run_epoch", run_epoch)
+    train.main(["--model", MODEL, "--fold", str(FOLD)])
+
+    resumed = cell_outputs(stopped), metric_history(stopped)
+    assert resumed[1] == expected[1]  # every epoch's metrics, raw and EMA, to the bit
+    assert resumed[0]["epoch"] == expected[0]["epoch"]
+    for name, tensor in expected[0]["state_dict"].items():
+        assert torch.equal(resumed[0]["state_dict"][name], tensor), name
+    for name in ("oof_logits", "test_logits"):
+        assert np.array_equal(resumed[0][name], expected[0][name]), name
