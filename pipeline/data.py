@@ -423,7 +423,7 @@ class DeviceLoader:
     def __init__(self, loader: DataLoader, device: torch.device, channels_last: bool = False):
         self.loader, self.device = loader, torch.device(device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        # (x / 255 - mean) / std as x * scale + shift: one pass less over the batch.
+        # (x / 255 - mean) / std, as x * scale + shift.
         std = torch.tensor(IMAGENET_STD, device=self.device).view(3, 1, 1)
         self.scale = 1 / (255 * std)
         self.shift = -torch.tensor(IMAGENET_MEAN, device=self.device).view(3, 1, 1) / std
@@ -444,7 +444,7 @@ class DeviceLoader:
         """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) on the device."""
         images = images.to(self.device, non_blocking=True)
         # Planar first, as uint8: broadcasting over a last dimension of 3 is slow on CPUs.
-        images = torch.mul(images.permute(0, 3, 1, 2).contiguous(), self.scale).add_(self.shift)
+        images = images.permute(0, 3, 1, 2).contiguous().float().mul_(self.scale).add_(self.shift)
         return images.contiguous(memory_format=self.memory_format)
 
 
