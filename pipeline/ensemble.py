@@ -180,6 +180,35 @@ def load_models(
     return oofs, tests, per_model
 
 
+def weigh_models(
+    oofs: list[np.ndarray],
+    tests: list[np.ndarray],
+    targets: np.ndarray,
+    space: str,
+    weighting: str = "equal",
+    rounds: int = 100,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Average per-model OOF and test logits with equal or OOF-fitted weights.
+
+    Args:
+        oofs: one (images, classes) OOF array per model, NaN where a model has no prediction.
+        tests: one test logit array per model.
+        targets: the true class of every OOF row.
+        space: `ensemble.average`.
+        weighting: `equal` weighs the models alike; `fit` uses `fit_weights`.
+        rounds: `fit_weights`' most rounds.
+
+    Returns:
+        The ensemble's OOF and test logits, the weights, and the mask of the rows that every
+        model predicted (the only ones used for fitting and scoring).
+    """
+    scored = ~np.isnan(np.stack(oofs)).any(axis=(0, 2))
+    weights = np.full(len(oofs), 1 / len(oofs))
+    if weighting == "fit":
+        weights = fit_weights([oof[scored] for oof in oofs], targets[scored], space, rounds)
+    return average(oofs, space, weights), average(tests, space, weights), weights, scored
+
+
 def ensemble(
     folds: pd.DataFrame,
     models: list[str],
@@ -200,12 +229,7 @@ def ensemble(
     """
     targets = folds["target"].to_numpy()
     oofs, tests, per_model = load_models(folds, models, fold_ids, space)
-    # Only images with OOF logits from every model count, for fitting and scoring alike.
-    scored = ~np.isnan(np.stack(oofs)).any(axis=(0, 2))
-    weights = np.full(len(models), 1 / len(models))
-    if weighting == "fit":
-        weights = fit_weights([oof[scored] for oof in oofs], targets[scored], space, rounds)
-    oof, test = average(oofs, space, weights), average(tests, space, weights)
+    oof, test, weights, scored = weigh_models(oofs, tests, targets, space, weighting, rounds)
     scores = {
         "oof_accuracy": accuracy(oof[scored], targets[scored]),
         "oof_accuracy_equal": accuracy(average(oofs, space)[scored], targets[scored]),

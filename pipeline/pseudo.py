@@ -34,7 +34,7 @@ from dvclive import Live
 from pipeline.cli import PipelineError, run
 from pipeline.config import EnsembleParams, ModelParams, Params, PseudoParams, load_params
 from pipeline.data import load_table
-from pipeline.ensemble import accuracy, average, fit_weights, log_softmax
+from pipeline.ensemble import accuracy, average, log_softmax, weigh_models
 from pipeline.files import (
     CHECKPOINT_NAME,
     CLASSES_FILE,
@@ -221,13 +221,8 @@ def combine(
         oofs[model][rows_by_fold[fold]] = oof
         tests.setdefault(model, []).append(test)
     oofs, tests = list(oofs.values()), [average(logits, space) for logits in tests.values()]
-    weights = None
-    if settings.weights == "fit":
-        scored = ~np.isnan(np.stack(oofs)).any(axis=(0, 2))
-        weights = fit_weights(
-            [oof[scored] for oof in oofs], targets[scored], space, settings.rounds
-        )
-    return average(oofs, space, weights), average(tests, space, weights)
+    oof, test, _, _ = weigh_models(oofs, tests, targets, space, settings.weights, settings.rounds)
+    return oof, test
 
 
 def round_metrics(
