@@ -41,6 +41,7 @@ summary = {
     "oof_accuracy_per_model": per_model,
     "oof_accuracy_equal": metrics.get("oof_accuracy_equal"),
     "oof_accuracy_fitted": metrics.get("oof_accuracy_fitted"),
+    "oof_accuracy_fitted_cross": metrics.get("oof_accuracy_fitted_cross"),
     "oof_accuracy": metrics["oof_accuracy"],
     "submission": "submissions/submission.csv",
 }

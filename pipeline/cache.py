@@ -48,7 +48,7 @@ def images_to_cache() -> pd.DataFrame:
 
 def fit_image(path: str, size: int) -> np.ndarray:
     """An image as training sees it before padding: decoded, its long side fitted to `size`."""
-    return fit_long_side(size)(image=load_image(path, min_side=size))["image"]
+    return fit_long_side(load_image(path, min_side=size), size)
 
 
 def write_images(table: pd.DataFrame, size: int, path: Path) -> pd.DataFrame:

@@ -33,6 +33,20 @@ PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 
 
+def distinct(what: str) -> AfterValidator:
+    """Validates a list as non-empty without repeats; the error says it holds `what`."""
+
+    def check(values: list) -> list:
+        if not values or len(set(values)) != len(values):
+            raise ValueError(f"must be a non-empty list of distinct {what}")
+        return values
+
+    return AfterValidator(check)
+
+
+Folds = Annotated[list[Annotated[int, Field(ge=0)]], distinct("fold numbers")]
+
+
 class ParamsError(PipelineError):
     """params.yaml is missing, unreadable or invalid; the message lists every problem."""
 
@@ -205,7 +219,7 @@ class LoaderParams(Strict):
 
 class TrainParams(Strict):
     models: dict[str, dict[str, Any] | None]
-    folds: list[Annotated[int, Field(ge=0)]] = [0, 1, 2, 3, 4]
+    folds: Folds = [0, 1, 2, 3, 4]
     device: str = "auto"
     launcher: Annotated[str, Field(min_length=1)] = "python3"  # dvc.yaml's, not train.py's
     loader: LoaderParams = LoaderParams()
@@ -220,13 +234,6 @@ class TrainParams(Strict):
         if not DEVICE_PATTERN.match(device):
             raise ValueError("allowed: auto, cpu, cuda, cuda:N, mps")
         return device
-
-    @field_validator("folds")
-    @classmethod
-    def _folds_unique(cls, folds: list[int]) -> list[int]:
-        if not folds or len(set(folds)) != len(folds):
-            raise ValueError("must be a non-empty list of distinct fold numbers")
-        return folds
 
     @field_validator("models")
     @classmethod
@@ -256,6 +263,19 @@ class PseudoParams(Strict):
     lr_scale: Annotated[float, Field(gt=0)] = 0.1
 
 
+META_MODEL = "meta"  # stage meta's member of the ensemble: models/meta/fold<k>/
+MetaFeature = Literal["size", "shape", "colour"]
+MetaFeatures = Annotated[list[MetaFeature], distinct("groups: size, shape, colour")]
+
+
+class MetaParams(Strict):
+    """Stage `meta`: a logistic regression on image statistics, one more ensemble member."""
+
+    enabled: bool = False
+    features: MetaFeatures = ["size", "shape"]
+    C: Annotated[float, Field(gt=0)] = 10.0
+
+
 class CacheParams(Strict):
     """Stage `cache`: every image decoded once, fitted to `image_size`, in one uint8 array."""
 
@@ -270,6 +290,7 @@ class Params(Strict):
     split: SplitParams = SplitParams()
     cache: CacheParams = CacheParams()
     train: TrainParams
+    meta: MetaParams = MetaParams()
     ensemble: EnsembleParams = EnsembleParams()
     pseudo: PseudoParams = PseudoParams()
 
@@ -321,6 +342,11 @@ def _check_models(params: Params) -> list[str]:
 
 def _check_cross_group(params: Params) -> list[str]:
     problems = []
+    if META_MODEL in params.train.models:
+        problems.append(
+            f"train.models.{META_MODEL}: the name is taken by stage meta's model "
+            f"(models/{META_MODEL}); name the network differently"
+        )
     bad_folds = [f for f in params.train.folds if f >= params.split.n_splits]
     if bad_folds:
         problems.append(

@@ -2,12 +2,15 @@
 
     python -m pipeline.ensemble
 
-Reads every models/<model>/fold<k>/ listed by train.models × train.folds and writes:
+Reads every models/<model>/fold<k>/ listed by train.models × train.folds (and models/meta/, stage
+meta's logistic regression, when meta.enabled) and writes:
 - data/ensemble/: oof_logits.npy (the ensemble's out-of-fold logits, in folds.csv row order;
   NaN for rows of folds not trained) and test_logits.npy (the ensemble's test logits);
 - results/ensemble/metrics.json: OOF accuracy per fold and model, per model, and for the ensemble
   (`oof_accuracy`, with the weights chosen; `oof_accuracy_equal`, all models alike;
-  `oof_accuracy_fitted` with `ensemble.weights: fit`), and the weight of each model;
+  `oof_accuracy_fitted` with `ensemble.weights: fit`, and `oof_accuracy_fitted_cross`, each
+  fold scored with weights fitted on the other folds: the honest estimate), and the weight of
+  each model;
 - results/ensemble/confusion.csv (actual, predicted: class names, one row per scored OOF image)
   and per_class.csv (class, accuracy, count), the data of `dvc plots show`'s confusion matrix
   and per-class accuracy bars.
@@ -26,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.cli import PipelineError, run
-from pipeline.config import load_params
+from pipeline.config import META_MODEL, Params, load_params
 from pipeline.data import load_table
 from pipeline.files import (
     CLASSES_FILE,
@@ -209,6 +212,32 @@ def weigh_models(
     return average(oofs, space, weights), average(tests, space, weights), weights, scored
 
 
+def cross_fitted_accuracy(
+    oofs: list[np.ndarray],
+    targets: np.ndarray,
+    fold_of_row: np.ndarray,
+    space: str,
+    rounds: int,
+) -> float:
+    """OOF accuracy of fitted weights when each fold is scored with weights fitted on the others.
+
+    Weights fitted on all the OOF logits and then scored on them are chosen and judged on the
+    same images, which flatters them; this is the honest estimate of what fitting buys.
+
+    Args:
+        oofs: each model's OOF logits, the same rows in the same order, none missing.
+        targets: each row's class index.
+        fold_of_row: each row's fold.
+        space, rounds: as for `fit_weights`.
+    """
+    predicted = np.empty(len(targets), dtype=int)
+    for fold in np.unique(fold_of_row):
+        held_out = fold_of_row == fold
+        weights = fit_weights([oof[~held_out] for oof in oofs], targets[~held_out], space, rounds)
+        predicted[held_out] = average([oof[held_out] for oof in oofs], space, weights).argmax(1)
+    return float((predicted == targets).mean())
+
+
 def ensemble(
     folds: pd.DataFrame,
     models: list[str],
@@ -236,6 +265,11 @@ def ensemble(
     }
     if weighting == "fit":
         scores["oof_accuracy_fitted"] = scores["oof_accuracy"]
+        fold_of_row = folds["fold"].to_numpy()[scored]
+        if len(np.unique(fold_of_row)) > 1:  # one fold leaves nothing to fit its weights on
+            scores["oof_accuracy_fitted_cross"] = cross_fitted_accuracy(
+                [o[scored] for o in oofs], targets[scored], fold_of_row, space, rounds
+            )
     metrics = {
         **scores,
         "weights": dict(zip(models, weights.tolist(), strict=True)),
@@ -245,6 +279,11 @@ def ensemble(
         "models": per_model,
     }
     return oof, test, metrics
+
+
+def ensemble_members(params: Params) -> list[str]:
+    """The models the ensemble weighs: train.models, then stage meta's when meta.enabled."""
+    return list(params.train.models) + ([META_MODEL] if params.meta.enabled else [])
 
 
 def confusion_rows(oof: np.ndarray, targets: np.ndarray, classes: list[str]) -> pd.DataFrame:
@@ -290,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
     params = load_params()
     folds = load_table(FOLDS_FILE)
     classes = read_json(CLASSES_FILE)
-    models = list(params.train.models)
+    models = ensemble_members(params)
     settings = params.ensemble
     oof, test, metrics = ensemble(
         folds, models, params.train.folds, settings.average, settings.weights, settings.rounds
@@ -309,10 +348,13 @@ def main(argv: list[str] | None = None) -> dict:
             f"ensemble: {model:<24} OOF accuracy {scores['oof_accuracy']:.4f}, "
             f"weight {metrics['weights'][model]:.3f}"
         )
+    cross = metrics.get("oof_accuracy_fitted_cross")
     print(
         f"ensemble: {len(models)} model(s) x {len(params.train.folds)} fold(s) "
         f"OOF accuracy {metrics['oof_accuracy']:.4f} with {settings.weights} weights "
-        f"(equal: {metrics['oof_accuracy_equal']:.4f}) -> {ENSEMBLE_METRICS}"
+        f"(equal: {metrics['oof_accuracy_equal']:.4f}"
+        + ("" if cross is None else f"; weights fitted on the other folds: {cross:.4f}")
+        + f") -> {ENSEMBLE_METRICS}"
     )
     worst = per_class.nsmallest(3, "accuracy", keep="first")
     print(

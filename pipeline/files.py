@@ -38,6 +38,7 @@ CHECKPOINTS_DIR = Path("checkpoints")
 TRAIN_RESULTS_DIR = Path("results/train")
 ENSEMBLE_DIR = Path("data/ensemble")
 ENSEMBLE_METRICS = Path("results/ensemble/metrics.json")
+META_METRICS = Path("results/meta/metrics.json")
 PSEUDO_DIR = Path("data/pseudo")
 PSEUDO_MANIFEST = PSEUDO_DIR / "manifest.json"
 PSEUDO_METRICS = Path("results/pseudo/metrics.json")

@@ -7,7 +7,9 @@ train.models × train.folds that has a models/<model>/fold<k>/best.pt is used (a
 skipped with a warning). Each model is rebuilt from its checkpoint (backbone, classes, model
 params), sees the images through its own eval transforms and TTA views, and the logits are
 averaged like stage `ensemble`: over a model's folds, then over models, in the space of
-`ensemble.average` and with the model weights it chose (results/ensemble/metrics.json).
+`ensemble.average` and with the model weights it chose (results/ensemble/metrics.json),
+renormalised over the networks: stage meta's regression (meta.enabled) is not saved as a model,
+so it takes no part here.
 
 Prints the top-k species and their probabilities per image, or with `--csv` writes them as a
 long table: `image,rank,label,probability`, k rows per image, rank 1 first. Files that cannot be

@@ -13,7 +13,8 @@ saying so, and `submit` uses the ensemble's predictions. When on, for every fold
    images plus the labelled test images, with the model's own settings and augmentation and
    its learning rate times `pseudo.lr_scale`; keep the best epoch on validation, like train.
 3. Predict fold k's validation images (OOF) and the test set with the model's TTA views.
-A fold whose models label no test image keeps its trained predictions. The cells are combined
+A fold whose models label no test image keeps its trained predictions, and so does stage meta's
+logistic regression (meta.enabled), which is not fine-tuned. The cells are combined
 like stage `ensemble` does (over folds, then over models with `ensemble.weights`) and written,
 atomically, to data/pseudo/ (manifest.json, oof_logits.npy, test_logits.npy); when no fold
 labels any test image the round changes nothing, and the manifest sends `submit` to the
@@ -32,9 +33,16 @@ import torch
 from dvclive import Live
 
 from pipeline.cli import PipelineError, run
-from pipeline.config import EnsembleParams, ModelParams, Params, PseudoParams, load_params
+from pipeline.config import (
+    META_MODEL,
+    EnsembleParams,
+    ModelParams,
+    Params,
+    PseudoParams,
+    load_params,
+)
 from pipeline.data import load_table
-from pipeline.ensemble import accuracy, average, log_softmax, weigh_models
+from pipeline.ensemble import accuracy, average, ensemble_members, log_softmax, weigh_models
 from pipeline.files import (
     CHECKPOINT_NAME,
     CLASSES_FILE,
@@ -305,13 +313,12 @@ def run_round(params: Params) -> tuple[dict, np.ndarray | None, np.ndarray | Non
     cells = {}
     for fold, (rows, labels) in labels_by_fold.items():
         table = with_pseudo_rows(folds, test, rows, labels)
-        for model in params.train.models:
+        for model in ensemble_members(params):
+            if model == META_MODEL or not len(rows):  # stage meta's model is not a network
+                cells[model, fold] = trained_cell(model, fold)
+                continue
             seed_everything(params.base.seed)  # each cell as if it ran on its own
-            cells[model, fold] = (
-                fine_tune_cell(params, model, fold, table, test, classes, device)
-                if len(rows)
-                else trained_cell(model, fold)
-            )
+            cells[model, fold] = fine_tune_cell(params, model, fold, table, test, classes, device)
     oof, test_logits = combine(cells, rows_by_fold, targets, params.ensemble)
     return round_metrics(before, oof, targets, rows_by_fold, labelled, len(test)), oof, test_logits
 

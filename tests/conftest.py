@@ -96,7 +96,7 @@ def project(tmp_path, tiny_params):
 
 def run_stages(workdir: Path, params: dict) -> None:
     """Run every stage's main() in-process in `workdir`, in dvc.yaml's order (no DVC)."""
-    from pipeline import cache, ensemble, generate, prepare, pseudo, split, submit, train
+    from pipeline import cache, ensemble, generate, meta, prepare, pseudo, split, submit, train
 
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     previous = Path.cwd()
@@ -109,6 +109,7 @@ def run_stages(workdir: Path, params: dict) -> None:
         for model in params["train"]["models"]:
             for fold in params["train"]["folds"]:
                 train.main(["--model", model, "--fold", str(fold)])
+        meta.main([])
         ensemble.main([])
         pseudo.main([])
         submit.main([])
@@ -122,4 +123,13 @@ def finished_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("finished_run")
     shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
     run_stages(workdir, _overlay(shipped, yaml.safe_load(yaml.safe_dump(TINY_OVERRIDES))))
+    return workdir
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path, monkeypatch) -> Path:
+    """A writable copy of the finished tiny run, as the cwd."""
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_run, workdir)
+    monkeypatch.chdir(workdir)
     return workdir

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
 import time
 import warnings
 
 import albumentations as A
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -15,10 +17,12 @@ from pipeline.config import ModelParams, TransformSpec
 from pipeline.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    FitSquare,
     ImageReadError,
     apply_view,
     build_transforms,
     create_transform,
+    fit_long_side,
     load_image,
     load_table,
     to_rgb,
@@ -311,6 +315,44 @@ def test_build_transforms_uses_the_augment_lists():
     flipped = unnormalise(build_transforms(params, train=True)(image=image)["image"])
     plain = unnormalise(build_transforms(params, train=False)(image=image)["image"])
     assert torch.allclose(flipped, plain.flip(2), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# FitSquare
+
+
+def fit_shapes(size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Odd and even sides, portrait and landscape, smaller and larger than `size`, already
+    fitted (long side `size`), square, one pixel thin, and some at random."""
+    sides = sorted({1, 2, size // 3, size - 1, size, size + 1, 2 * size + 1, 3 * size} - {0})
+    grid = [(height, width) for height in sides for width in sides]
+    return grid + [tuple(int(side) for side in rng.integers(1, 4 * size, 2)) for _ in range(30)]
+
+
+@pytest.mark.parametrize("size", [7, 31, 32, 128])
+def test_fit_square_is_bit_identical_to_longest_max_size_then_pad(size):
+    longest = A.LongestMaxSize(max_size=size, interpolation=cv2.INTER_AREA)
+    pair = A.Compose(
+        [longest, A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_REPLICATE)]
+    )
+    fit = pickle.loads(pickle.dumps(A.Compose([FitSquare(size)])))  # as workers may get it
+    rng = np.random.default_rng(size)
+    for height, width in fit_shapes(size, rng):
+        colour = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        gray = np.repeat(colour[..., :1], 3, axis=2)
+        for image in (colour, gray):
+            got = fit(image=image)["image"]
+            assert got.shape == (size, size, 3), (height, width)
+            assert np.array_equal(got, pair(image=image)["image"]), (height, width)
+            # What stage cache stores: the same fit, unpadded.
+            cached = fit_long_side(image, size)
+            assert np.array_equal(cached, longest(image=image)["image"]), (height, width)
+
+
+def test_build_transforms_fits_with_one_transform():
+    transform = build_transforms(ModelParams(image_size=32, keep_aspect=True), train=False)
+    assert isinstance(transform.transforms[0], FitSquare)
+    assert not any(isinstance(t, A.PadIfNeeded | A.LongestMaxSize) for t in transform.transforms)
 
 
 # ----------------------------------------------------------------------------------------------

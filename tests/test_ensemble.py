@@ -241,7 +241,7 @@ def test_fitting_weighs_test_logits_and_reports_both_accuracies(two_model_run):
     assert list(weights) == ["good", "bad"] and weights["good"] > weights["bad"] >= 0
     assert sum(weights.values()) == pytest.approx(1.0)
     assert metrics["oof_accuracy"] == metrics["oof_accuracy_fitted"] == 1.0
-    assert metrics["oof_accuracy_equal"] == 1.0
+    assert metrics["oof_accuracy_equal"] == metrics["oof_accuracy_fitted_cross"] == 1.0
     # Both models' test logits are the same per fold here; the weights still sum them.
     assert np.allclose(test, 0.5)
     good, _, _ = ens.load_model_logits("good", [0, 1], len(two_model_run), "logits")
@@ -254,7 +254,26 @@ def test_equal_weighting_reports_no_fitted_accuracy(two_model_run):
     _, _, metrics = ens.ensemble(two_model_run, ["good", "bad"], [0, 1], "probs", "equal")
     assert metrics["weights"] == {"good": 0.5, "bad": 0.5}
     assert metrics["oof_accuracy"] == metrics["oof_accuracy_equal"]
-    assert "oof_accuracy_fitted" not in metrics
+    assert "oof_accuracy_fitted" not in metrics and "oof_accuracy_fitted_cross" not in metrics
+
+
+def test_one_trained_fold_reports_no_cross_fitted_accuracy(two_model_run):
+    _, _, metrics = ens.ensemble(two_model_run, ["good", "bad"], [0], "logits", "fit")
+    assert metrics["oof_accuracy_fitted"] == 1.0 and "oof_accuracy_fitted_cross" not in metrics
+
+
+def test_cross_fitted_weights_are_fitted_without_the_fold_they_score():
+    # Model 0 is right on fold 0 only, model 1 on fold 1 only. Fitted on all rows, the weights
+    # can serve both folds at once; fitted on the other fold, each fold's weights favour the
+    # model that fails it, so the honest estimate is 0.
+    targets = np.array([0, 0, 1, 1])
+    fold_of_row = np.array([0, 0, 1, 1])
+    right, wrong = np.eye(2)[targets], np.eye(2)[1 - targets]
+    model0 = np.where(fold_of_row[:, None] == 0, 2 * right, wrong)
+    model1 = np.where(fold_of_row[:, None] == 1, 2 * right, wrong)
+    cross = ens.cross_fitted_accuracy([model0, model1], targets, fold_of_row, "logits", 10)
+    assert ens.accuracy(ens.average([model0, model1], "logits"), targets) == 1.0
+    assert cross == 0.0
 
 
 def test_only_images_every_model_predicted_count(two_model_run, tmp_path):

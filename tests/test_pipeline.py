@@ -35,6 +35,7 @@ def test_dvc_repro_end_to_end_and_incremental(project):
         "cache",
         "train@d2l_resnet11-0",
         "train@d2l_resnet11-1",
+        "meta",
         "ensemble",
         "pseudo",
         "submit",
@@ -77,7 +78,13 @@ def test_dvc_repro_end_to_end_and_incremental(project):
     metrics = yaml.safe_load((project / "results/ensemble/metrics.json").read_text())
     assert set(metrics["models"]) == {"d2l_resnet11", "resnet10t"}
 
-    # 5. `dvc exp show` and `dvc plots show` see the DVCLive metrics and plots.
+    # 5. Turning on stage meta's logistic regression adds it to the ensemble; no network reruns.
+    edit_params(project, lambda p: p["meta"].update({"enabled": True}))
+    assert repro(project) == {"meta", "ensemble", "pseudo", "submit"}
+    metrics = yaml.safe_load((project / "results/ensemble/metrics.json").read_text())
+    assert set(metrics["models"]) == {"d2l_resnet11", "resnet10t", "meta"}
+
+    # 6. `dvc exp show` and `dvc plots show` see the DVCLive metrics and plots.
     shown = run(["dvc", "metrics", "show", "--json"], project).stdout
     assert "oof_accuracy" in shown and "best_valid_acc" in shown
     run(["dvc", "plots", "show", "-o", "plots_html"], project)

@@ -15,15 +15,6 @@ from pipeline.ensemble import log_softmax
 from pipeline.files import ENSEMBLE_DIR, ENSEMBLE_METRICS, PREPARED_TEST, read_json, write_json
 
 
-@pytest.fixture
-def run_copy(finished_run, tmp_path, monkeypatch):
-    """A writable copy of the finished tiny run, as the cwd."""
-    root = tmp_path / "run"
-    shutil.copytree(finished_run, root)
-    monkeypatch.chdir(root)
-    return root
-
-
 def ensemble_probs() -> tuple[pd.DataFrame, np.ndarray]:
     """The prepared test table and the ensemble stage's test probabilities."""
     logits = np.load(ENSEMBLE_DIR / "test_logits.npy").astype(np.float64)

@@ -119,14 +119,6 @@ def test_shipped_round_is_off():
 # The stage, on a copy of the finished tiny run (3 classes, 2 folds, 1 model)
 
 
-@pytest.fixture
-def run_copy(finished_run, tmp_path, monkeypatch) -> Path:
-    workdir = tmp_path / "run"
-    shutil.copytree(finished_run, workdir)
-    monkeypatch.chdir(workdir)
-    return workdir
-
-
 def set_pseudo(workdir: Path, **settings) -> None:
     path = workdir / "params.yaml"
     params = yaml.safe_load(path.read_text())

@@ -1,0 +1,182 @@
+"""Stage `meta`: image statistics, the per-fold logistic regression, and its ensemble membership."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from pipeline import ensemble, meta, pseudo
+from pipeline.config import MetaParams, ParamsError, parse_params
+from pipeline.files import (
+    ENSEMBLE_METRICS,
+    META_METRICS,
+    OOF_NAME,
+    PSEUDO_DIR,
+    TEST_LOGITS_NAME,
+    read_json,
+)
+
+
+def save_rectangle(path: Path, size: tuple[int, int], box: tuple[int, int, int, int], fg, bg):
+    """A (width, height) image of colour `bg` with the pixels in `box` (x0, y0, x1, y1) `fg`."""
+    pixels = np.full((size[1], size[0], 3), bg, dtype=np.uint8)
+    x0, y0, x1, y1 = box
+    pixels[y0:y1, x0:x1] = fg
+    Image.fromarray(pixels).save(path)  # PNG: lossless, so the counts are exact
+    return str(path)
+
+
+@pytest.mark.parametrize(("fg", "bg"), [(255, 0), (0, 255), ((40, 160, 40), (250, 250, 245))])
+def test_features_measure_size_area_and_outline_in_original_pixels(tmp_path, fg, bg):
+    # A 30 x 20 object in a 200 x 100 image, on a dark or a light background.
+    path = save_rectangle(tmp_path / "leaf.png", (200, 100), (50, 40, 80, 60), fg, bg)
+    features = meta.image_features(path, ["size", "shape"])
+    assert features["log_width"] == pytest.approx(math.log(200))
+    assert features["log_height"] == pytest.approx(math.log(100))
+    assert features["log_aspect"] == pytest.approx(math.log(2))
+    assert features["log_object_area"] == pytest.approx(math.log1p(600))
+    assert features["object_share"] == pytest.approx(600 / 20_000)
+    assert features["log_outline"] == pytest.approx(math.log1p(2 * (30 + 20)))
+    assert features["outline_per_sqrt_area"] == pytest.approx(100 / math.sqrt(601))
+    # A rectangle is its own convex hull and its own simplified polygon; the contour runs
+    # through the border pixels' centres, a 29 x 19 rectangle.
+    assert features["solidity"] == 1 and features["polygon_vertices"] == 4
+    assert features["log_hull_perimeter_ratio"] == 0 and features["log_roughness"] == 0
+    assert features["log_elongation"] == pytest.approx(2 * math.log(29 / 19), abs=1e-3)
+
+
+def test_notches_and_teeth_show_in_the_contour_features(tmp_path):
+    plain = save_rectangle(tmp_path / "plain.png", (120, 120), (20, 20, 100, 100), 255, 0)
+    pixels = np.asarray(Image.open(plain)).copy()
+    pixels[20:60, 55:65] = 0  # a deep notch from the top edge
+    for x in range(24, 100, 8):  # teeth along the bottom edge
+        pixels[100:104, x : x + 4] = 255
+    Image.fromarray(pixels).save(tmp_path / "toothed.png")
+    before = meta.image_features(plain, ["shape"])
+    after = meta.image_features(str(tmp_path / "toothed.png"), ["shape"])
+    assert after["solidity"] < before["solidity"] == 1
+    assert after["log_hull_perimeter_ratio"] > before["log_hull_perimeter_ratio"]
+    assert after["polygon_vertices"] > before["polygon_vertices"]
+
+
+def test_feature_groups_choose_the_columns(tmp_path):
+    path = save_rectangle(tmp_path / "leaf.png", (40, 40), (0, 0, 20, 40), (255, 0, 0), 0)
+    assert list(meta.image_features(path, ["size"])) == ["log_width", "log_height", "log_aspect"]
+    colour = meta.image_features(path, ["colour"])
+    assert colour["mean_r"] == pytest.approx(0.5) and colour["mean_g"] == 0
+    assert colour["std_r"] == pytest.approx(0.5) and colour["std_b"] == 0
+
+
+def test_a_blank_image_has_no_object_and_finite_features(tmp_path):
+    path = save_rectangle(tmp_path / "blank.png", (30, 50), (0, 0, 0, 0), 0, 128)
+    features = meta.image_features(path, ["size", "shape"])
+    assert features["object_share"] == 0 and features["log_outline"] == 0
+    assert features["solidity"] == 0 and features["polygon_vertices"] == 0
+    assert all(math.isfinite(value) for value in features.values())
+
+
+def folds_table(targets: list[int], fold_of_row: list[int]) -> pd.DataFrame:
+    return pd.DataFrame({"target": targets, "fold": fold_of_row})
+
+
+def test_each_fold_predicts_only_its_own_rows_from_the_others():
+    # Two well separated classes along one feature; class 2 only in fold 1.
+    x = pd.DataFrame({"f": [0.0, 0.1, 5.0, 5.1, 0.2, 5.2, 9.0, 0.05, 4.9]})
+    folds = folds_table([0, 0, 1, 1, 0, 1, 2, 0, 1], [0, 0, 0, 0, 1, 1, 1, 1, 1])
+    test = pd.DataFrame({"f": [0.0, 5.0]})
+    cells = meta.fit_folds(x, folds, test, [0, 1], MetaParams(C=100.0), num_classes=3)
+    assert sorted(cells) == [0, 1]
+    for fold, (rows, oof, test_log_probs) in cells.items():
+        assert (rows == np.flatnonzero(folds["fold"] == fold)).all()
+        assert oof.shape == (len(rows), 3) and test_log_probs.shape == (2, 3)
+        assert oof.dtype == np.float32 and (oof <= 0).all() and np.isfinite(oof).all()
+        targets = folds["target"].to_numpy()[rows]
+        known = targets != 2  # class 2 is learnt by fold 0 only
+        assert (oof.argmax(axis=1)[known] == targets[known]).all()
+        assert (test_log_probs.argmax(axis=1) == [0, 1]).all()
+    # Fold 0 trains on fold 1's rows, which hold class 2; fold 1 trains without it.
+    assert cells[1][1][:, 2].max() == pytest.approx(meta.ABSENT_CLASS_LOG_PROB)
+    assert cells[0][1][:, 2].max() > meta.ABSENT_CLASS_LOG_PROB
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"features": ["size", "texture"]}, "meta.features.1 = 'texture'"),
+        ({"features": []}, "meta.features = []: must be a non-empty list"),
+        ({"features": ["size", "size"]}, "distinct groups: size, shape, colour"),
+        ({"C": 0}, "meta.C = 0: Input should be greater than 0"),
+        ({"enable": True}, "meta.enable: unknown key"),
+    ],
+)
+def test_schema_errors_name_the_key(settings, expected):
+    with pytest.raises(ParamsError) as info:
+        parse_params({"train": {"models": {"d2l_resnet11": {}}}, "meta": settings})
+    assert expected in str(info.value)
+
+
+def test_a_network_cannot_be_named_meta():
+    with pytest.raises(ParamsError, match="train.models.meta: the name is taken by stage meta"):
+        parse_params({"train": {"models": {"meta": {"backbone": "resnet18"}}}})
+
+
+def test_shipped_stage_is_off():
+    assert yaml.safe_load(Path("params.yaml").read_text())["meta"]["enabled"] is False
+    assert yaml.safe_load(Path("presets/leaf-silhouettes.yaml").read_text())["meta"]["enabled"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The stage, on a copy of the finished tiny run (3 classes, 2 folds, 1 network)
+
+
+def set_params(workdir: Path, group: str, **settings) -> None:
+    path = workdir / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params[group].update(settings)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_off_stage_writes_an_empty_model_and_the_ensemble_leaves_it_out(run_copy, capsys):
+    assert meta.main([]) == {"enabled": False}
+    assert list(meta.META_DIR.iterdir()) == []
+    assert read_json(META_METRICS) == {"enabled": False}
+    assert "meta: off" in capsys.readouterr().out
+    assert set(ensemble.main([])["models"]) == {"d2l_resnet11"}
+
+
+def test_on_stage_writes_cells_like_train_and_joins_the_ensemble(run_copy, capsys):
+    set_params(run_copy, "meta", enabled=True)
+    metrics = meta.main([])
+    folds = pd.read_csv("data/folds.csv")
+    test = pd.read_csv("data/prepared/test.csv")
+    num_classes = len(read_json("data/prepared/classes.json"))
+    for fold in (0, 1):
+        cell = meta.META_DIR / f"fold{fold}"
+        with np.load(cell / OOF_NAME) as saved:
+            assert (saved["row"] == np.flatnonzero(folds["fold"] == fold)).all()
+            assert saved["logits"].shape == (len(saved["row"]), num_classes)
+        assert np.load(cell / TEST_LOGITS_NAME).shape == (len(test), num_classes)
+    table = pd.read_csv(meta.META_DIR / meta.FEATURES_NAME)
+    assert (table["split"] == "train").sum() == len(folds) and len(table) == len(folds) + len(test)
+    assert read_json(META_METRICS) == metrics and set(metrics["folds"]) == {"0", "1"}
+    assert "meta: logistic regression on 12 features, OOF accuracy" in capsys.readouterr().out
+
+    set_params(run_copy, "ensemble", weights="fit")
+    scores = ensemble.main([])
+    assert set(scores["models"]) == {"d2l_resnet11", "meta"}
+    assert scores["models"]["meta"]["oof_accuracy"] == pytest.approx(metrics["oof_accuracy"])
+    assert sum(scores["weights"].values()) == pytest.approx(1.0)
+    assert read_json(ENSEMBLE_METRICS) == scores
+
+    # A pseudo-label round fine-tunes the network and keeps stage meta's cells as they are.
+    set_params(run_copy, "pseudo", enabled=True, threshold=0.3, epochs=1)
+    pseudo.main([])
+    out = capsys.readouterr().out
+    assert "pseudo d2l_resnet11 fold 0: fine-tuning" in out and "pseudo meta" not in out
+    assert (PSEUDO_DIR / TEST_LOGITS_NAME).is_file()
