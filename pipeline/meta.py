@@ -43,6 +43,7 @@ from sklearn.preprocessing import StandardScaler
 from pipeline.cli import progress, run
 from pipeline.config import META_MODEL, MetaParams, load_params
 from pipeline.data import load_image, load_table
+from pipeline.ensemble import accuracy
 from pipeline.files import (
     CLASSES_FILE,
     FOLDS_FILE,
@@ -62,6 +63,13 @@ META_DIR = MODELS_DIR / META_MODEL
 FEATURES_NAME = "features.csv"
 # An object pixel differs from the background by more than this share of the grey range.
 OBJECT_CONTRAST = 0.25
+CONTOUR_FEATURES = (
+    "solidity",
+    "log_hull_perimeter_ratio",
+    "log_elongation",
+    "log_roughness",
+    "polygon_vertices",
+)
 # The log-probability of a class a fold's training rows do not contain.
 ABSENT_CLASS_LOG_PROB = math.log(1e-6)
 
@@ -104,9 +112,8 @@ def contour_features(mask: np.ndarray) -> dict[str, float]:
     corner count.
     """
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    names = ["solidity", "log_hull_perimeter_ratio", "log_elongation", "log_roughness"]
     if not contours:
-        return dict.fromkeys([*names, "polygon_vertices"], 0.0)
+        return dict.fromkeys(CONTOUR_FEATURES, 0.0)
     contour = max(contours, key=cv2.contourArea)
     hull = cv2.convexHull(contour)
     perimeter = cv2.arcLength(contour, True)
@@ -203,10 +210,6 @@ def write_cells(cells: dict, table: pd.DataFrame) -> None:
             cell.mkdir()
             np.savez(cell / OOF_NAME, row=rows, logits=oof)
             np.save(cell / TEST_LOGITS_NAME, test)
-
-
-def accuracy(log_probs: np.ndarray, targets: np.ndarray) -> float:
-    return float((log_probs.argmax(axis=1) == targets).mean())
 
 
 def main(argv: list[str] | None = None) -> dict:

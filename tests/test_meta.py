@@ -78,6 +78,10 @@ def test_a_blank_image_has_no_object_and_finite_features(tmp_path):
     features = meta.image_features(path, ["size", "shape"])
     assert features["object_share"] == 0 and features["log_outline"] == 0
     assert features["solidity"] == 0 and features["polygon_vertices"] == 0
+    drawn = meta.image_features(
+        save_rectangle(tmp_path / "leaf.png", (30, 50), (5, 5, 9, 9), 0, 128), ["shape"]
+    )
+    assert list(drawn) == list(features)[3:]  # the same columns with or without an object
     assert all(math.isfinite(value) for value in features.values())
 
 
