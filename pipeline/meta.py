@@ -189,14 +189,14 @@ def fit_folds(
     num_classes: int,
 ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """fold -> (its validation rows, their OOF log-probs, the test log-probs)."""
-    x, targets = features.to_numpy(np.float64), folds["target"].to_numpy()
-    fold_of_row = folds["fold"].to_numpy()
+    x, test_x = features.to_numpy(np.float64), test_features.to_numpy(np.float64)
+    targets, fold_of_row = folds["target"].to_numpy(), folds["fold"].to_numpy()
     cells = {}
     for fold in fold_ids:
         rows = np.flatnonzero(fold_of_row == fold)
         training = fold_of_row != fold
         predict = fit_fold(x[training], targets[training], params.C, num_classes)
-        cells[fold] = (rows, predict(x[rows]), predict(test_features.to_numpy(np.float64)))
+        cells[fold] = (rows, predict(x[rows]), predict(test_x))
     return cells
 
 

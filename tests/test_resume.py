@@ -143,14 +143,11 @@ def test_a_killed_fold_resumes_bit_identically(finished_run, tmp_path):
 
 
 @pytest.fixture
-def run_copy(finished_run, tmp_path, monkeypatch):
-    """A writable copy of the finished tiny run, as the cwd; restores torch's global settings."""
-    root = tmp_path / "run"
-    shutil.copytree(finished_run, root)
-    monkeypatch.chdir(root)
+def run_copy(run_copy):
+    """conftest's copy of the finished tiny run, restoring torch's global settings after."""
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model: faster than two threads on a busy machine
-    yield root
+    yield run_copy
     torch.use_deterministic_algorithms(deterministic)
     torch.set_num_threads(threads)
 
