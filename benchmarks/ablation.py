@@ -27,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.config import deep_merge  # noqa: E402
+from pipeline.schema import deep_merge  # noqa: E402
 
 # name -> overrides of train.defaults, laid over the preset's.
 VARIANTS = {
@@ -59,7 +59,7 @@ def train_cell(params: dict, model: str, fold: int) -> dict:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "LEAF_QUIET": "1"}
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "pipeline.train", "--model", model, "--fold", str(fold)],
+            [sys.executable, "-m", "pipeline.stages.train", "--model", model, "--fold", str(fold)],
             cwd=work,
             env=env,
             check=True,

@@ -2,32 +2,27 @@
 # The whole pipeline on the real leaf-silhouettes data (99 species, 7 labelled images each), run
 # with a preset, ending in submissions/submission.csv and a one-line summary of the run.
 #
-#   benchmarks/leaf_silhouettes.sh                             # the tuned preset
-#   benchmarks/leaf_silhouettes.sh presets/d2l-course.yaml     # the d2l course's recipe
+#   benchmarks/leaf_silhouettes.sh                  # the tuned preset (presets/leaf-silhouettes.yaml)
+#   benchmarks/leaf_silhouettes.sh d2l-course       # the d2l course's recipe (a name or a path)
 #
-# The preset replaces params.yaml for the run (dvc.lock and every output then belong to it);
-# params.yaml is put back afterwards, so the next `dvc repro` runs your own settings again.
+# The run is a DVC experiment, `leaf preset <preset> -S data.root=<the dataset>` (dvc exp run
+# in the workspace, named <preset>-<date>): afterwards params.yaml holds the preset's values and
+# agrees with dvc.lock and the outputs; `git restore params.yaml` returns to the committed settings;
+# `dvc exp show` lists the runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-preset="${1:-presets/leaf-silhouettes.yaml}"
+preset="${1:-leaf-silhouettes}"
 data="../shared/datasets/leaf-silhouettes"
-if [[ ! -f "$preset" ]]; then
-    echo "error: preset $preset not found (see presets/)" >&2
-    exit 2
-fi
 if [[ ! -f "$data/train.csv" ]]; then
     echo "error: $data/train.csv not found: the dataset must sit beside this checkout" >&2
     exit 2
 fi
-
-saved="$(mktemp params.yaml.XXXXXX)"
-cp params.yaml "$saved"
-trap 'mv -f "$saved" params.yaml && echo "params.yaml restored (outputs and dvc.lock are from $preset)"' EXIT
-cp "$preset" params.yaml
+name="$(basename "$preset" .yaml)-$(date +%Y%m%d-%H%M%S)"
+run_preset=(python3 -m pipeline.tools.presets "$preset" -S "data.root=$data" --name "$name")
 
 start=$(date +%s)
-dvc repro
+"${run_preset[@]}"
 seconds=$(( $(date +%s) - start ))
 
 python3 - "$preset" "$seconds" <<'PY'
@@ -48,3 +43,4 @@ summary = {
 print(f"{preset}: OOF accuracy {metrics['oof_accuracy']:.4f} in {seconds // 60} min {seconds % 60} s")
 print(json.dumps(summary))
 PY
+echo "experiment $name; params.yaml now holds its values (git restore params.yaml: the committed ones)"

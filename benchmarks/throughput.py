@@ -52,27 +52,16 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cache import write_images  # noqa: E402
-from pipeline.config import (  # noqa: E402
-    AugmentParams,
-    GenerateParams,
-    LoaderParams,
-    ModelParams,
-    TransformSpec,
-)
-from pipeline.data import (  # noqa: E402
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    DeviceLoader,
+from pipeline.device import amp_context, compile_model, use_channels_last  # noqa: E402
+from pipeline.images import (
     ImageCache,
-    LeafDataset,
-    build_transforms,
-    create_loader,
-    loader_kwargs,
+    write_images,  # noqa: E402
 )
-from pipeline.generate import JPEG_OPTIONS, make_species, render_image  # noqa: E402
+from pipeline.loaders import DeviceLoader, LeafDataset, create_loader, loader_kwargs
 from pipeline.models import create_model  # noqa: E402
-from pipeline.train import amp_context, compile_model, use_channels_last  # noqa: E402
+from pipeline.schema import AugmentParams, GenerateParams, LoaderParams, ModelParams, TransformSpec
+from pipeline.synthetic import JPEG_OPTIONS, make_species, render_image  # noqa: E402
+from pipeline.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 
 CLASSES = 176  # Classify Leaves
 SOURCE_SIZE = 224  # its JPEGs are 224 x 224

@@ -1,66 +1,122 @@
-"""How every stage ends (a clear one-paragraph error instead of a traceback), and progress bars."""
+"""`leaf`: the project's tools outside the DVC pipeline, one subcommand each.
+
+    leaf predict PATH... [--top-k 5] [--csv OUT.csv]
+    leaf validate SUBMISSION [--test-csv CSV] [--classes JSON | --train-csv CSV]
+    leaf preview [--model NAME] [--split train|eval] [--images 8] [--samples 6] [--out PNG]
+    leaf kaggle download [--competition NAME] [--dest DIR] [--force]
+    leaf kaggle submit [--competition NAME] [--file FILE] [-m NOTE]
+    leaf preset ...
+
+Each subcommand is a module of pipeline/tools/ (`leaf preset` is pipeline/tools/presets.py)
+with a docstring whose first line is the subcommand's help, `add_arguments(parser)` and
+`run(args)`. Only the chosen subcommand's module is imported, so `leaf --help` and
+`leaf validate --help` start without loading torch. A user's error (PipelineError, ParamsError)
+is one `error: ...` paragraph on stderr and exit code 2, like the stages; so is a bad flag.
+"""
 
 from __future__ import annotations
 
-import os
+import argparse
+import ast
+import importlib
 import sys
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+from pathlib import Path
+from types import ModuleType
 
-from tqdm import tqdm
-
-T = TypeVar("T")
-QUIET_ENV = "LEAF_QUIET"
-
-
-class PipelineError(Exception):
-    """A problem the user can fix (bad params, bad input data); printed without a traceback."""
-
-
-MAX_PROBLEMS_SHOWN = 10
-
-
-def format_problems(problems: list[str], limit: int = MAX_PROBLEMS_SHOWN) -> str:
-    """The first `limit` problems as an indented list, then how many more there are."""
-    lines = [f"  - {problem}" for problem in problems[:limit]]
-    if len(problems) > limit:
-        lines.append(f"  ... and {len(problems) - limit} more")
-    return "\n".join(lines)
+PROG = "leaf"
+TOOLS_DIR = Path(__file__).resolve().parent / "tools"
+COMMANDS = {  # subcommand -> its module under pipeline/tools/
+    "predict": "predict",
+    "validate": "validate",
+    "preview": "preview",
+    "kaggle": "kaggle",
+    "preset": "presets",
+}
+TOOL_INTERFACE = ("add_arguments", "run")
 
 
-def run(main: Callable[[list[str] | None], object]) -> None:
-    """Run a stage's `main()`; turn PipelineError into `error: ...` on stderr and exit code 2."""
+def module_name(command: str) -> str:
+    return f"pipeline.tools.{COMMANDS[command]}"
+
+
+def summary(command: str) -> str:
+    """The first line of the tool module's docstring, read from its source without importing it."""
+    path = TOOLS_DIR / f"{COMMANDS[command]}.py"
     try:
-        main(None)
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    except (OSError, SyntaxError, ValueError):
+        return f"(not available: {module_name(command)} cannot be read)"
+    return next((line.strip() for line in doc.splitlines() if line.strip()), "")
 
 
-def quiet() -> bool:
-    """Whether progress bars are off: `LEAF_QUIET=1`, or `CI` set and stderr not a terminal.
+def chosen_command(argv: list[str]) -> str | None:
+    """The subcommand `argv` names: its first argument that is not an option, if a known one."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
 
-    `LEAF_QUIET=0` turns them back on, in CI too.
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def load_tool(command: str) -> ModuleType:
+    """Import the subcommand's module; a missing or incomplete one ends with `error:`, exit 2."""
+    name = module_name(command)
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name != name:
+            raise
+        fail(f"`{PROG} {command}` is not available: there is no module {name}")
+    missing = [attr for attr in TOOL_INTERFACE if not callable(getattr(module, attr, None))]
+    if missing:
+        fail(f"`{PROG} {command}` is not available: {name} does not define {', '.join(missing)}")
+    return module
+
+
+def build_parser(
+    command: str | None = None,
+) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser | None]:
+    """`leaf`'s parser and `command`'s subparser, the only one given its arguments (imported)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Tools of the leaf pipeline: predict, validate, preview, kaggle, presets.",
+        epilog=f"`{PROG} COMMAND --help` describes a command's arguments.",
+    )
+    commands = parser.add_subparsers(dest="leaf_command", metavar="COMMAND", required=True)
+    chosen = None
+    for name in COMMANDS:
+        help_line = summary(name)
+        sub = commands.add_parser(name, help=help_line, description=help_line)
+        if name == command:
+            module = load_tool(name)
+            module.add_arguments(sub)
+            sub.set_defaults(leaf_run=module.run)
+            chosen = sub
+    return parser, chosen
+
+
+def main(argv: list[str] | None = None) -> int | None:
+    """Parse `argv` (default sys.argv[1:]) and run the chosen tool; exit 2 on a user's error.
+
+    Returns the exit code when the tool's `run` returns an int (`leaf preset` passes dvc's on),
+    else None (0); any other result, a table say, is not an exit code.
     """
-    setting = os.environ.get(QUIET_ENV, "").strip().lower()
-    if setting:
-        return setting not in ("0", "false", "no", "off")
-    return bool(os.environ.get("CI")) and not sys.stderr.isatty()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, sub = build_parser(chosen_command(argv))
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named with the subcommand's usage, not only `leaf`'s
+        (sub or parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+    from pipeline.console import run  # only now: it loads tqdm, pydantic and the params schema
+
+    results = []
+    run(lambda _argv: results.append(args.leaf_run(args)))
+    code = results[0] if results else None
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
-def progress(iterable: Iterable[T], **kwargs) -> tqdm:
-    """Wrap `iterable` in a tqdm progress bar (rate and ETA on stderr) unless `quiet()`.
-
-    Args:
-        iterable: what to iterate over; pass `total=` for iterables without a length.
-        **kwargs: passed to `tqdm` (`desc`, `unit`, `total`, `leave`, ...). An explicit
-            `disable=True` keeps the bar off even when not quiet.
-
-    Returns:
-        The tqdm wrapper; it yields the same items, so `.set_postfix()` works when shown.
-    """
-    kwargs["disable"] = quiet() or kwargs.get("disable", False)
-    return tqdm(iterable, **kwargs)
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Training one cell on several processes (GPUs, machines) with torch.distributed.
 
-    torchrun --nproc_per_node=4 -m pipeline.train --model d2l_resnet11 --fold 0
+    torchrun --nproc_per_node=4 -m pipeline.stages.train --model d2l_resnet11 --fold 0
 
 torchrun starts the processes and gives each RANK (its place among all of them), WORLD_SIZE
 (how many there are) and LOCAL_RANK (its place on its machine). Without those variables every
@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline.cli import QUIET_ENV, PipelineError
+from pipeline.console import QUIET_ENV, PipelineError
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 

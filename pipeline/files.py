@@ -11,60 +11,13 @@ import glob
 import hashlib
 import json
 import os
-import random
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 PARAMS_FILE = Path("params.yaml")
-
-SYNTHETIC_DIR = Path("data/synthetic")
-PREPARED_DIR = Path("data/prepared")
-CLASSES_FILE = PREPARED_DIR / "classes.json"
-PREPARED_TRAIN = PREPARED_DIR / "train.csv"
-PREPARED_TEST = PREPARED_DIR / "test.csv"
-PREPARED_SAMPLE = PREPARED_DIR / "sample_submission.csv"
-FOLDS_FILE = Path("data/folds.csv")
-CACHE_DIR = Path("data/cache")
-CACHE_IMAGES = CACHE_DIR / "images.npy"
-CACHE_INDEX = CACHE_DIR / "index.csv"
-CACHE_MANIFEST = CACHE_DIR / "manifest.json"
-MODELS_DIR = Path("models")
-CHECKPOINTS_DIR = Path("checkpoints")
-TRAIN_RESULTS_DIR = Path("results/train")
-ENSEMBLE_DIR = Path("data/ensemble")
-ENSEMBLE_METRICS = Path("results/ensemble/metrics.json")
-META_METRICS = Path("results/meta/metrics.json")
-PSEUDO_DIR = Path("data/pseudo")
-PSEUDO_MANIFEST = PSEUDO_DIR / "manifest.json"
-PSEUDO_METRICS = Path("results/pseudo/metrics.json")
-SUBMISSION_FILE = Path("submissions/submission.csv")
-AUGMENT_GRID = Path("results/augment_grid.png")
-
-CHECKPOINT_NAME = "best.pt"
-OOF_NAME = "oof.npz"
-TEST_LOGITS_NAME = "test_logits.npy"
-OOF_LOGITS_NAME = "oof_logits.npy"
-LAST_CHECKPOINT_NAME = "last.pt"
-
-
-def fold_dir(model: str, fold: int) -> Path:
-    """Where train writes one (model, fold) cell's checkpoint and logits."""
-    return MODELS_DIR / model / f"fold{fold}"
-
-
-def fold_results_dir(model: str, fold: int) -> Path:
-    """Where train writes one cell's DVCLive metrics and plots."""
-    return TRAIN_RESULTS_DIR / model / f"fold{fold}"
-
-
-def last_checkpoint_path(model: str, fold: int) -> Path:
-    """Where train keeps one cell's resumable end-of-epoch checkpoint."""
-    return CHECKPOINTS_DIR / model / f"fold{fold}" / LAST_CHECKPOINT_NAME
 
 
 @contextlib.contextmanager
@@ -128,10 +81,27 @@ def read_json(path: Path | str) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
-    import torch
+def check_writable(path: Path | str, option: str) -> Path:
+    """`path`, checked to be a file a tool can write (its folders are made as needed).
 
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    Args:
+        option: the command-line option that named it, for the message (`--csv`).
+
+    Raises:
+        PipelineError: `path` is a folder, or a file or unwritable folder stands in its way.
+    """
+    from pipeline.console import PipelineError
+
+    path = Path(path)
+    if path.is_dir():
+        raise PipelineError(f"{option} {path}: a folder; give a file name, e.g. {path / 'out'}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise PipelineError(f"{option} {path}: cannot write there, {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PipelineError(f"{option} {path}: cannot write there, {parent} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise PipelineError(f"{option} {path}: the file is not writable")
+    return path

@@ -15,9 +15,11 @@ from functools import cache
 import torch
 from torch import nn
 
-from pipeline.cli import PipelineError
+from pipeline.console import PipelineError
 
 TORCHVISION_PREFIX = "tv:"
+
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 

@@ -96,7 +96,17 @@ def project(tmp_path, tiny_params):
 
 def run_stages(workdir: Path, params: dict) -> None:
     """Run every stage's main() in-process in `workdir`, in dvc.yaml's order (no DVC)."""
-    from pipeline import cache, ensemble, generate, meta, prepare, pseudo, split, submit, train
+    from pipeline.stages import (
+        cache,
+        ensemble,
+        generate,
+        meta,
+        prepare,
+        pseudo,
+        split,
+        submit,
+        train,
+    )
 
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     previous = Path.cwd()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.cli import progress, quiet
+from pipeline.console import progress, quiet
 
 
 @pytest.fixture(autouse=True)

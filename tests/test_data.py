@@ -13,20 +13,18 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from pipeline.config import ModelParams, TransformSpec
-from pipeline.data import (
+from pipeline.images import ImageReadError, load_image, to_rgb
+from pipeline.schema import ModelParams, TransformSpec
+from pipeline.tables import load_table
+from pipeline.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     FitSquare,
-    ImageReadError,
-    apply_view,
     build_transforms,
     create_transform,
     fit_long_side,
-    load_image,
-    load_table,
-    to_rgb,
 )
+from pipeline.tta import apply_view
 
 try:
     from helpers import images as imgs
@@ -195,8 +193,13 @@ def test_unknown_transform_name(name):
 
 
 def test_unknown_transform_name_through_params_validation():
-    with pytest.raises(ValueError, match="NoSuchTransform"):
-        TransformSpec(name="NoSuchTransform")
+    from pipeline.checks import CHECKS
+    from pipeline.params import ParamsError, parse_params
+
+    augment = {"train": [{"name": "NoSuchTransform"}]}
+    raw = {"train": {"models": {"d2l_resnet11": {"augment": augment}}}}
+    with pytest.raises(ParamsError, match=r"train.models.d2l_resnet11.augment.train.0 = 'NoSuch"):
+        parse_params(raw, checks=CHECKS)
 
 
 def test_unknown_argument_is_named():

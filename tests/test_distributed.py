@@ -15,11 +15,12 @@ import torch
 import yaml
 from conftest import ROOT
 
-from pipeline import cache, distributed, generate, prepare, split
-from pipeline.cli import PipelineError
-from pipeline.config import ParamsError, parse_params
-from pipeline.data import create_loader, shard_range
-from pipeline.files import fold_dir, fold_results_dir, last_checkpoint_path
+from pipeline import distributed
+from pipeline.console import PipelineError
+from pipeline.loaders import create_loader, shard_range
+from pipeline.params import ParamsError, parse_params
+from pipeline.paths import fold_dir, fold_results_dir, last_checkpoint_path
+from pipeline.stages import cache, generate, prepare, split
 
 # No BatchNorm: torch's SyncBatchNorm is CUDA-only, so on CPU each process would normalise with
 # its own half of the batch (see distributed.sync_batchnorm).
@@ -28,15 +29,16 @@ TRAIN_ARGS = ["--model", MODEL, "--fold", str(FOLD)]
 # Wraps train's atomic writes to log which rank made each, then runs the stage as -m would.
 RECORD_WRITES = """
 import os
-from pipeline import train
-from pipeline.cli import run
+from pipeline import cells, checkpoint, files, live
+from pipeline.console import run
+from pipeline.stages import train
 
-def recorded(path, atomic_path=train.atomic_path):
+def recorded(path, atomic_path=files.atomic_path):
     with open(f"writes.rank{os.environ['RANK']}.txt", "a") as log:
         print(path, file=log)
     return atomic_path(path)
 
-train.atomic_path = recorded
+cells.atomic_path = checkpoint.atomic_path = live.atomic_path = recorded
 run(train.main)
 """
 
@@ -197,7 +199,7 @@ def test_two_processes_train_a_fold_as_one_does(tmp_path, tiny_params):
 
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
     runs = {
-        "single": start([sys.executable, "-m", "pipeline.train", *TRAIN_ARGS], single),
+        "single": start([sys.executable, "-m", "pipeline.stages.train", *TRAIN_ARGS], single),
         "shared": start([*torchrun, "record_writes.py", *TRAIN_ARGS], shared),
     }
     logs = {name: finish(process) for name, process in runs.items()}

@@ -7,23 +7,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline import ensemble as ens
-from pipeline.cli import PipelineError
-from pipeline.files import (
-    CLASSES_FILE,
-    FOLDS_FILE,
-    OOF_NAME,
-    TEST_LOGITS_NAME,
-    write_csv,
-    write_json,
-)
+from pipeline import paths, scoring
+from pipeline.console import PipelineError
+from pipeline.files import write_csv, write_json
+from pipeline.paths import CLASSES_FILE, FOLDS_FILE, OOF_NAME, TEST_LOGITS_NAME
+from pipeline.stages import ensemble as ens
 
 
 def test_average_in_logit_and_probability_space():
     a = np.array([[2.0, 0.0], [0.0, 1.0]])
     b = np.array([[0.0, 2.0], [0.0, 3.0]])
-    assert np.allclose(ens.average([a, b], "logits"), [[1.0, 1.0], [0.0, 2.0]])
-    probs = np.exp(ens.average([a, b], "probs"))
+    assert np.allclose(scoring.average([a, b], "logits"), [[1.0, 1.0], [0.0, 2.0]])
+    probs = np.exp(scoring.average([a, b], "probs"))
     assert np.allclose(probs.sum(axis=1), 1.0)
     softmax = np.exp(a) / np.exp(a).sum(1, keepdims=True)
     softmax_b = np.exp(b) / np.exp(b).sum(1, keepdims=True)
@@ -71,19 +66,21 @@ def test_a_subset_of_folds_scores_only_its_rows(two_model_run):
 
 
 def test_missing_cell_is_named(two_model_run):
-    with pytest.raises(PipelineError, match="models/absent/fold0: missing"):
+    with pytest.raises(
+        PipelineError, match=r"models/absent/fold0/oof.npz: not found; run `dvc repro train`"
+    ):
         ens.ensemble(two_model_run, ["absent"], [0], "logits")
 
 
 def test_confusion_rows_name_classes_and_skip_untrained_rows():
     oof = np.array([[3.0, 0.0], [np.nan, np.nan], [0.0, 1.0], [2.0, 0.0]])
     targets = np.array([0, 1, 1, 1])
-    confusion = ens.confusion_rows(oof, targets, ["acer", "betula"])
+    confusion = scoring.confusion_rows(oof, targets, ["acer", "betula"])
     assert confusion.to_dict("list") == {
         "actual": ["acer", "betula", "betula"],
         "predicted": ["acer", "betula", "acer"],
     }
-    per_class = ens.per_class_accuracy(confusion, ["acer", "betula", "carya"])
+    per_class = scoring.per_class_accuracy(confusion, ["acer", "betula", "carya"])
     assert per_class.to_dict("list") == {
         "class": ["acer", "betula"],  # carya has no scored image
         "accuracy": [1.0, 0.5],
@@ -93,7 +90,7 @@ def test_confusion_rows_name_classes_and_skip_untrained_rows():
 
 def test_logits_and_classes_of_different_runs_are_refused():
     with pytest.raises(PipelineError, match="3 classes but .* lists 2"):
-        ens.confusion_rows(np.zeros((2, 3)), np.array([0, 1]), ["acer", "betula"])
+        scoring.confusion_rows(np.zeros((2, 3)), np.array([0, 1]), ["acer", "betula"])
 
 
 def test_main_writes_the_plot_tables(two_model_run, tiny_params, tmp_path):
@@ -106,17 +103,17 @@ def test_main_writes_the_plot_tables(two_model_run, tiny_params, tmp_path):
     write_json(CLASSES_FILE, ["acer", "betula", "carya"])
 
     metrics = ens.main([])
-    confusion = pd.read_csv(ens.CONFUSION_FILE)
+    confusion = pd.read_csv(paths.CONFUSION_FILE)
     assert list(confusion.columns) == ["actual", "predicted"]
     assert list(confusion["actual"]) == ["acer", "betula", "carya"] * 2 + ["acer", "betula"]
     assert (confusion["actual"] == confusion["predicted"]).mean() == metrics["oof_accuracy"]
-    per_class = pd.read_csv(ens.PER_CLASS_FILE)
+    per_class = pd.read_csv(paths.PER_CLASS_FILE)
     assert per_class.to_dict("list") == {
         "class": ["acer", "betula", "carya"],
         "accuracy": [1.0, 1.0, 1.0],
         "count": [3, 3, 2],
     }
-    assert sorted(p.name for p in ens.CONFUSION_FILE.parent.iterdir()) == [
+    assert sorted(p.name for p in paths.CONFUSION_FILE.parent.iterdir()) == [
         "confusion.csv",
         "metrics.json",
         "per_class.csv",
@@ -126,7 +123,7 @@ def test_main_writes_the_plot_tables(two_model_run, tiny_params, tmp_path):
 def test_dvc_yaml_declares_the_plots():
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["ensemble"]
     plots = {path: spec for entry in stage["plots"] for path, spec in entry.items()}
-    confusion, per_class = plots[str(ens.CONFUSION_FILE)], plots[str(ens.PER_CLASS_FILE)]
+    confusion, per_class = plots[str(paths.CONFUSION_FILE)], plots[str(paths.PER_CLASS_FILE)]
     # DVC's documented orientation for the confusion template: x is actual, y is predicted.
     expected = {"template": "confusion", "x": "actual", "y": "predicted", "cache": False}
     assert expected.items() <= confusion.items()
@@ -137,8 +134,8 @@ def test_dvc_yaml_declares_the_plots():
 
 def test_the_tiny_run_scores_every_image(finished_run):
     folds = pd.read_csv(finished_run / FOLDS_FILE)
-    confusion = pd.read_csv(finished_run / ens.CONFUSION_FILE)
-    per_class = pd.read_csv(finished_run / ens.PER_CLASS_FILE)
+    confusion = pd.read_csv(finished_run / paths.CONFUSION_FILE)
+    per_class = pd.read_csv(finished_run / paths.PER_CLASS_FILE)
     assert list(confusion["actual"]) == list(folds["label"])  # both folds trained
     assert per_class["count"].sum() == len(folds)
     assert set(per_class["class"]) == set(folds["label"])
@@ -146,7 +143,7 @@ def test_the_tiny_run_scores_every_image(finished_run):
 
 def test_probability_average_stays_finite_when_probabilities_underflow():
     logits = [np.array([[0.0, -200.0, 5.0]], dtype=np.float32)] * 2
-    averaged = ens.average(logits, "probs")
+    averaged = scoring.average(logits, "probs")
     assert np.isfinite(averaged).all()
     assert np.allclose(np.exp(averaged).sum(), 1.0)
     assert averaged.argmax() == 2
@@ -160,20 +157,20 @@ def test_probability_average_stays_finite_when_probabilities_underflow():
 def test_a_zero_weight_drops_a_model(space):
     a = np.array([[2.0, 0.0, -1.0]])
     b = np.array([[-50.0, 9.0, 0.0]])
-    alone = ens.average([a], space)
-    np.testing.assert_allclose(ens.average([a, b], space, [1.0, 0.0]), alone, atol=1e-12)
-    halves = ens.average([a, b], space, [0.5, 0.5])
-    np.testing.assert_allclose(halves, ens.average([a, b], space), atol=1e-12)
+    alone = scoring.average([a], space)
+    np.testing.assert_allclose(scoring.average([a, b], space, [1.0, 0.0]), alone, atol=1e-12)
+    halves = scoring.average([a, b], space, [0.5, 0.5])
+    np.testing.assert_allclose(halves, scoring.average([a, b], space), atol=1e-12)
 
 
 def test_probability_weights_weigh_the_softmax():
     a, b = np.array([[1.0, 0.0]]), np.array([[0.0, 3.0]])
     expected = 0.25 * softmax(a) + 0.75 * softmax(b)
-    np.testing.assert_allclose(np.exp(ens.average([a, b], "probs", [0.25, 0.75])), expected)
+    np.testing.assert_allclose(np.exp(scoring.average([a, b], "probs", [0.25, 0.75])), expected)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    return np.exp(ens.log_softmax(logits))
+    return np.exp(scoring.log_softmax(logits))
 
 
 def noisy_models(seed: int, rows: int = 200, classes: int = 5) -> tuple[list, np.ndarray]:
@@ -189,17 +186,17 @@ def noisy_models(seed: int, rows: int = 200, classes: int = 5) -> tuple[list, np
 @pytest.mark.parametrize("space", ["logits", "probs"])
 def test_a_clearly_better_model_gets_most_weight(space):
     logits, targets = noisy_models(seed=0)
-    weights = ens.fit_weights(logits, targets, space, rounds=100)
+    weights = scoring.fit_weights(logits, targets, space, rounds=100)
     assert weights.argmax() == 1 and weights[1] > 0.8
     assert (weights >= 0).all() and weights.sum() == pytest.approx(1.0)
-    equal = ens.accuracy(ens.average(logits, space), targets)
-    fitted = ens.accuracy(ens.average(logits, space, weights), targets)
+    equal = scoring.accuracy(scoring.average(logits, space), targets)
+    fitted = scoring.accuracy(scoring.average(logits, space, weights), targets)
     assert fitted > equal + 0.3  # the weak models drown the strong one when weighed alike
 
 
 def test_rounds_bound_the_copies_added():
     logits, targets = noisy_models(seed=1)
-    weights = ens.fit_weights(logits, targets, "logits", rounds=2)
+    weights = scoring.fit_weights(logits, targets, "logits", rounds=2)
     # One copy each to start, then at most two more: weights are counts out of 3 to 5.
     assert any(np.allclose(weights * total, np.round(weights * total)) for total in (3, 4, 5))
     assert weights[1] <= 3 / 5
@@ -207,8 +204,8 @@ def test_rounds_bound_the_copies_added():
 
 def test_one_model_or_identical_models_keep_equal_weights():
     logits, targets = noisy_models(seed=2)
-    assert ens.fit_weights(logits[:1], targets, "probs", 50).tolist() == [1.0]
-    twins = ens.fit_weights([logits[1], logits[1]], targets, "logits", 50)
+    assert scoring.fit_weights(logits[:1], targets, "probs", 50).tolist() == [1.0]
+    twins = scoring.fit_weights([logits[1], logits[1]], targets, "logits", 50)
     assert twins.tolist() == [0.5, 0.5]
 
 
@@ -228,11 +225,11 @@ def oof_cases(draw) -> tuple[list[np.ndarray], np.ndarray, str]:
 @given(oof_cases())
 def test_fitted_weights_never_lose_to_equal_weights(case):
     logits, targets, space = case
-    weights = ens.fit_weights(logits, targets, space, rounds=20)
+    weights = scoring.fit_weights(logits, targets, space, rounds=20)
     assert weights.shape == (len(logits),)
     assert (weights >= 0).all() and weights.sum() == pytest.approx(1.0)
-    equal = ens.accuracy(ens.average(logits, space), targets)
-    assert ens.accuracy(ens.average(logits, space, weights), targets) >= equal
+    equal = scoring.accuracy(scoring.average(logits, space), targets)
+    assert scoring.accuracy(scoring.average(logits, space, weights), targets) >= equal
 
 
 def test_fitting_weighs_test_logits_and_reports_both_accuracies(two_model_run):
@@ -244,8 +241,8 @@ def test_fitting_weighs_test_logits_and_reports_both_accuracies(two_model_run):
     assert metrics["oof_accuracy_equal"] == metrics["oof_accuracy_fitted_cross"] == 1.0
     # Both models' test logits are the same per fold here; the weights still sum them.
     assert np.allclose(test, 0.5)
-    good, _, _ = ens.load_model_logits("good", [0, 1], len(two_model_run), "logits")
-    bad, _, _ = ens.load_model_logits("bad", [0, 1], len(two_model_run), "logits")
+    good, _, _ = scoring.load_model_logits("good", [0, 1], len(two_model_run), "logits")
+    bad, _, _ = scoring.load_model_logits("bad", [0, 1], len(two_model_run), "logits")
     expected = weights["good"] * good + weights["bad"] * bad
     np.testing.assert_allclose(oof, expected, rtol=1e-6)
 
@@ -271,8 +268,8 @@ def test_cross_fitted_weights_are_fitted_without_the_fold_they_score():
     right, wrong = np.eye(2)[targets], np.eye(2)[1 - targets]
     model0 = np.where(fold_of_row[:, None] == 0, 2 * right, wrong)
     model1 = np.where(fold_of_row[:, None] == 1, 2 * right, wrong)
-    cross = ens.cross_fitted_accuracy([model0, model1], targets, fold_of_row, "logits", 10)
-    assert ens.accuracy(ens.average([model0, model1], "logits"), targets) == 1.0
+    cross = scoring.cross_fitted_accuracy([model0, model1], targets, fold_of_row, "logits", 10)
+    assert scoring.accuracy(scoring.average([model0, model1], "logits"), targets) == 1.0
     assert cross == 0.0
 
 

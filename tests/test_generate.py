@@ -13,8 +13,9 @@ from PIL import Image
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.neighbors import NearestCentroid
 
-from pipeline import generate
-from pipeline.config import GenerateParams
+from pipeline import synthetic
+from pipeline.schema import GenerateParams
+from pipeline.stages import generate
 
 SMALL = GenerateParams(num_species=4, images_per_species=8, image_size=48, test_share=0.25, seed=3)
 # Enough labelled images per species for a 5-fold colour classifier; test.csv has no labels.
@@ -36,7 +37,7 @@ def _hashes(root: Path) -> dict[str, str]:
 
 def _fail_after(monkeypatch: pytest.MonkeyPatch, n: int) -> list[int]:
     """Make the per-image draw raise once `n` images have been drawn; return the call log."""
-    real, calls = generate.render_image, []
+    real, calls = synthetic.render_image, []
 
     def flaky(*args, **kwargs):
         if len(calls) >= n:
@@ -44,14 +45,14 @@ def _fail_after(monkeypatch: pytest.MonkeyPatch, n: int) -> list[int]:
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(generate, "render_image", flaky)
+    monkeypatch.setattr(synthetic, "render_image", flaky)
     return calls
 
 
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("small") / "synthetic"
-    generate.generate_dataset(out, SMALL)
+    synthetic.generate_dataset(out, SMALL)
     return out
 
 
@@ -59,7 +60,7 @@ def test_csv_layout(small_dataset: Path) -> None:
     train = pd.read_csv(small_dataset / "train.csv")
     test = pd.read_csv(small_dataset / "test.csv")
     sample = pd.read_csv(small_dataset / "sample_submission.csv")
-    names = {s.name for s in generate.make_species(SMALL)}
+    names = {s.name for s in synthetic.make_species(SMALL)}
 
     assert list(train.columns) == ["image", "label"]
     assert list(test.columns) == ["image"]
@@ -85,9 +86,9 @@ def test_images_are_square_rgb_jpegs(small_dataset: Path) -> None:
 def test_counts_per_species_follow_test_share(small_dataset: Path) -> None:
     train = pd.read_csv(small_dataset / "train.csv")
     test = pd.read_csv(small_dataset / "test.csv")
-    plan = generate.plan_images(generate.make_species(SMALL), SMALL)
+    plan = synthetic.plan_images(synthetic.make_species(SMALL), SMALL)
 
-    assert generate.held_out_per_species(SMALL) == 2  # round(8 * 0.25)
+    assert synthetic.held_out_per_species(SMALL) == 2  # round(8 * 0.25)
     assert train["label"].value_counts().to_dict() == {s: 6 for s in set(train["label"])}
     tested = plan.set_index("image").loc[test["image"], "label"]
     assert tested.value_counts().to_dict() == {s: 2 for s in set(train["label"])}
@@ -108,29 +109,29 @@ def test_train_and_test_are_interleaved(small_dataset: Path) -> None:
 @pytest.mark.parametrize(("n", "share", "expected"), [(4, 0.01, 1), (4, 0.99, 3), (40, 0.25, 10)])
 def test_held_out_per_species_bounds(n: int, share: float, expected: int) -> None:
     params = GenerateParams(images_per_species=n, test_share=share)
-    assert generate.held_out_per_species(params) == expected
+    assert synthetic.held_out_per_species(params) == expected
 
 
 def test_species_are_distinct_and_share_colours() -> None:
-    species = generate.make_species(GenerateParams(num_species=48))
+    species = synthetic.make_species(GenerateParams(num_species=48))
     names = [s.name for s in species]
     assert len(set(names)) == 48
     assert all(re.fullmatch(r"[a-z]+(_[a-z]+)+", name) for name in names)
     traits = {(s.outline, s.margin, s.aspect, s.venation) for s in species}
     assert len(traits) == 48
-    assert len({s.hsv for s in species}) == len(generate.PALETTE) < 48
-    assert generate.make_species(GenerateParams(num_species=5)) == species[:5]  # seed, not size
+    assert len({s.hsv for s in species}) == len(synthetic.PALETTE) < 48
+    assert synthetic.make_species(GenerateParams(num_species=5)) == species[:5]  # seed, not size
 
 
 def test_same_seed_gives_identical_bytes(tmp_path: Path, small_dataset: Path) -> None:
     again = tmp_path / "again"
-    generate.generate_dataset(again, SMALL)
+    synthetic.generate_dataset(again, SMALL)
     assert _hashes(again) == _hashes(small_dataset)
 
 
 def test_other_seed_changes_the_images(tmp_path: Path, small_dataset: Path) -> None:
     other = tmp_path / "other"
-    generate.generate_dataset(other, SMALL.model_copy(update={"seed": SMALL.seed + 1}))
+    synthetic.generate_dataset(other, SMALL.model_copy(update={"seed": SMALL.seed + 1}))
     first, second = _hashes(small_dataset), _hashes(other)
     images = [k for k in first if k.startswith("images")]
     assert sum(first[k] != second[k] for k in images) == len(images)
@@ -140,7 +141,7 @@ def test_failed_run_leaves_no_dataset(tmp_path: Path, monkeypatch: pytest.Monkey
     out = tmp_path / "synthetic"
     calls = _fail_after(monkeypatch, 3)
     with pytest.raises(RuntimeError, match="boom"):
-        generate.generate_dataset(out, SMALL)
+        synthetic.generate_dataset(out, SMALL)
     assert len(calls) == 3  # it failed midway, after writing some images
     assert list(tmp_path.iterdir()) == []  # neither out_dir nor a temporary sibling
 
@@ -149,10 +150,10 @@ def test_failed_run_keeps_previous_dataset(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_dataset: Path
 ) -> None:
     out = tmp_path / "synthetic"
-    generate.generate_dataset(out, SMALL)
+    synthetic.generate_dataset(out, SMALL)
     _fail_after(monkeypatch, 3)
     with pytest.raises(RuntimeError, match="boom"):
-        generate.generate_dataset(out, SMALL.model_copy(update={"seed": 99}))
+        synthetic.generate_dataset(out, SMALL.model_copy(update={"seed": 99}))
     assert _hashes(out) == _hashes(small_dataset)
     assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]
 
@@ -178,7 +179,7 @@ def _centroid_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def colour_features(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, ...]:
     out = tmp_path_factory.mktemp("colour") / "synthetic"
-    generate.generate_dataset(out, COLOUR)
+    synthetic.generate_dataset(out, COLOUR)
     return _colour_features(out)
 
 
@@ -199,8 +200,8 @@ def test_leaf_colour_check_detects_species_colours(
 ) -> None:
     """The bound above has teeth: with one hue per species the same check passes 0.4."""
     hues = np.linspace(0, 1, COLOUR.num_species, endpoint=False)
-    monkeypatch.setattr(generate, "PALETTE", tuple((h, 0.7, 0.6) for h in hues))
-    generate.generate_dataset(tmp_path / "synthetic", COLOUR)
+    monkeypatch.setattr(synthetic, "PALETTE", tuple((h, 0.7, 0.6) for h in hues))
+    synthetic.generate_dataset(tmp_path / "synthetic", COLOUR)
     _, leaf, labels = _colour_features(tmp_path / "synthetic")
     assert _centroid_accuracy(leaf, labels) > 0.45  # measured 0.56
 

@@ -11,16 +11,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline import ensemble, meta, pseudo
-from pipeline.config import MetaParams, ParamsError, parse_params
-from pipeline.files import (
-    ENSEMBLE_METRICS,
-    META_METRICS,
-    OOF_NAME,
-    PSEUDO_DIR,
-    TEST_LOGITS_NAME,
-    read_json,
-)
+from pipeline import paths
+from pipeline.features import image_features
+from pipeline.files import read_json
+from pipeline.params import ParamsError, parse_params
+from pipeline.paths import ENSEMBLE_METRICS, META_METRICS, OOF_NAME, PSEUDO_DIR, TEST_LOGITS_NAME
+from pipeline.schema import MetaParams
+from pipeline.stages import ensemble, meta, pseudo
 
 
 def save_rectangle(path: Path, size: tuple[int, int], box: tuple[int, int, int, int], fg, bg):
@@ -36,7 +33,7 @@ def save_rectangle(path: Path, size: tuple[int, int], box: tuple[int, int, int, 
 def test_features_measure_size_area_and_outline_in_original_pixels(tmp_path, fg, bg):
     # A 30 x 20 object in a 200 x 100 image, on a dark or a light background.
     path = save_rectangle(tmp_path / "leaf.png", (200, 100), (50, 40, 80, 60), fg, bg)
-    features = meta.image_features(path, ["size", "shape"])
+    features = image_features(path, ["size", "shape"])
     assert features["log_width"] == pytest.approx(math.log(200))
     assert features["log_height"] == pytest.approx(math.log(100))
     assert features["log_aspect"] == pytest.approx(math.log(2))
@@ -58,8 +55,8 @@ def test_notches_and_teeth_show_in_the_contour_features(tmp_path):
     for x in range(24, 100, 8):  # teeth along the bottom edge
         pixels[100:104, x : x + 4] = 255
     Image.fromarray(pixels).save(tmp_path / "toothed.png")
-    before = meta.image_features(plain, ["shape"])
-    after = meta.image_features(str(tmp_path / "toothed.png"), ["shape"])
+    before = image_features(plain, ["shape"])
+    after = image_features(str(tmp_path / "toothed.png"), ["shape"])
     assert after["solidity"] < before["solidity"] == 1
     assert after["log_hull_perimeter_ratio"] > before["log_hull_perimeter_ratio"]
     assert after["polygon_vertices"] > before["polygon_vertices"]
@@ -67,18 +64,18 @@ def test_notches_and_teeth_show_in_the_contour_features(tmp_path):
 
 def test_feature_groups_choose_the_columns(tmp_path):
     path = save_rectangle(tmp_path / "leaf.png", (40, 40), (0, 0, 20, 40), (255, 0, 0), 0)
-    assert list(meta.image_features(path, ["size"])) == ["log_width", "log_height", "log_aspect"]
-    colour = meta.image_features(path, ["colour"])
+    assert list(image_features(path, ["size"])) == ["log_width", "log_height", "log_aspect"]
+    colour = image_features(path, ["colour"])
     assert colour["mean_r"] == pytest.approx(0.5) and colour["mean_g"] == 0
     assert colour["std_r"] == pytest.approx(0.5) and colour["std_b"] == 0
 
 
 def test_a_blank_image_has_no_object_and_finite_features(tmp_path):
     path = save_rectangle(tmp_path / "blank.png", (30, 50), (0, 0, 0, 0), 0, 128)
-    features = meta.image_features(path, ["size", "shape"])
+    features = image_features(path, ["size", "shape"])
     assert features["object_share"] == 0 and features["log_outline"] == 0
     assert features["solidity"] == 0 and features["polygon_vertices"] == 0
-    drawn = meta.image_features(
+    drawn = image_features(
         save_rectangle(tmp_path / "leaf.png", (30, 50), (5, 5, 9, 9), 0, 128), ["shape"]
     )
     assert list(drawn) == list(features)[3:]  # the same columns with or without an object
@@ -148,7 +145,7 @@ def set_params(workdir: Path, group: str, **settings) -> None:
 
 def test_off_stage_writes_an_empty_model_and_the_ensemble_leaves_it_out(run_copy, capsys):
     assert meta.main([]) == {"enabled": False}
-    assert list(meta.META_DIR.iterdir()) == []
+    assert list(paths.META_DIR.iterdir()) == []
     assert read_json(META_METRICS) == {"enabled": False}
     assert "meta: off" in capsys.readouterr().out
     assert set(ensemble.main([])["models"]) == {"d2l_resnet11"}
@@ -161,12 +158,12 @@ def test_on_stage_writes_cells_like_train_and_joins_the_ensemble(run_copy, capsy
     test = pd.read_csv("data/prepared/test.csv")
     num_classes = len(read_json("data/prepared/classes.json"))
     for fold in (0, 1):
-        cell = meta.META_DIR / f"fold{fold}"
+        cell = paths.META_DIR / f"fold{fold}"
         with np.load(cell / OOF_NAME) as saved:
             assert (saved["row"] == np.flatnonzero(folds["fold"] == fold)).all()
             assert saved["logits"].shape == (len(saved["row"]), num_classes)
         assert np.load(cell / TEST_LOGITS_NAME).shape == (len(test), num_classes)
-    table = pd.read_csv(meta.META_DIR / meta.FEATURES_NAME)
+    table = pd.read_csv(paths.META_DIR / paths.FEATURES_NAME)
     assert (table["split"] == "train").sum() == len(folds) and len(table) == len(folds) + len(test)
     assert read_json(META_METRICS) == metrics and set(metrics["folds"]) == {"0", "1"}
     assert "meta: logistic regression on 12 features, OOF accuracy" in capsys.readouterr().out

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pipeline.cli import PipelineError
+from pipeline.console import PipelineError
 from pipeline.models import _REGISTRY, create_model, is_known_model
 
 # One of each family: the project's own, torchvision's, timm's.

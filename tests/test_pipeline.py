@@ -7,7 +7,7 @@ import pytest
 import yaml
 from conftest import run
 
-from pipeline.submit import submission_problems
+from pipeline.submission import submission_problems
 
 pytestmark = pytest.mark.e2e
 
@@ -29,6 +29,7 @@ def test_dvc_repro_end_to_end_and_incremental(project):
     # 1. A fresh clone reproduces everything and ends with a valid submission.
     ran = repro(project)
     assert ran == {
+        "check",
         "generate",
         "prepare",
         "split",
@@ -36,6 +37,7 @@ def test_dvc_repro_end_to_end_and_incremental(project):
         "train@d2l_resnet11-0",
         "train@d2l_resnet11-1",
         "meta",
+        "collect",
         "ensemble",
         "pseudo",
         "submit",
@@ -58,11 +60,14 @@ def test_dvc_repro_end_to_end_and_incremental(project):
     assert repro(project) == set()
 
     # 3. Adding a backbone trains only the new one (then re-ensembles). The cache stage reruns
-    # (it reads every model's image_size) but writes the same bytes, so no other cell reruns.
+    # (it reads every model's image_size) but writes the same bytes, so no other cell reruns;
+    # so does stage check (every param change), whose marker never changes.
     resnet10t_and_after = {
+        "check",
         "cache",
         "train@resnet10t-0",
         "train@resnet10t-1",
+        "collect",
         "ensemble",
         "pseudo",
         "submit",
@@ -80,7 +85,7 @@ def test_dvc_repro_end_to_end_and_incremental(project):
 
     # 5. Turning on stage meta's logistic regression adds it to the ensemble; no network reruns.
     edit_params(project, lambda p: p["meta"].update({"enabled": True}))
-    assert repro(project) == {"meta", "ensemble", "pseudo", "submit"}
+    assert repro(project) == {"check", "meta", "collect", "ensemble", "pseudo", "submit"}
     metrics = yaml.safe_load((project / "results/ensemble/metrics.json").read_text())
     assert set(metrics["models"]) == {"d2l_resnet11", "resnet10t", "meta"}
 

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+import yaml
 
-from pipeline import predict
-from pipeline.cli import PipelineError
-from pipeline.data import load_table
-from pipeline.ensemble import log_softmax
-from pipeline.files import ENSEMBLE_DIR, ENSEMBLE_METRICS, PREPARED_TEST, read_json, write_json
+from pipeline import meta_model
+from pipeline.console import PipelineError
+from pipeline.features import feature_table
+from pipeline.files import read_json, write_json
+from pipeline.params import load_params
+from pipeline.paths import CLASSES_FILE, ENSEMBLE_DIR, ENSEMBLE_METRICS, PREPARED_TEST
+from pipeline.scoring import log_softmax
+from pipeline.stages import ensemble, meta
+from pipeline.tables import load_table
+from pipeline.tools import predict
 
 
 def ensemble_probs() -> tuple[pd.DataFrame, np.ndarray]:
@@ -80,3 +88,89 @@ def test_models_are_weighted_as_the_ensemble_chose(tmp_path, monkeypatch):
     assert predict.ensemble_weights(["a", "d"]) is None  # a model the ensemble did not weigh
     write_json(ENSEMBLE_METRICS, {"weights": {"a": 0.0, "b": 1.0}})
     assert predict.ensemble_weights(["a"]) is None
+
+
+# ----------------------------------------------------------------------------------------------
+# The logits themselves: predicting the test images gives the ensemble's test logits
+
+
+def set_params(**groups) -> None:
+    """Update params.yaml's `groups` (name -> settings) in the cwd."""
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    for group, settings in groups.items():
+        params[group].update(settings)
+    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def predicted_test_logits() -> np.ndarray:
+    params = load_params()
+    paths = [Path(p) for p in load_table(PREPARED_TEST)["path"]]
+    logits, classes = predict.predict_images(paths, predict.find_cells(params), params)
+    assert classes == read_json(CLASSES_FILE)
+    return logits
+
+
+@pytest.fixture
+def meta_run(run_copy) -> Path:
+    """The tiny run with stage meta in the ensemble (equal weights, so it counts for half)."""
+    set_params(meta={"enabled": True}, ensemble={"weights": "equal"})
+    meta.main([])
+    ensemble.main([])
+    return run_copy
+
+
+def test_predict_gives_the_ensemble_test_logits(run_copy):
+    expected = np.load(ENSEMBLE_DIR / "test_logits.npy")
+    assert np.abs(predicted_test_logits() - expected).max() < 5e-7
+
+
+def test_with_meta_predict_gives_the_ensemble_test_logits(meta_run):
+    assert read_json(ENSEMBLE_METRICS)["weights"]["meta"] == pytest.approx(0.5)
+    expected = np.load(ENSEMBLE_DIR / "test_logits.npy")
+    networks = np.load("models/d2l_resnet11/fold0/test_logits.npy")
+    assert not np.allclose(expected, networks, atol=1e-3)  # meta changes the ensemble
+    assert np.abs(predicted_test_logits() - expected).max() < 5e-7
+
+
+def test_meta_saves_each_folds_regression_and_its_features(meta_run):
+    test = load_table(PREPARED_TEST)
+    features = feature_table(test["path"], load_params().meta.features)
+    for fold in (0, 1):
+        model = meta_model.load_fold_model(fold)
+        assert model.groups == ["size", "shape"] and model.columns == list(features.columns)
+        assert [name for name, _ in model.pipeline.steps] == [
+            "standardscaler",
+            "logisticregression",
+        ]
+        saved = np.load(f"models/meta/fold{fold}/test_logits.npy")
+        assert np.array_equal(model.log_probs(features), saved)
+
+
+def test_meta_folds_without_a_saved_regression_are_skipped_with_a_warning(meta_run, capsys):
+    Path("models/meta/fold1/model.pkl").unlink()
+    predict.main([load_table(PREPARED_TEST)["path"][0]])
+    assert "warning: models/meta/fold1 has no saved regression" in capsys.readouterr().err
+    Path("models/meta/fold0/model.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(PipelineError, match="cannot load stage meta's model.*dvc repro meta"):
+        predict.main([load_table(PREPARED_TEST)["path"][0]])
+
+
+def rewrite_checkpoint(change) -> None:
+    path = Path("models/d2l_resnet11/fold0/best.pt")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    change(checkpoint)
+    torch.save(checkpoint, path)
+
+
+def test_checkpoints_this_version_cannot_rebuild_say_to_retrain(run_copy):
+    image = load_table(PREPARED_TEST)["path"][0]
+    rewrite_checkpoint(lambda c: c["model_params"].update(colour_space="lab"))
+    with pytest.raises(PipelineError, match="fold0/best.pt: its model_params .*retrain"):
+        predict.main([image])
+    rewrite_checkpoint(lambda c: c["model_params"].pop("colour_space"))
+    rewrite_checkpoint(lambda c: c["state_dict"].popitem())
+    with pytest.raises(PipelineError, match="fold0/best.pt: its weights do not fit .*retrain"):
+        predict.main([image])
+    rewrite_checkpoint(lambda c: c.pop("state_dict"))
+    with pytest.raises(PipelineError, match="has no state_dict.*retrain"):
+        predict.main([image])

@@ -1,27 +1,62 @@
-"""The presets under presets/ are complete params files that validate and that DVC can run."""
+"""The presets under presets/ are overrides of params.yaml that validate, and `leaf preset`
+turns them into the `dvc exp run -S` arguments that reproduce them."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pipeline.config import parse_params
+from pipeline.checks import CHECKS
+from pipeline.console import PipelineError
+from pipeline.params import ParamsError, parse_params
+from pipeline.tools import presets
+from pipeline.tools.presets import flow, load_preset, merged_params, preset_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
+BASE = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
 
 
-def key_paths(tree: dict, prefix: str = "") -> set[str]:
-    """Every key of a nested mapping as a dotted path; train.models' entries are free-form."""
-    paths = set()
+def leaf_paths(tree: dict, prefix: tuple = ()) -> list[tuple]:
+    """Every leaf of a nested mapping as a key path; train.models' entries count as leaves."""
+    paths = []
     for key, value in tree.items():
-        path = f"{prefix}{key}"
-        paths.add(path)
-        if isinstance(value, dict) and path != "train.models":
-            paths |= key_paths(value, f"{path}.")
+        path = (*prefix, key)
+        if isinstance(value, dict) and value and path != ("train", "models"):
+            paths += leaf_paths(value, path)
+        else:
+            paths.append(path)
     return paths
+
+
+def lookup(tree: dict, path: tuple):
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            raise KeyError(".".join(map(str, path)))
+        tree = tree[key]
+    return tree
+
+
+def apply(params: dict, overrides: list[str]) -> dict:
+    """A small stand-in for `dvc exp run -S`: `key=v` sets an existing key, `+key=v` adds a new
+    one, `~key` removes one; values are YAML."""
+    params = yaml.safe_load(yaml.safe_dump(params))
+    for override in overrides:
+        if override.startswith("~"):
+            *parents, last = override[1:].split(".")
+            del lookup(params, tuple(parents))[last]
+            continue
+        key, _, text = override.partition("=")
+        add = key.startswith("+")
+        *parents, last = key.lstrip("+").split(".")
+        parent = lookup(params, tuple(parents))
+        assert (last in parent) != add, f"{override}: + must mark exactly the new keys"
+        parent[last] = yaml.safe_load(text)
+    return params
 
 
 def test_the_shipped_presets_exist():
@@ -29,15 +64,132 @@ def test_the_shipped_presets_exist():
     assert {"leaf-silhouettes.yaml", "d2l-course.yaml", "classify-leaves-gpu.yaml"} <= names
 
 
-@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
-def test_preset_validates(preset):
-    params = parse_params(yaml.safe_load(preset.read_text()), source=str(preset))
-    for name in params.train.models:
-        params.train.for_model(name)
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_every_key_of_a_preset_exists_in_params_yaml(preset):
+    """A model's key (train.models.<name>.<key>) must be one of train.defaults'."""
+    data = load_preset(preset)
+    for path in leaf_paths(data):
+        lookup(BASE, path)  # raises KeyError naming the key
+    for model in (data.get("train", {}).get("models") or {}).values():
+        for path in leaf_paths(model or {}):
+            if path != ("backbone",):  # a model's own key; the rest override train.defaults
+                lookup(BASE["train"]["defaults"], path)
 
 
-@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
-def test_preset_sets_every_key_of_params_yaml(preset):
-    """dvc.yaml names params keys that must exist, so a preset replaces params.yaml whole."""
-    shipped = key_paths(yaml.safe_load((ROOT / "params.yaml").read_text()))
-    assert key_paths(yaml.safe_load(preset.read_text())) == shipped
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_a_preset_merged_over_params_yaml_validates(preset):
+    parse_params(merged_params(load_preset(preset), BASE), source=str(preset), checks=CHECKS)
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_a_preset_holds_only_overrides(preset):
+    data = load_preset(preset)
+    same = [".".join(p) for p in leaf_paths(data) if lookup(BASE, p) == lookup(data, p)]
+    assert not same, f"{preset.name} repeats params.yaml's values: {same}"
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_the_overrides_reproduce_the_merged_params(preset):
+    data = load_preset(preset)
+    overrides = preset_overrides(data, BASE)
+    assert overrides
+    assert apply(BASE, overrides) == merged_params(data, BASE)
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_dvc_applies_the_overrides_alike(preset, tmp_path):
+    """DVC's own -S code (Hydra's grammar) on a copy of params.yaml gives the merged params."""
+    hydra = pytest.importorskip("dvc.utils.hydra")
+    data = load_preset(preset)
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    hydra.apply_overrides(tmp_path / "params.yaml", preset_overrides(data, BASE))
+    applied = yaml.safe_load((tmp_path / "params.yaml").read_text(encoding="utf-8"))
+    assert applied == merged_params(data, BASE)
+
+
+def test_models_replace_whole_and_changed_models_are_re_added():
+    base = {"train": {"models": {"a": {}, "b": {"epochs": 3}, "c": None}, "folds": [0, 1]}}
+    preset = {"train": {"models": {"b": {"epochs": 4}, "c": {}, "d": {"lr": 0.1}}}}
+    overrides = preset_overrides(preset, base)
+    assert overrides == [
+        "~train.models.b",
+        "+train.models.b={epochs: 4}",
+        "+train.models.d={lr: 0.1}",
+        "~train.models.a",
+    ]
+    assert merged_params(preset, base)["train"] == {
+        "models": preset["train"]["models"],
+        "folds": [0, 1],
+    }
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "torchrun --nproc_per_node=4",
+        "42",
+        "true",
+        "null",
+        "tv:resnet18",
+        "../a/b",
+        1e-05,
+        0.0004,
+        5.0,
+        -15,
+        None,
+        False,
+        [],
+        {},
+        ["identity", "hflip"],
+        {"name": "Affine", "p": [0.5, 1]},
+    ],
+)
+def test_flow_values_read_back_as_yaml(value):
+    assert yaml.safe_load(flow(value)) == value
+
+
+def test_show_prints_the_command_and_runs_nothing(monkeypatch, capsys):
+    def no_dvc(*args, **kwargs):
+        raise AssertionError("--show must not run anything")
+
+    monkeypatch.setattr(subprocess, "run", no_dvc)
+    assert presets.main(["d2l-course", "--show", "-S", "train.defaults.epochs=2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("dvc exp run -n d2l-course -S ")
+    assert "+train.models.d2l_resnet18={}" in out and "~train.models.d2l_resnet11" in out
+    assert "train.defaults.epochs: 40 -> 2" in out
+
+
+def test_the_default_runs_dvc_exp_run_and_returns_its_exit_code(monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        subprocess,
+        "run",
+        lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 3),
+    )
+    assert presets.main(["leaf-silhouettes", "--name", "try1", "--temp"]) == 3
+    [cmd] = calls
+    assert cmd[:6] == ["dvc", "exp", "run", "-n", "try1", "--temp"]
+    assert cmd[6::2] == ["-S"] * len(cmd[6::2]) and "meta.enabled=true" in cmd
+
+
+def test_write_replaces_params_yaml_with_the_merged_params(tmp_path, monkeypatch):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(ROOT / "presets", tmp_path / "presets")
+    monkeypatch.chdir(tmp_path)
+    assert presets.main(["leaf-silhouettes", "--write"]) == 0
+    written = yaml.safe_load((tmp_path / "params.yaml").read_text(encoding="utf-8"))
+    assert written == merged_params(load_preset(ROOT / "presets/leaf-silhouettes.yaml"), BASE)
+
+
+def test_an_unknown_key_is_named_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("ran dvc"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  defaults:\n    epoch: 3\n", encoding="utf-8")
+    with pytest.raises(ParamsError, match=r"train\.defaults\.epoch"):
+        presets.main([str(bad)])
+
+
+def test_an_unknown_preset_lists_the_known_ones():
+    with pytest.raises(PipelineError, match="leaf-silhouettes"):
+        load_preset("no-such-preset")

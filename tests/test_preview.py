@@ -10,10 +10,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline import preview
-from pipeline.cli import PipelineError
-from pipeline.config import ModelParams
-from pipeline.files import PREPARED_TRAIN
+from pipeline.console import PipelineError
+from pipeline.paths import PREPARED_TRAIN
+from pipeline.schema import ModelParams
+from pipeline.tools import preview
 
 SIZE = 32
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]

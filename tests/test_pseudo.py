@@ -10,17 +10,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import ensemble as ens
-from pipeline import pseudo, submit
-from pipeline.cli import PipelineError
-from pipeline.config import (
-    EnsembleParams,
-    ModelParams,
-    ParamsError,
-    PseudoParams,
-    parse_params,
-)
-from pipeline.files import (
+from pipeline import pseudo_labels, scoring
+from pipeline.cells import read_cell
+from pipeline.console import PipelineError
+from pipeline.files import read_json
+from pipeline.params import ParamsError, parse_params
+from pipeline.paths import (
     ENSEMBLE_DIR,
     OOF_LOGITS_NAME,
     OOF_NAME,
@@ -29,43 +24,47 @@ from pipeline.files import (
     PSEUDO_METRICS,
     SUBMISSION_FILE,
     TEST_LOGITS_NAME,
-    read_json,
 )
+from pipeline.schema import EnsembleParams, ModelParams, PseudoParams
+from pipeline.stages import ensemble as ens
+from pipeline.stages import pseudo, submit
 
 
 def test_confident_labels_select_by_softmax_confidence():
     logits = np.log(
         np.array([[0.96, 0.03, 0.01], [0.5, 0.3, 0.2], [0.02, 0.06, 0.92], [0.05, 0.03, 0.92]])
     )
-    rows, labels = pseudo.confident_labels(logits + 3.0, threshold=0.9)  # a shift changes nothing
+    rows, labels = pseudo_labels.confident_labels(
+        logits + 3.0, threshold=0.9
+    )  # a shift changes nothing
     assert rows.tolist() == [0, 2, 3] and labels.tolist() == [0, 2, 2]
-    rows, labels = pseudo.confident_labels(logits, threshold=0.95)
+    rows, labels = pseudo_labels.confident_labels(logits, threshold=0.95)
     assert rows.tolist() == [0] and labels.tolist() == [0]
-    rows, _ = pseudo.confident_labels(np.zeros((4, 3)), threshold=1.0)
+    rows, _ = pseudo_labels.confident_labels(np.zeros((4, 3)), threshold=1.0)
     assert rows.size == 0
 
 
 def test_pseudo_rows_join_every_fold_training_set_and_no_validation_set():
     folds = pd.DataFrame({"path": ["a", "b", "c"], "target": [0, 1, 0], "fold": [0, 1, 0]})
     test = pd.DataFrame({"image": ["t0", "t1", "t2"], "path": ["x", "y", "z"]})
-    table = pseudo.with_pseudo_rows(folds, test, np.array([0, 2]), np.array([1, 0]))
+    table = pseudo_labels.with_pseudo_rows(folds, test, np.array([0, 2]), np.array([1, 0]))
     assert table["path"].tolist() == ["a", "b", "c", "x", "z"]
     assert table["target"].tolist() == [0, 1, 0, 1, 0]
-    assert table["fold"].tolist()[3:] == [pseudo.PSEUDO_FOLD] * 2
-    assert pseudo.PSEUDO_FOLD < 0  # never a validation fold
+    assert table["fold"].tolist()[3:] == [pseudo_labels.PSEUDO_FOLD] * 2
+    assert pseudo_labels.PSEUDO_FOLD < 0  # never a validation fold
 
 
 def test_fine_tune_settings_scale_the_models_own_lr():
     hp = ModelParams.model_validate({"epochs": 40, "optimizer": {"lr": 0.01, "name": "sgd"}})
-    tuned = pseudo.fine_tune_settings(hp, PseudoParams(epochs=2, lr_scale=0.1))
+    tuned = pseudo_labels.fine_tune_settings(hp, PseudoParams(epochs=2, lr_scale=0.1))
     assert tuned.epochs == 2 and tuned.optimizer.lr == pytest.approx(0.001)
     assert tuned.optimizer.head_lr is None
     with_head = hp.model_copy(
         update={"optimizer": hp.optimizer.model_copy(update={"head_lr": 0.1})}
     )
-    assert pseudo.fine_tune_settings(with_head, PseudoParams()).optimizer.head_lr == pytest.approx(
-        0.01
-    )
+    assert pseudo_labels.fine_tune_settings(
+        with_head, PseudoParams()
+    ).optimizer.head_lr == pytest.approx(0.01)
     assert tuned.optimizer.name == "sgd" and tuned.augment == hp.augment and hp.epochs == 40
 
 
@@ -83,9 +82,9 @@ def test_combine_matches_the_ensemble_stage(tmp_path, monkeypatch, space, weight
             oof = rng.normal(size=(len(rows), 3)).astype(np.float32)
             np.savez(cell / OOF_NAME, row=rows, logits=oof)
             np.save(cell / TEST_LOGITS_NAME, rng.normal(size=(4, 3)).astype(np.float32))
-            cells[model, fold] = pseudo.trained_cell(model, fold)
+            cells[model, fold] = read_cell(model, fold)[1:]
     settings = EnsembleParams(average=space, weights=weights, rounds=5)
-    oof, test = pseudo.combine(cells, rows_by_fold, folds["target"].to_numpy(), settings)
+    oof, test = scoring.combine(cells, rows_by_fold, folds["target"].to_numpy(), settings)
     expected_oof, expected_test, _ = ens.ensemble(folds, ["a", "b"], [0, 1], space, weights, 5)
     np.testing.assert_allclose(oof, expected_oof, rtol=1e-6)  # NaN where fold 2 is untrained
     np.testing.assert_allclose(test, expected_test, rtol=1e-6)
@@ -155,7 +154,7 @@ def test_round_fine_tunes_every_cell_and_submit_uses_it(run_copy, capsys):
     ensemble_accuracy = read_json("results/ensemble/metrics.json")["oof_accuracy"]
     assert metrics["oof_accuracy_before"] == pytest.approx(ensemble_accuracy)
     targets = pd.read_csv("data/folds.csv")["target"].to_numpy()
-    assert metrics["oof_accuracy"] == pytest.approx(ens.accuracy(oof, targets))
+    assert metrics["oof_accuracy"] == pytest.approx(scoring.accuracy(oof, targets))
     assert set(metrics["folds"]) == {"0", "1"}
     assert read_json(PSEUDO_MANIFEST)["fine_tuned"] is True
 
@@ -190,5 +189,5 @@ def test_submit_refuses_a_round_that_did_not_run(run_copy):
 def test_round_without_the_ensemble_is_a_clear_error(run_copy):
     set_pseudo(run_copy, enabled=True)
     (ENSEMBLE_DIR / OOF_LOGITS_NAME).unlink()
-    with pytest.raises(PipelineError, match="oof_logits.npy: not found; run `dvc repro`"):
+    with pytest.raises(PipelineError, match="oof_logits.npy: not found; run `dvc repro ensemble`"):
         pseudo.main([])

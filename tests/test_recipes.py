@@ -11,29 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_config import problems
+from test_params import problems
 from test_resume import FOLD, LAST, MODEL, cell_outputs, copy_run, metric_history
 from test_train import lrs
 from torch import nn
 
-from pipeline import train
-from pipeline.config import (
-    MixupParams,
-    ModelParams,
-    OptimizerParams,
-    SchedulerParams,
-    parse_params,
-)
-from pipeline.files import CHECKPOINT_NAME, fold_dir, fold_results_dir
+from pipeline import engine, fitting, optim
+from pipeline.engine import create_mixup, create_trainer, mix_batch, optimizer_step
+from pipeline.fitting import epoch_best
 from pipeline.models import create_model
-from pipeline.train import (
-    create_mixup,
-    create_optimizer,
-    create_trainer,
-    epoch_best,
-    mix_batch,
-    optimizer_step,
-)
+from pipeline.optim import create_optimizer
+from pipeline.params import parse_params
+from pipeline.paths import CHECKPOINT_NAME, fold_dir, fold_results_dir
+from pipeline.schema import MixupParams, ModelParams, OptimizerParams, SchedulerParams
+from pipeline.stages import train
 
 CPU = torch.device("cpu")
 
@@ -235,7 +226,7 @@ def test_head_falls_back_to_the_last_linear_layer():
 def test_the_schedule_scales_the_head_lr_alike():
     params = OptimizerParams(lr=0.01, head_lr=0.1)
     optimizer = create_optimizer(create_model("d2l_resnet11", num_classes=3), params)
-    scheduler = train.create_scheduler(optimizer, SchedulerParams(warmup_epochs=1), 20, 10)
+    scheduler = optim.create_scheduler(optimizer, SchedulerParams(warmup_epochs=1), 20, 10)
     for _ in range(5):
         optimizer.step()
         scheduler.step()
@@ -369,18 +360,18 @@ def test_a_stopped_run_with_ema_and_mixing_resumes_bit_identically(recipe_run, m
     expected = cell_outputs(Path.cwd()), metric_history(Path.cwd())
 
     stopped = recipe_run("stopped", **settings)
-    run_epoch = train.run_epoch
+    run_epoch = engine.run_epoch
 
     def stop_before_epoch_3(trainer, loaders, valid_targets, epoch, epochs):
         if epoch == 3:
             raise Stopped  # after epoch 2's checkpoint was written
         return run_epoch(trainer, loaders, valid_targets, epoch, epochs)
 
-    monkeypatch.setattr(train, "run_epoch", stop_before_epoch_3)
+    monkeypatch.setattr(fitting, "run_epoch", stop_before_epoch_3)
     with pytest.raises(Stopped):
         train.main(["--model", MODEL, "--fold", str(FOLD)])
     assert torch.load(LAST, weights_only=False)["epoch"] == 2
-    monkeypatch.setattr(train, "run_epoch", run_epoch)
+    monkeypatch.setattr(fitting, "run_epoch", run_epoch)
     train.main(["--model", MODEL, "--fold", str(FOLD)])
 
     resumed = cell_outputs(stopped), metric_history(stopped)

@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from pipeline.cli import PipelineError
-from pipeline.split import assign_folds
+from pipeline.console import PipelineError
+from pipeline.stages.split import assign_folds
 
 
 def make_train(counts: dict[str, int]) -> pd.DataFrame:
@@ -65,7 +65,7 @@ def test_class_smaller_than_n_splits_is_named(train):
 
 
 def test_stage_refuses_small_class_and_writes_nothing(tmp_path, monkeypatch, train):
-    from pipeline import split as split_stage
+    from pipeline.stages import split as split_stage
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(
@@ -74,6 +74,6 @@ def test_stage_refuses_small_class_and_writes_nothing(tmp_path, monkeypatch, tra
     (tmp_path / "data/prepared").mkdir(parents=True)
     train.to_csv(tmp_path / "data/prepared/train.csv", index=False)
     with pytest.raises(PipelineError, match="'carpinus' \\(5\\)"):
-        split_stage.main()
+        split_stage.main([])
     assert not (tmp_path / "data/folds.csv").exists()
     assert list((tmp_path / "data").iterdir()) == [tmp_path / "data/prepared"]

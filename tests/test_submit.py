@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 from helpers.projects import write_prepared_project
 
-from pipeline import submit as submit_stage
-from pipeline.cli import PipelineError
-from pipeline.submit import make_submission
-from pipeline.validate import SubmissionError, submission_problems
+from pipeline.console import PipelineError
+from pipeline.files import file_md5
+from pipeline.params import load_params
+from pipeline.stages import submit as submit_stage
+from pipeline.stages.submit import make_submission
+from pipeline.submission import SubmissionError, submission_problems
 
 CLASSES = ["acer", "betula", "quercus"]
 COLUMNS = ["image", "label"]
@@ -41,7 +43,7 @@ def test_custom_header_follows_params():
 
 def test_submission_problems_is_still_importable_from_submit():
     # tests/test_pipeline.py (and users' scripts) import it from here.
-    from pipeline.submit import submission_problems as from_submit
+    from pipeline.submission import submission_problems as from_submit
 
     assert from_submit is submission_problems
 
@@ -61,7 +63,7 @@ def ensembled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_stage_writes_the_submission(ensembled, capsys):
-    submit_stage.main()
+    submit_stage.main([])
     written = pd.read_csv(ensembled / "submissions/submission.csv", dtype=str)
     assert written["image"].tolist() == TEST.tolist()
     assert written["label"].tolist() == ["quercus", "acer", "betula"]
@@ -87,17 +89,30 @@ def test_stage_refuses_missing_or_stale_inputs_and_writes_nothing(ensembled, bre
     else:
         (ensembled / "data/prepared/classes.json").unlink()
     with pytest.raises(PipelineError) as info:
-        submit_stage.main()
+        submit_stage.main([])
     assert expected in str(info.value)
     assert not (ensembled / "submissions").exists()
 
 
 def test_stage_refuses_an_invalid_submission_and_keeps_the_previous_one(ensembled, monkeypatch):
-    submit_stage.main()
+    submit_stage.main([])
     before = (ensembled / "submissions/submission.csv").read_bytes()
+    record = (ensembled / "submissions/submission.json").read_bytes()
     # A class list naming a test image's class as empty: the check must stop the write.
     (ensembled / "data/prepared/classes.json").write_text(json.dumps(["acer", "", "quercus"]))
     with pytest.raises(SubmissionError, match="submission not written, 1 problem"):
-        submit_stage.main()
+        submit_stage.main([])
     assert (ensembled / "submissions/submission.csv").read_bytes() == before
-    assert sorted(p.name for p in (ensembled / "submissions").iterdir()) == ["submission.csv"]
+    assert (ensembled / "submissions/submission.json").read_bytes() == record
+    names = sorted(p.name for p in (ensembled / "submissions").iterdir())
+    assert names == ["submission.csv", "submission.json"]
+
+
+def test_stage_records_what_the_submission_was_made_with(ensembled):
+    submit_stage.main([])
+    record = json.loads((ensembled / "submissions/submission.json").read_text())
+    assert record["md5"] == file_md5(ensembled / "submissions/submission.csv")
+    assert record["data"] == {"root": "data/synthetic", "image_col": "image", "label_col": "label"}
+    assert record["predictions"] == "data/ensemble"
+    assert set(record["models"]) == set(load_params().train.models)
+    assert set(record["models"]["d2l_resnet11"]) == {"epochs", "image_size"}

@@ -11,9 +11,8 @@ from helpers.run_if import RunIf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pipeline.config import ModelParams, TtaParams
-from pipeline.data import GEOMETRIC_VIEWS, apply_view, average_views, view_scale
-from pipeline.train import predict
+from pipeline.schema import GEOMETRIC_VIEWS, ModelParams, TtaParams, view_scale
+from pipeline.tta import apply_view, average_views, predict_logits
 
 INVERSE = {
     "identity": "identity",
@@ -124,7 +123,7 @@ def test_predict_averages_the_views_for_every_image(batch, space):
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 12 * 12, 4))
     loader = DataLoader(TensorDataset(batch, torch.zeros(len(batch))), batch_size=2)
     tta = TtaParams(views=["identity", "hflip", "scale0.9"], average=space)
-    logits = predict(model, loader, contextlib.nullcontext, torch.device("cpu"), tta)
+    logits = predict_logits(model, loader, contextlib.nullcontext, torch.device("cpu"), tta)
 
     with torch.no_grad():
         views = torch.stack([model(apply_view(batch, view)) for view in tta.views])

@@ -14,14 +14,14 @@ import pytest
 import yaml
 from helpers.projects import write_prepared_project
 
-from pipeline import validate
-from pipeline.cli import format_problems, run
-from pipeline.validate import (
+from pipeline.console import format_problems, run
+from pipeline.submission import (
     SubmissionError,
     check_submission,
     read_submission,
     submission_problems,
 )
+from pipeline.tools import validate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["acer", "betula", "quercus"]
@@ -307,7 +307,7 @@ def test_cli_as_a_subprocess_has_no_traceback(prepared_project):
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "pipeline.validate"]
+    command = [sys.executable, "-m", "pipeline.tools.validate"]
     ok = subprocess.run(
         [*command, "sub.csv"],
         cwd=prepared_project,

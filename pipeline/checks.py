@@ -1,0 +1,53 @@
+"""The checks of params.yaml that need the model registry and albumentations.
+
+`load_params()` validates everything else without importing either; the stages and tools that
+build models or transforms load their params with `load_checked_params()`, and so does stage
+`check`, the first of the pipeline, so a bad backbone or transform stops `dvc repro` before any
+stage deletes an output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.models import is_known_model, model_choices_hint
+from pipeline.params import PARAMS_FILE, load_params
+from pipeline.schema import Params
+from pipeline.transforms import create_transform
+
+
+def backbone_problems(params: Params) -> list[str]:
+    """Each model's backbone is one the registry knows."""
+    problems = []
+    for name in params.train.models:
+        merged = params.train.for_model(name)
+        backbone = merged.backbone or name
+        if not is_known_model(backbone):
+            key = f"train.models.{name}" + (".backbone" if merged.backbone else "")
+            problems.append(f"{key}: unknown backbone {backbone!r}; {model_choices_hint(backbone)}")
+    return problems
+
+
+def transform_problems(params: Params) -> list[str]:
+    """Each augmentation entry builds, named by where it is set (defaults, or a model)."""
+    groups = {"train.defaults": params.train.defaults.augment}
+    for name, override in params.train.models.items():
+        if "augment" in (override or {}):
+            groups[f"train.models.{name}"] = params.train.for_model(name).augment
+    problems = []
+    for key, augment in groups.items():
+        for split, specs in (("train", augment.train), ("eval", augment.eval)):
+            for index, spec in enumerate(specs):
+                try:
+                    create_transform(spec, image_size=64)  # the size only fills in defaults
+                except ValueError as err:
+                    problems.append(f"{key}.augment.{split}.{index} = {spec.name!r}: {err}")
+    return problems
+
+
+CHECKS = (backbone_problems, transform_problems)
+
+
+def load_checked_params(path: Path | str = PARAMS_FILE) -> Params:
+    """params.yaml, validated in full: the schema plus backbones and transforms."""
+    return load_params(path, checks=CHECKS)

@@ -1,0 +1,40 @@
+"""Stage `check`: validate the whole params.yaml before any other stage runs.
+
+    python -m pipeline.stages.check
+
+The first stage of the pipeline: every other stage depends on its marker, data/params_checked.txt,
+so `dvc repro` (and `dvc exp run -S key=value`) runs it first and stops here on a bad setting,
+before DVC deletes the outputs of a stage it would rerun (a trained cell, its metrics and
+plots). It checks what every stage checks on load (pipeline.params) plus the backbones and the
+transforms (pipeline.checks).
+
+The marker's text never changes, so a stage reruns for its own params only, never because the
+marker was rewritten; dvc.yaml keeps it (`persist: true`) while the check runs, so a failed check
+leaves no output deleted either.
+"""
+
+from __future__ import annotations
+
+from pipeline.checks import load_checked_params
+from pipeline.console import parse_stage_args, run
+from pipeline.files import write_text
+from pipeline.paths import PARAMS_CHECKED
+
+MARKER_TEXT = (
+    "params.yaml passed stage check (the schema, backbones and transforms).\n"
+    "This text never changes: the stages depend on this file only to run after the check.\n"
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parse_stage_args(argv, __doc__, "python3 -m pipeline.stages.check")
+    params = load_checked_params()
+    write_text(PARAMS_CHECKED, MARKER_TEXT)
+    print(
+        f"check: params.yaml is valid ({len(params.train.models)} model(s), folds "
+        f"{params.train.folds}) -> {PARAMS_CHECKED}"
+    )
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,146 @@
+"""Stage `ensemble`: average fold logits per model, weight the models; score out-of-fold.
+
+    python -m pipeline.stages.ensemble
+
+Reads every models/<model>/fold<k>/ listed by train.models × train.folds (and models/meta/, stage
+meta's logistic regression, when meta.enabled) and writes:
+- data/ensemble/: oof_logits.npy (the ensemble's out-of-fold logits, in folds.csv row order;
+  NaN for rows of folds not trained) and test_logits.npy (the ensemble's test logits);
+- results/ensemble/metrics.json: OOF accuracy per fold and model, per model, and for the ensemble
+  (`oof_accuracy`, with the weights chosen; `oof_accuracy_equal`, all models alike;
+  `oof_accuracy_fitted` with `ensemble.weights: fit`, and `oof_accuracy_fitted_cross`, each
+  fold scored with weights fitted on the other folds: the honest estimate), and the weight of
+  each model;
+- results/ensemble/confusion.csv (actual, predicted: class names, one row per scored OOF image)
+  and per_class.csv (class, accuracy, count), the data of `dvc plots show`'s confusion matrix
+  and per-class accuracy bars.
+`ensemble.average` chooses the space: `logits` averages raw logits, `probs` averages softmax
+probabilities (and stores their log). `ensemble.weights: fit` weights the models by greedy
+ensemble selection on the OOF logits (`fit_weights`), scored only on the images every model
+has OOF logits for; the test logits are weighted alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.console import parse_stage_args, run
+from pipeline.files import atomic_path, write_csv, write_json
+from pipeline.params import load_params
+from pipeline.paths import (
+    CLASSES_FILE,
+    CONFUSION_FILE,
+    ENSEMBLE_DIR,
+    ENSEMBLE_METRICS,
+    FOLDS_FILE,
+    PER_CLASS_FILE,
+)
+from pipeline.scoring import (
+    accuracy,
+    average,
+    confusion_rows,
+    cross_fitted_accuracy,
+    ensemble_members,
+    load_models,
+    per_class_accuracy,
+    weigh_models,
+)
+from pipeline.tables import check_targets, read_class_list, read_input_table
+
+
+def ensemble(
+    folds: pd.DataFrame,
+    models: list[str],
+    fold_ids: list[int],
+    space: str,
+    weighting: str = "equal",
+    rounds: int = 100,
+    num_classes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Return (ensemble OOF logits, ensemble test logits, metrics).
+
+    Args:
+        folds: folds.csv (target and fold per training image).
+        models: keys of train.models.
+        fold_ids: the trained folds.
+        space: `ensemble.average`.
+        weighting: `equal` weighs the models alike; `fit` uses `fit_weights`.
+        rounds: `fit_weights`' most rounds.
+        num_classes: if given, the number of classes every cell's logits must have.
+    """
+    targets = folds["target"].to_numpy()
+    oofs, tests, per_model = load_models(folds, models, fold_ids, space, num_classes)
+    oof, test, weights, scored = weigh_models(oofs, tests, targets, space, weighting, rounds)
+    scores = {
+        "oof_accuracy": accuracy(oof[scored], targets[scored]),
+        "oof_accuracy_equal": accuracy(average(oofs, space)[scored], targets[scored]),
+    }
+    if weighting == "fit":
+        scores["oof_accuracy_fitted"] = scores["oof_accuracy"]
+        fold_of_row = folds["fold"].to_numpy()[scored]
+        if len(np.unique(fold_of_row)) > 1:  # one fold leaves nothing to fit its weights on
+            scores["oof_accuracy_fitted_cross"] = cross_fitted_accuracy(
+                [o[scored] for o in oofs], targets[scored], fold_of_row, space, rounds
+            )
+    metrics = {
+        **scores,
+        "weights": dict(zip(models, weights.tolist(), strict=True)),
+        "num_models": len(models),
+        "num_folds": len(fold_ids),
+        "oof_images": int(scored.sum()),
+        "models": per_model,
+    }
+    return oof, test, metrics
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parse_stage_args(argv, __doc__, "python3 -m pipeline.stages.ensemble")
+    params = load_params()
+    folds = read_input_table(FOLDS_FILE, ("target", "fold"))
+    classes = read_class_list(CLASSES_FILE)
+    check_targets(folds, len(classes), FOLDS_FILE)
+    models = ensemble_members(params)
+    settings = params.ensemble
+    oof, test, metrics = ensemble(
+        folds,
+        models,
+        params.train.folds,
+        settings.average,
+        settings.weights,
+        settings.rounds,
+        len(classes),
+    )
+    confusion = confusion_rows(oof, folds["target"].to_numpy(), classes)
+    per_class = per_class_accuracy(confusion, classes)
+    with atomic_path(ENSEMBLE_DIR) as out:
+        out.mkdir()
+        np.save(out / "oof_logits.npy", oof)
+        np.save(out / "test_logits.npy", test)
+    write_json(ENSEMBLE_METRICS, metrics)
+    write_csv(CONFUSION_FILE, confusion)
+    write_csv(PER_CLASS_FILE, per_class)
+    for model, scores in metrics["models"].items():
+        print(
+            f"ensemble: {model:<24} OOF accuracy {scores['oof_accuracy']:.4f}, "
+            f"weight {metrics['weights'][model]:.3f}"
+        )
+    cross = metrics.get("oof_accuracy_fitted_cross")
+    print(
+        f"ensemble: {len(models)} model(s) x {len(params.train.folds)} fold(s) "
+        f"OOF accuracy {metrics['oof_accuracy']:.4f} with {settings.weights} weights "
+        f"(equal: {metrics['oof_accuracy_equal']:.4f}"
+        + ("" if cross is None else f"; weights fitted on the other folds: {cross:.4f}")
+        + f") -> {ENSEMBLE_METRICS}"
+    )
+    worst = per_class.nsmallest(3, "accuracy", keep="first")
+    print(
+        "ensemble: lowest per-class accuracy "
+        + ", ".join(f"{row['class']} {row['accuracy']:.2f}" for _, row in worst.iterrows())
+        + f" -> {PER_CLASS_FILE}, {CONFUSION_FILE}"
+    )
+    return metrics
+
+
+if __name__ == "__main__":
+    run(main)

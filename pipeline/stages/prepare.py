@@ -1,0 +1,103 @@
+"""Stage `prepare`: check the competition folder and write clean tables and the class list.
+
+    python -m pipeline.stages.prepare
+
+Reads `data.root` (a Kaggle Classify Leaves style folder: train.csv, test.csv, images/,
+optionally sample_submission.csv) and writes data/prepared/:
+- classes.json: the sorted species names; a label's index there is its target;
+- train.csv: image, label, target, path, md5;
+- test.csv: image, path, md5.
+`path` is where the image file is, relative to the project; `md5` is its content hash, so any
+change to an image reaches the stages that follow even though the tables keep the same rows.
+Every problem in the input stops the stage with the file and row named, before anything is
+written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.competition import (
+    InputDataError,
+    check_cells,
+    check_classes,
+    check_duplicates,
+    check_images,
+    check_labels,
+    check_not_empty,
+    check_sample_submission,
+    read_table,
+    resolve_paths,
+)
+from pipeline.console import parse_stage_args, run
+from pipeline.files import atomic_path, write_csv, write_json
+from pipeline.params import load_params
+from pipeline.paths import PREPARED_DIR
+from pipeline.schema import DataParams
+
+
+def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
+    """Check the competition folder; return (classes, train table, test table)."""
+    root = Path(params.root)
+    if root.exists() and not root.is_dir():
+        raise InputDataError(
+            f"data.root = {params.root!r} is a file; point it at the competition folder "
+            "(the one holding train.csv, test.csv and images/)"
+        )
+    if not root.is_dir():
+        raise InputDataError(f"data.root = {params.root!r}: no such folder")
+    train_path, test_path = root / params.train_csv, root / params.test_csv
+    image_col, label_col = params.image_col, params.label_col
+
+    train = read_table(train_path, [image_col, label_col])
+    test = read_table(test_path, [image_col])
+    check_cells(train, train_path, [image_col, label_col])
+    check_cells(test, test_path, [image_col])
+    check_not_empty(train, train_path, "training image")
+    check_not_empty(test, test_path, "test image")
+    check_labels(train[label_col], train_path, label_col)
+    check_classes(train[label_col], train_path, label_col)
+    if params.sample_submission and (root / params.sample_submission).is_file():
+        check_sample_submission(
+            root / params.sample_submission, test[image_col], [image_col, label_col]
+        )
+
+    train["path"] = resolve_paths(train[image_col], root, train_path)
+    test["path"] = resolve_paths(test[image_col], root, test_path)
+    check_duplicates(train.rename(columns={image_col: "image"}), train_path)
+    check_duplicates(test.rename(columns={image_col: "image"}), test_path)
+    overlap = sorted(set(train["path"]) & set(test["path"]))
+    if overlap:
+        raise InputDataError(
+            f"{test_path}: {len(overlap)} image(s) also in {train_path}, e.g. {overlap[:3]}"
+        )
+    train["md5"] = check_images(train["path"], train_path, "checking train images")
+    test["md5"] = check_images(test["path"], test_path, "checking test images")
+
+    classes = sorted(train[label_col].unique())
+    train["target"] = train[label_col].map({name: i for i, name in enumerate(classes)})
+    train = train.rename(columns={image_col: "image", label_col: "label"})
+    test = test.rename(columns={image_col: "image"})
+    columns = ["image", "label", "target", "path", "md5"]
+    return classes, train[columns].reset_index(drop=True), test.reset_index(drop=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parse_stage_args(argv, __doc__, "python3 -m pipeline.stages.prepare")
+    params = load_params()
+    classes, train, test = prepare(params.data)
+    with atomic_path(PREPARED_DIR) as out:
+        out.mkdir()
+        write_json(out / "classes.json", classes)
+        write_csv(out / "train.csv", train)
+        write_csv(out / "test.csv", test)
+    print(
+        f"prepare: {len(train)} train images in {len(classes)} classes, "
+        f"{len(test)} test images -> {PREPARED_DIR}"
+    )
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,201 @@
+"""Stage `train`: train one model on one fold, keep its best epoch, predict OOF and test logits.
+
+    python -m pipeline.stages.train --model d2l_resnet11 --fold 0
+    torchrun --nproc_per_node=4 -m pipeline.stages.train --model d2l_resnet11 --fold 0   # on 4 GPUs
+
+dvc.yaml runs this once per (model, fold) cell of the `train` matrix. The command line carries
+only those coordinates; every hyperparameter is `train.defaults` merged with
+`train.models.<model>` from params.yaml. Writes, each atomically:
+- models/<model>/fold<k>/: best.pt (weights, params, classes), oof.npz (row, logits),
+  test_logits.npy
+- results/train/<model>/fold<k>/: DVCLive per-epoch metrics (train/valid loss and accuracy, lr;
+  valid_ema/ for the EMA weights) and a summary naming the best epoch and its `best_weights`
+- checkpoints/<model>/fold<k>/last.pt: everything needed to continue after the last finished
+  epoch, rewritten every epoch. A run stopped at any moment (Ctrl-C, SIGKILL, a crash) resumes
+  from it on the next run if it was made with the same settings and data; once the outputs are
+  written it shrinks to a marker of the finished run, and the next run starts over.
+
+With `train.deterministic: true` a resumed run is bit-identical to an uninterrupted one on CPU:
+data order and augmentation are pure functions of (seed, epoch, sample), see pipeline.loaders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import distributed
+from pipeline.cells import save_cell
+from pipeline.checkpoint import mark_complete, run_fingerprint
+from pipeline.console import PipelineError, parse_stage_args, run
+from pipeline.device import (
+    compile_model,
+    configure_determinism,
+    resolve_device,
+    seed_everything,
+    use_channels_last,
+)
+from pipeline.engine import DivergedError, create_trainer, evaluate
+from pipeline.files import remove_stale_temps
+from pipeline.fitting import fit_and_predict
+from pipeline.live import open_live
+from pipeline.loaders import build_loaders
+from pipeline.models import create_model
+from pipeline.params import load_params
+from pipeline.paths import (
+    CLASSES_FILE,
+    FOLDS_FILE,
+    PREPARED_TEST,
+    fold_dir,
+    fold_results_dir,
+    last_checkpoint_path,
+)
+from pipeline.schema import ModelParams, Params
+from pipeline.tables import check_targets, read_class_list, read_input_table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="a key of train.models in params.yaml")
+    parser.add_argument("--fold", required=True, type=int, help="the validation fold")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return parse_stage_args(argv, __doc__, "python3 -m pipeline.stages.train", add_arguments)
+
+
+def check_cell(params: Params, model: str, fold: int) -> ModelParams:
+    """The merged settings of one matrix cell, after checking the cell exists."""
+    if model not in params.train.models:
+        raise PipelineError(
+            f"--model {model!r} is not a key of train.models ({', '.join(params.train.models)})"
+        )
+    if not 0 <= fold < params.split.n_splits:
+        raise PipelineError(f"--fold {fold}: allowed 0..{params.split.n_splits - 1}")
+    return params.train.for_model(model)
+
+
+@contextlib.contextmanager
+def explain_failures(
+    model: str, hp: ModelParams, checkpoint_path: Path, device: torch.device | None = None
+) -> Iterator[None]:
+    """Turn known training failures into errors that say what to change in params.yaml.
+
+    They are a diverged loss, running out of GPU memory, and an operation without a
+    deterministic implementation when `train.deterministic` is true. `amp: false` is advised
+    only where mixed precision runs: on CUDA (`device`; None: wherever the model trains).
+    """
+    key = f"train.models.{model}"
+    amp_on = hp.amp and (device is None or device.type == "cuda")
+    try:
+        yield
+    except DivergedError as err:
+        kept = f"; {checkpoint_path} keeps epoch {err.epoch - 1}" if err.epoch > 1 else ""
+        raise PipelineError(
+            f"training {model} diverged: the loss was {err.loss} at epoch {err.epoch}, step "
+            f"{err.step}/{err.steps}. Lower the learning rate ({key}.optimizer.lr, now "
+            f"{hp.optimizer.lr:g})" + (" or set amp: false" if amp_on else "") + kept
+        ) from None
+    except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError (any device) from torch 2.5
+        raise PipelineError(
+            f"out of GPU memory training {model} with batch_size {hp.batch_size} at image_size "
+            f"{hp.image_size}: lower {key}.batch_size (e.g. {max(1, hp.batch_size // 2)}) or "
+            f"{key}.image_size in params.yaml" + ("" if hp.amp else ", or set amp: true")
+        ) from None
+    except RuntimeError as err:
+        if "does not have a deterministic implementation" not in str(err):
+            raise
+        raise PipelineError(
+            f"train.deterministic is true, but {model} uses an operation without a "
+            f"deterministic implementation on this device ({str(err).splitlines()[0]}); "
+            "set train.deterministic: false"
+        ) from None
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    args = parse_args(argv)
+    params = load_params()
+    hp = check_cell(params, args.model, args.fold)
+    seed_everything(params.base.seed)
+    device = distributed.setup(resolve_device(params.train.device))  # joins torchrun's group
+    configure_determinism(params.train.deterministic, device)
+    checkpoint_path = last_checkpoint_path(args.model, args.fold)
+    outputs = (fold_dir(args.model, args.fold), fold_results_dir(args.model, args.fold))
+    if distributed.is_main():  # rank 0 writes the outputs, and cleans up after itself
+        for path in (*outputs, checkpoint_path):
+            remove_stale_temps(path)  # what a killed run was writing
+
+    # 1. Data: this fold's split of the prepared images, plus the test set.
+    classes = read_class_list(CLASSES_FILE)
+    folds = read_input_table(FOLDS_FILE, ("path", "md5", "target", "fold"))
+    test = read_input_table(PREPARED_TEST, ("path", "md5"))
+    check_targets(folds, len(classes), FOLDS_FILE)
+    train_images = int((folds["fold"] != args.fold).sum())
+    distributed.check_batch_size(hp.batch_size, train_images, f"train.models.{args.model}")
+    loaders = build_loaders(params, hp, folds, test, args.fold, device)
+    valid_rows = np.flatnonzero(folds["fold"].to_numpy() == args.fold)
+    valid_targets = folds["target"].to_numpy()[valid_rows]
+
+    # 2. Model, then device and memory format (the optimiser is built on the moved weights).
+    model = create_model(
+        hp.backbone or args.model, len(classes), hp.pretrained, drop_rate=hp.drop_rate
+    ).to(device)
+    if use_channels_last(params.train.channels_last, device):
+        model = model.to(memory_format=torch.channels_last)
+    model = distributed.sync_batchnorm(model, device)
+    trainer = create_trainer(model, hp, len(loaders["train"]), device)
+    if params.train.compile:  # after create_trainer: its EMA copy must stay uncompiled
+        compile_model(model, loaders["valid"].batch_size)
+    fingerprint = run_fingerprint(params, hp, args.model, args.fold, device)
+    print(
+        f"train {args.model} fold {args.fold}: {len(loaders['train'].dataset)} train / "
+        f"{len(valid_rows)} valid images, {len(classes)} classes, {hp.epochs} epochs on {device}"
+    )
+
+    # 3. Train (or resume), then predict OOF and test logits with the best weights and TTA.
+    with (
+        explain_failures(args.model, hp, checkpoint_path, device),
+        open_live(args.model, args.fold) as live,
+    ):
+        best, oof_logits, test_logits = fit_and_predict(
+            trainer, loaders, hp, valid_targets, live, checkpoint_path, fingerprint
+        )
+        oof = evaluate(oof_logits, valid_targets, trainer.loss_fn)
+        summary = {
+            "best_epoch": best["epoch"],
+            "best_valid_acc": best["acc"],
+            "best_weights": best["weights"],  # raw, or ema when the moving average won
+            "oof_acc": oof["acc"],
+            "oof_loss": oof["loss"],
+        }
+        live.summary.update(summary)
+
+        # 4. The cell's outputs; the DVCLive folder is renamed into place as the block ends.
+        checkpoint = {
+            "model": args.model,
+            "backbone": hp.backbone or args.model,
+            "classes": classes,
+            "params": params.model_dump(mode="json"),
+            "model_params": hp.model_dump(mode="json"),
+            "epoch": best["epoch"],
+            "weights": best["weights"],
+            "state_dict": best["state"],
+        }
+        if distributed.is_main():
+            save_cell(args.model, args.fold, checkpoint, valid_rows, oof_logits, test_logits)
+    if distributed.is_main():
+        mark_complete(checkpoint_path, fingerprint, hp.epochs)
+    distributed.barrier()  # every process returns once the outputs are in place
+    print(
+        f"train {args.model} fold {args.fold}: best epoch {best['epoch']} ({best['weights']}), "
+        f"OOF accuracy {oof['acc']:.4f} with TTA {hp.tta}"
+    )
+    return summary
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,299 @@
+"""Missing, empty, corrupt or degenerate inputs: one `error:` paragraph, exit code 2, no traceback,
+and nothing that already existed is changed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pipeline.cells import read_cell
+from pipeline.competition import InputDataError
+from pipeline.console import PipelineError
+from pipeline.device import resolve_device
+from pipeline.schema import TrainParams
+from pipeline.stages import ensemble as ensemble_stage
+from pipeline.stages import prepare as prepare_stage
+from pipeline.stages.split import check_class_counts
+
+try:
+    from helpers import images as imgs
+except ImportError:  # tests/ is a package (tests/__init__.py): import through it
+    from tests.helpers import images as imgs
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKED_DIRS = ("data", "models", "results", "submissions")
+MODEL = "d2l_resnet11"
+GARBAGE = bytes(range(256)) * 4 + b"\x00garbage\xff\n,,\n"
+
+# Each stage, and the upstream inputs it reads (the stages meta and pseudo are off in the tiny
+# run, so they read nothing). Train's test.csv and cache index are read like folds.csv is.
+STAGE_INPUTS = {
+    "split": ["data/prepared/train.csv"],
+    "cache": ["data/prepared/train.csv", "data/prepared/test.csv"],
+    "train": ["data/folds.csv", "data/prepared/classes.json", "data/cache/images.npy"],
+    "ensemble": [
+        "data/folds.csv",
+        "data/prepared/classes.json",
+        f"models/{MODEL}/fold1/oof.npz",
+        f"models/{MODEL}/fold0/test_logits.npy",
+    ],
+    "submit": [
+        "data/prepared/test.csv",
+        "data/prepared/classes.json",
+        "data/ensemble/test_logits.npy",
+    ],
+}
+KINDS = ("missing", "empty", "corrupt")
+# Train starts slowest (torch, the model registry): its inputs get one kind each beyond folds.csv.
+TRAIN_KINDS = {
+    "data/prepared/classes.json": ("missing", "corrupt"),
+    "data/cache/images.npy": ("corrupt",),
+}
+CASES = [
+    (stage, path, kind)
+    for stage, paths in STAGE_INPUTS.items()
+    for path in paths
+    for kind in (TRAIN_KINDS.get(path, KINDS) if stage == "train" else KINDS)
+]
+
+
+def fingerprints(root: Path) -> dict[str, str]:
+    """md5 of every file under the output folders, by path relative to `root`."""
+    sums = {}
+    for folder in CHECKED_DIRS:
+        for path in sorted((root / folder).rglob("*")):
+            if path.is_file():
+                sums[path.relative_to(root).as_posix()] = hashlib.md5(path.read_bytes()).hexdigest()
+    return sums
+
+
+def run_stage(workdir: Path, stage: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LEAF_QUIET": "1"}
+    command = [sys.executable, "-m", f"pipeline.stages.{stage}", *args]
+    if stage == "train":
+        command += ["--model", MODEL, "--fold", "0"]
+    return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+
+
+def run_tool(workdir: Path, tool: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LEAF_QUIET": "1"}
+    command = [sys.executable, "-m", f"pipeline.tools.{tool}", *args]
+    return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+
+
+def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    message = result.stderr
+    assert result.returncode == 2, f"exit {result.returncode}:\n{result.stdout}\n{message}"
+    assert "error:" in message and "Traceback" not in message, message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in:\n{message}"
+    return message
+
+
+def break_input(path: Path, kind: str) -> None:
+    if kind == "missing":
+        path.unlink()
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        path.write_bytes(GARBAGE)
+
+
+# ----------------------------------------------------------------------------------------------
+# The matrix: every stage with each upstream input missing, empty and corrupt
+
+
+@pytest.mark.parametrize(
+    ("stage", "name", "kind"), CASES, ids=[f"{s}-{n}-{k}" for s, n, k in CASES]
+)
+def test_broken_input_stops_stage_cleanly(run_copy, stage, name, kind):
+    before = fingerprints(run_copy)
+    break_input(run_copy / name, kind)
+    message = assert_clean_error(run_stage(run_copy, stage), name)
+    if kind == "missing":
+        assert "not found" in message and "dvc repro" in message
+    after = fingerprints(run_copy)
+    before.pop(name)
+    after.pop(name, None)
+    assert after == before, "an existing output changed"
+
+
+def test_train_without_prepared_folder_names_it(run_copy):
+    import shutil
+
+    shutil.rmtree(run_copy / "data/prepared")
+    assert_clean_error(run_stage(run_copy, "train"), "data/prepared/", "dvc repro prepare")
+
+
+# ----------------------------------------------------------------------------------------------
+# Cells: corrupt archives and logits of the wrong shape
+
+
+def test_read_cell_reports_corrupt_oof(run_copy):
+    (run_copy / f"models/{MODEL}/fold0/oof.npz").write_bytes(b"PK\x03\x04" + GARBAGE)
+    with pytest.raises(PipelineError, match=r"oof.npz: corrupt .*dvc repro train"):
+        read_cell(MODEL, 0)
+
+
+def test_missing_oof_is_named_as_a_file(run_copy):
+    (run_copy / f"models/{MODEL}/fold0/oof.npz").unlink()
+    with pytest.raises(PipelineError, match=rf"models/{MODEL}/fold0/oof.npz: not found"):
+        read_cell(MODEL, 0)
+
+
+@pytest.mark.parametrize("shape", ["rows", "classes", "axes"])
+def test_ensemble_refuses_test_logits_of_the_wrong_shape(run_copy, shape):
+    path = run_copy / f"models/{MODEL}/fold1/test_logits.npy"
+    logits = np.load(path)
+    wrong = {
+        "rows": logits[:-1],
+        "classes": np.pad(logits, ((0, 0), (0, 1))),
+        "axes": logits.ravel(),
+    }[shape]
+    np.save(path, wrong)
+    with pytest.raises(PipelineError, match="test_logits.npy"):
+        ensemble_stage.main([])
+
+
+def test_ensemble_refuses_oof_logits_of_the_wrong_shape(run_copy):
+    path = run_copy / f"models/{MODEL}/fold0/oof.npz"
+    with np.load(path) as saved:
+        rows, logits = saved["row"], saved["logits"]
+    np.savez(path, row=rows, logits=logits[:, :-1])
+    with pytest.raises(PipelineError, match="oof.npz: logits for 2 classes"):
+        ensemble_stage.main([])
+
+
+# ----------------------------------------------------------------------------------------------
+# Tools' output paths and the device
+
+
+def test_predict_csv_pointing_at_a_folder_or_unwritable_path(run_copy):
+    image = next((run_copy / "data/synthetic").rglob("*.jpg"))
+    (run_copy / "out").mkdir()
+    assert_clean_error(run_tool(run_copy, "predict", str(image), "--csv", "out"), "--csv out")
+    (run_copy / "a_file").write_text("x")
+    assert_clean_error(
+        run_tool(run_copy, "predict", str(image), "--csv", "a_file/top.csv"), "not a folder"
+    )
+
+
+def test_preview_out_pointing_at_a_folder(run_copy):
+    (run_copy / "grid.png").mkdir()
+    assert_clean_error(run_tool(run_copy, "preview", "--out", "grid.png"), "--out grid.png")
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
+def test_mps_without_mps_is_a_clear_error():
+    with pytest.raises(PipelineError, match="MPS is not available"):
+        resolve_device("mps")
+
+
+# ----------------------------------------------------------------------------------------------
+# Messages that tell the truth
+
+
+@pytest.mark.parametrize("name", ["my model", "a/b", "x\\y", "é", "..", "-", "m;rm"])
+def test_model_names_the_command_line_cannot_carry_are_refused(name):
+    if name == "-":
+        TrainParams(models={name: {}})  # odd but harmless: [A-Za-z0-9_.:-]
+        return
+    with pytest.raises(ValueError, match="may use only letters"):
+        TrainParams(models={name: {}})
+
+
+def test_single_image_class_does_not_advise_one_fold():
+    import pandas as pd
+
+    labels = pd.Series(["a", "a", "b"] + [f"c{i}" for i in range(12)])
+    with pytest.raises(PipelineError) as info:
+        check_class_counts(labels, 2)
+    message = str(info.value)
+    assert "at most 1" not in message and "add images" in message
+    assert "and 8 more" in message  # 13 classes too small: 5 named, then the count
+
+
+def test_divergence_on_cpu_does_not_suggest_amp():
+    from pipeline.engine import DivergedError
+    from pipeline.schema import ModelParams
+    from pipeline.stages.train import explain_failures
+
+    hp = ModelParams(amp=True)
+    error = DivergedError(epoch=1, step=1, steps=2, loss=float("nan"))
+    for device, advised in ((torch.device("cpu"), False), (torch.device("cuda"), True)):
+        with pytest.raises(PipelineError) as info, explain_failures("m", hp, Path("x"), device):
+            raise error
+        assert ("amp: false" in str(info.value)) is advised
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage prepare: empty and degenerate data stop it before any training
+
+
+@pytest.fixture
+def comp_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = {"data": {"root": "comp"}, "train": {"models": {MODEL: {}}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    return imgs.write_competition(tmp_path / "comp")
+
+
+def prepare_fails(*fragments: str) -> str:
+    with pytest.raises(InputDataError) as info:
+        prepare_stage.main([])
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    assert not Path("data/prepared").exists()
+    return message
+
+
+def test_header_only_train_csv(comp_dir):
+    imgs.write_csv(comp_dir.train_csv, ["image", "label"], [])
+    prepare_fails("train.csv", "only a header")
+
+
+def test_header_only_test_csv(comp_dir):
+    imgs.write_csv(comp_dir.test_csv, ["image"], [])
+    (comp_dir.sample_csv).unlink()
+    prepare_fails("test.csv", "only a header")
+
+
+def test_zero_byte_train_csv(comp_dir):
+    comp_dir.train_csv.write_bytes(b"")
+    prepare_fails("train.csv", "empty")
+
+
+def test_one_class(comp_dir):
+    rows = [(image, "Acer") for image, _ in comp_dir.train]
+    imgs.write_csv(comp_dir.train_csv, ["image", "label"], rows)
+    prepare_fails("'Acer'", "at least 2 classes")
+
+
+def test_labels_differing_only_in_case(comp_dir):
+    rows = [(image, "acer" if i == 0 else label) for i, (image, label) in enumerate(comp_dir.train)]
+    rows[1] = (rows[1][0], rows[0][1].upper())
+    imgs.write_csv(comp_dir.train_csv, ["image", "label"], rows)
+    message = prepare_fails("differ only in case")
+    assert "'ACER'" in message and "'acer'" in message
+
+
+def test_data_root_is_a_file(comp_dir, tmp_path):
+    params = {"data": {"root": "comp/train.csv"}, "train": {"models": {MODEL: {}}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    message = prepare_fails("is a file")
+    assert "no such folder" not in message
+
+
+def test_zero_byte_image_says_empty(comp_dir):
+    image, _ = comp_dir.train[2]
+    (comp_dir.root / image).write_bytes(b"")
+    prepare_fails("empty file (0 bytes)")

@@ -1,0 +1,75 @@
+"""dvc.yaml's code deps are derived from the code: each stage lists exactly what it imports.
+
+A stage's deps hold its module plus every project module it imports, directly or through other
+project modules (tests/helpers/imports.py reads them with `ast`), and nothing else from
+pipeline/. So editing a module reruns exactly the stages that run it, and no stage goes stale.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers.imports import import_closure
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def stage_module(cmd: str) -> Path:
+    """The stage module a dvc.yaml cmd runs (`... -m pipeline.stages.<name> ...`)."""
+    words = cmd.split()
+    return Path(*words[words.index("-m") + 1].split(".")).with_suffix(".py")
+
+
+def code_deps(stage: dict) -> set[Path]:
+    return {Path(dep) for dep in stage.get("deps", []) if str(dep).startswith("pipeline/")}
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_deps_are_exactly_its_imports(name):
+    stage = STAGES[name]
+    module = stage_module(stage["cmd"])
+    assert module == Path("pipeline/stages") / f"{name}.py", "one module per stage, named after it"
+    imported = import_closure(ROOT, module)
+    listed = code_deps(stage)
+    missing, extra = sorted(map(str, imported - listed)), sorted(map(str, listed - imported))
+    assert not missing and not extra, (
+        f"dvc.yaml stage {name}: missing deps {missing}, extra deps {extra}; "
+        "python3 tests/helpers/imports.py rewrites them"
+    )
+
+
+def test_stages_never_import_stages():
+    for name, stage in STAGES.items():
+        module = stage_module(stage["cmd"])
+        others = {f for f in import_closure(ROOT, module) if f.parts[:2] == ("pipeline", "stages")}
+        assert others == {module}, f"stage {name} imports another stage: {sorted(others)}"
+
+
+def test_schema_imports_nothing_from_the_project():
+    assert import_closure(ROOT, Path("pipeline/schema.py")) == {Path("pipeline/schema.py")}
+
+
+def test_no_import_cycles():
+    modules = sorted((ROOT / "pipeline").rglob("*.py"))
+    for path in modules:
+        relative = path.relative_to(ROOT)
+        for imported in import_closure(ROOT, relative) - {relative}:
+            assert relative not in import_closure(ROOT, imported), (
+                f"import cycle: {relative} and {imported} import each other"
+            )
+
+
+@pytest.mark.parametrize(
+    ("edited", "reruns"),
+    [
+        ("pipeline/tta.py", {"train", "pseudo"}),
+        ("pipeline/scoring.py", {"meta", "ensemble", "pseudo"}),
+    ],
+)
+def test_an_edit_reruns_only_the_stages_that_run_it(edited, reruns):
+    """Editing a TTA view reruns train and what follows it; editing scoring reruns meta too."""
+    direct = {name for name, stage in STAGES.items() if Path(edited) in code_deps(stage)}
+    assert direct == reruns

@@ -1,0 +1,240 @@
+"""`pipeline.tools.kaggle` against a fake `kaggle` executable on PATH: no network."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers.projects import write_prepared_project
+
+from pipeline.console import PipelineError
+from pipeline.params import parse_params
+from pipeline.submission import SubmissionError, submission_record
+from pipeline.tools import kaggle
+
+# Records its arguments; `competitions download` writes <competition>.zip into -p, as kaggle does.
+FAKE_KAGGLE = """#!{python}
+import json, os, sys, zipfile
+from pathlib import Path
+
+log = Path(os.environ["FAKE_KAGGLE_LOG"])
+calls = json.loads(log.read_text()) if log.exists() else []
+log.write_text(json.dumps(calls + [sys.argv[1:]]))
+args = sys.argv[1:]
+if args[:2] == ["competitions", "download"]:
+    folder = Path(args[args.index("-p") + 1])
+    with zipfile.ZipFile(folder / (args[args.index("-c") + 1] + ".zip"), "w") as archive:
+        archive.writestr("train.csv", "image,label\\nimages/0.jpg,acer\\n")
+        archive.writestr("images/0.jpg", b"jpeg bytes")
+sys.exit(int(os.environ.get("FAKE_KAGGLE_EXIT", "0")))
+"""
+
+
+@pytest.fixture
+def fake_kaggle(tmp_path, monkeypatch) -> Path:
+    """A fake `kaggle` first on PATH, credentials in the environment, cwd in tmp_path.
+
+    Returns the log file, a JSON list of the fake's argument lists.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "kaggle"
+    script.write_text(FAKE_KAGGLE.format(python=sys.executable))
+    script.chmod(0o755)
+    log = tmp_path / "kaggle_calls.json"
+    monkeypatch.setenv("PATH", os.pathsep.join([str(bin_dir), os.environ["PATH"]]))
+    monkeypatch.setenv("FAKE_KAGGLE_LOG", str(log))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no real ~/.kaggle
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KAGGLE_USERNAME", "leaf")
+    monkeypatch.setenv("KAGGLE_KEY", "secret")
+    monkeypatch.chdir(tmp_path)
+    return log
+
+
+def calls(log: Path) -> list[list[str]]:
+    return json.loads(log.read_text()) if log.exists() else []
+
+
+def test_download_unzips_into_dest_and_leaves_nothing_else(fake_kaggle, tmp_path):
+    kaggle.main(["download"])
+    dest = tmp_path / "data" / "classify-leaves"
+    assert (dest / "train.csv").read_text().startswith("image,label")
+    assert (dest / "images" / "0.jpg").read_bytes() == b"jpeg bytes"
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["classify-leaves"]
+    [call] = calls(fake_kaggle)
+    assert call[:4] == ["competitions", "download", "-c", "classify-leaves"]
+    assert call[4] == "-p" and (tmp_path / call[5]).parent == tmp_path / "data"
+
+
+def test_download_keeps_an_existing_dest_unless_forced(fake_kaggle, tmp_path):
+    dest = tmp_path / "mine"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine")
+    with pytest.raises(PipelineError, match="already exists.*--force"):
+        kaggle.main(["download", "--competition", "other", "--dest", "mine"])
+    assert calls(fake_kaggle) == [] and (dest / "keep.txt").exists()
+    kaggle.main(["download", "--competition", "other", "--dest", "mine", "--force"])
+    assert sorted(p.name for p in dest.iterdir()) == ["images", "train.csv"]
+    assert calls(fake_kaggle)[0][3] == "other"
+
+
+def test_missing_kaggle_command_says_how_to_install(fake_kaggle, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(PipelineError, match="pip install kaggle"):
+        kaggle.main(["download"])
+    assert not (tmp_path / "data").exists()
+
+
+def test_missing_credentials_name_both_ways_to_give_them(fake_kaggle, tmp_path, monkeypatch):
+    monkeypatch.delenv("KAGGLE_KEY")
+    with pytest.raises(PipelineError, match=r"kaggle\.json.*KAGGLE_USERNAME and\s+KAGGLE_KEY"):
+        kaggle.main(["download"])
+    assert calls(fake_kaggle) == []
+    token = tmp_path / "home" / ".kaggle" / "kaggle.json"
+    token.parent.mkdir(parents=True)
+    token.write_text('{"username": "leaf", "key": "secret"}')
+    assert kaggle.credentials_problem() is None
+
+
+def test_a_failing_kaggle_is_one_error(fake_kaggle, monkeypatch):
+    monkeypatch.setenv("FAKE_KAGGLE_EXIT", "1")
+    with pytest.raises(PipelineError, match="competitions download -c classify-leaves.*rules"):
+        kaggle.main(["download"])
+
+
+def git(*args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+CLASSES = ["acer", "quercus"]
+TEST_IMAGES = ["images/9.jpg", "images/10.jpg"]
+
+
+def write_submission(root: Path, params: dict, rows: list[tuple[str, str]], record=True) -> Path:
+    """Prepared data, params.yaml, and submissions/submission.csv with stage submit's record."""
+    write_prepared_project(root, CLASSES, TEST_IMAGES)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    csv = root / "submissions" / "submission.csv"
+    csv.parent.mkdir(exist_ok=True)
+    csv.write_text("image,label\n" + "".join(f"{image},{label}\n" for image, label in rows))
+    if record:
+        made_with = parse_params(params)
+        data = submission_record(made_with, Path("submissions/submission.csv"), Path("e"), 0.75)
+        (root / "submissions" / "submission.json").write_text(json.dumps(data))
+    return csv
+
+
+VALID = [("images/9.jpg", "acer"), ("images/10.jpg", "quercus")]
+
+
+def test_submit_describes_commit_and_the_params_it_was_made_with(
+    fake_kaggle, tmp_path, tiny_params
+):
+    tiny_params["train"]["models"]["resnet10t"] = {"epochs": 3}
+    write_submission(tmp_path, tiny_params, VALID)
+    git("init", "-q")
+    git("add", "params.yaml")
+    git("commit", "-qm", "init")
+
+    kaggle.main(["submit", "-m", "first try"])
+    [call] = calls(fake_kaggle)
+    assert call[:6] == [
+        "competitions",
+        "submit",
+        "-c",
+        "classify-leaves",
+        "-f",
+        str(Path("submissions/submission.csv")),
+    ]
+    message = call[call.index("-m") + 1]
+    commit = git("rev-parse", "--short", "HEAD")
+    assert message.startswith(f"first try | git {commit} | models d2l_resnet11, resnet10t")
+    assert "folds 0,1" in message and "image_size 32" in message
+    assert "epochs d2l_resnet11=1, resnet10t=3" in message
+    assert message.endswith("| OOF acc 0.7500")
+
+    # params.yaml edited since: the message still describes the run the file was made with.
+    tiny_params["train"]["defaults"]["epochs"] = 9
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    kaggle.main(["submit"])
+    message = calls(fake_kaggle)[1][-1]
+    assert f"git {commit}-dirty |" in message
+    assert "epochs d2l_resnet11=1, resnet10t=3" in message
+
+
+@pytest.mark.parametrize(
+    "rows, expected",
+    [
+        (VALID[::-1], "rows differ from test.csv's order"),
+        ([("images/9.jpg", "acer"), ("images/10.jpg", "pinus")], "'pinus' is not a training"),
+        (VALID[:1], "1 rows, test.csv has 2"),
+    ],
+    ids=["reversed", "unknown label", "missing row"],
+)
+def test_submit_refuses_an_invalid_file_before_kaggle_runs(
+    fake_kaggle, tmp_path, tiny_params, rows, expected
+):
+    write_submission(tmp_path, tiny_params, rows)
+    with pytest.raises(SubmissionError, match=f"(?s)not submitted: .*{expected}"):
+        kaggle.main(["submit"])
+    assert calls(fake_kaggle) == []
+
+
+def test_submit_warns_when_the_data_is_not_the_competitions(
+    fake_kaggle, tmp_path, tiny_params, capsys, monkeypatch
+):
+    write_submission(tmp_path, tiny_params, VALID)  # data.root: data/synthetic
+    kaggle.main(["submit"])
+    assert "warning: the submission was made from data.root = data/synthetic" in (
+        capsys.readouterr().err
+    )
+    assert len(calls(fake_kaggle)) == 1
+
+    tiny_params["data"]["root"] = "data/classify-leaves"
+    (tmp_path / "real").mkdir()
+    monkeypatch.chdir(tmp_path / "real")
+    write_submission(tmp_path / "real", tiny_params, VALID)
+    kaggle.main(["submit"])
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_file_stage_submit_did_not_write_is_checked_and_flagged(
+    fake_kaggle, tmp_path, tiny_params, capsys
+):
+    csv = write_submission(tmp_path, tiny_params, VALID)
+    csv.write_text(csv.read_text() + "\n")  # changed since the record: not what was recorded
+    kaggle.main(["submit"])
+    assert "does not describe" in capsys.readouterr().err
+    assert "params unknown" in calls(fake_kaggle)[0][-1]
+
+
+def test_submit_needs_the_file(fake_kaggle):
+    with pytest.raises(PipelineError, match="submissions/submission.csv: no such file"):
+        kaggle.main(["submit"])
+    assert calls(fake_kaggle) == []
+
+
+def test_download_zip_members_cannot_escape_dest(tmp_path):
+    archive = tmp_path / "downloaded" / "evil.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("../../outside.txt", "x")
+        zf.writestr("/abs.txt", "y")
+    out = tmp_path / "out"
+    out.mkdir()
+    kaggle.unpack(archive.parent, out)
+    assert not (tmp_path / "outside.txt").exists()
+    assert sorted(p.name for p in out.rglob("*.txt")) == ["abs.txt", "outside.txt"]

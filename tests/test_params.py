@@ -1,0 +1,123 @@
+import copy
+
+import pytest
+import yaml
+
+from pipeline.checks import CHECKS
+from pipeline.params import ParamsError, load_params, parse_params
+
+MINIMAL = {"train": {"models": {"d2l_resnet11": {}}}}
+
+
+def problems(raw: dict) -> str:
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw, checks=CHECKS)  # the schema, then backbones and transforms
+    return str(err.value)
+
+
+def with_change(path: str, value) -> dict:
+    raw = copy.deepcopy(MINIMAL)
+    *parents, leaf = path.split(".")
+    node = raw
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+    return raw
+
+
+def test_project_params_validate():
+    params = load_params("params.yaml")
+    assert params.train.models
+    for name in params.train.models:
+        params.train.for_model(name)
+
+
+def test_minimal_params_take_defaults():
+    params = parse_params(MINIMAL)
+    assert params.split.n_splits == 5
+    assert params.train.for_model("d2l_resnet11").epochs > 0
+
+
+def test_model_overrides_merge_deeply():
+    raw = with_change("train.models.resnet18", {"optimizer": {"lr": 0.5}, "epochs": 3})
+    params = parse_params(raw)
+    merged = params.train.for_model("resnet18")
+    assert merged.optimizer.lr == 0.5
+    assert merged.optimizer.name == params.train.defaults.optimizer.name
+    assert merged.epochs == 3
+    assert params.train.for_model("d2l_resnet11").epochs == params.train.defaults.epochs
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("train.defaults.epochs", -1, "train.defaults.epochs = -1: Input should be greater than 0"),
+        ("train.defaults.epochs", "ten", "train.defaults.epochs = 'ten'"),
+        ("train.defaults.batch_size", 0, "train.defaults.batch_size = 0"),
+        ("train.epoch", 3, "train.epoch: unknown key"),
+        ("trian", {}, "trian: unknown key"),
+        ("train.device", "gpu", "train.device = 'gpu': allowed: auto, cpu, cuda"),
+        ("train.defaults.optimizer", {"name": "lion"}, "train.defaults.optimizer.name = 'lion'"),
+        ("train.defaults.tta", ["flip"], "train.defaults.tta.views.0 = 'flip'"),
+        ("train.defaults.tta", {"views": ["scale3"]}, "'scale3'; allowed: identity, hflip"),
+        ("train.defaults.tta", {"views": []}, "train.defaults.tta.views = []: needs at least"),
+        ("train.defaults.tta", {"average": "mean"}, "train.defaults.tta.average = 'mean'"),
+        ("ensemble.weights", "best", "ensemble.weights = 'best': Input should be 'equal' or"),
+        ("train.folds", [0, 7], "train.folds = [0, 7]: folds [7] do not exist"),
+        ("split.n_splits", 1, "split.n_splits = 1"),
+        ("generate.test_share", 1.5, "generate.test_share = 1.5"),
+    ],
+)
+def test_invalid_value_names_key_and_value(path, value, expected):
+    assert expected in problems(with_change(path, value))
+
+
+def test_unknown_backbone_suggests_close_names():
+    message = problems(with_change("train.models.resnet1800", {}))
+    assert "train.models.resnet1800: unknown backbone 'resnet1800'" in message
+    assert "resnet18" in message and "timm.list_models()" in message
+
+
+def test_unknown_backbone_key_named_when_set_explicitly():
+    message = problems(with_change("train.models.mine", {"backbone": "tv:resnet1800"}))
+    assert "train.models.mine.backbone: unknown backbone 'tv:resnet1800'" in message
+
+
+def test_model_override_errors_name_the_model():
+    message = problems(with_change("train.models.resnet18", {"optimizer": {"lr": -1}}))
+    assert "train.models.resnet18.optimizer.lr = -1" in message
+
+
+@pytest.mark.parametrize(
+    ("transform", "expected"),
+    [
+        ({"name": "HorizontalFlop"}, "'HorizontalFlop' is not an albumentations transform"),
+        ({"name": "HorizontalFlip", "q": 1}, "HorizontalFlip has no argument(s) ['q']"),
+        ({"name": "HorizontalFlip", "p": 3}, "HorizontalFlip: p = 3: Input should be less than"),
+    ],
+)
+def test_bad_transform_is_named_with_its_position(transform, expected):
+    raw = with_change("train.defaults.augment", {"train": [{"name": "VerticalFlip"}, transform]})
+    message = problems(raw)
+    assert "train.defaults.augment.train.1" in message
+    assert expected in message
+
+
+def test_every_problem_is_listed_at_once():
+    raw = with_change("train.defaults.epochs", 0)
+    raw["split"] = {"n_splits": 0}
+    message = problems(raw)
+    assert "train.defaults.epochs" in message and "split.n_splits" in message
+
+
+def test_load_params_reports_missing_and_broken_files(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(broken)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(yaml.safe_dump([1, 2]))
+    with pytest.raises(ParamsError, match="expected a mapping"):
+        load_params(empty)
