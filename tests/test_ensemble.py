@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline import paths, scoring
+from pipeline import members, paths, scoring
 from pipeline.console import PipelineError
 from pipeline.files import write_csv, write_json
 from pipeline.paths import CLASSES_FILE, FOLDS_FILE, OOF_NAME, TEST_LOGITS_NAME
@@ -241,8 +241,8 @@ def test_fitting_weighs_test_logits_and_reports_both_accuracies(two_model_run):
     assert metrics["oof_accuracy_equal"] == metrics["oof_accuracy_fitted_cross"] == 1.0
     # Both models' test logits are the same per fold here; the weights still sum them.
     assert np.allclose(test, 0.5)
-    good, _, _ = scoring.load_model_logits("good", [0, 1], len(two_model_run), "logits")
-    bad, _, _ = scoring.load_model_logits("bad", [0, 1], len(two_model_run), "logits")
+    good, _, _ = members.load_model_logits("good", [0, 1], len(two_model_run), "logits")
+    bad, _, _ = members.load_model_logits("bad", [0, 1], len(two_model_run), "logits")
     expected = weights["good"] * good + weights["bad"] * bad
     np.testing.assert_allclose(oof, expected, rtol=1e-6)
 

@@ -20,7 +20,7 @@ from pipeline.schema import META_MODEL, Params
 
 
 def listed_cells(params: Params) -> list[tuple[str, int]]:
-    """The (model, fold) cells the ensemble weighs, in its order (see scoring.ensemble_members)."""
+    """The (model, fold) cells the ensemble weighs, in its order (see members.ensemble_members)."""
     models = list(params.train.models) + ([META_MODEL] if params.meta.enabled else [])
     return [(model, fold) for model in models for fold in params.train.folds]
 

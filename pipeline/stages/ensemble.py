@@ -27,6 +27,7 @@ import pandas as pd
 
 from pipeline.console import parse_stage_args, run
 from pipeline.files import atomic_path, write_csv, write_json
+from pipeline.members import ensemble_members, load_models
 from pipeline.params import load_params
 from pipeline.paths import (
     CLASSES_FILE,
@@ -41,8 +42,6 @@ from pipeline.scoring import (
     average,
     confusion_rows,
     cross_fitted_accuracy,
-    ensemble_members,
-    load_models,
     per_class_accuracy,
     weigh_models,
 )

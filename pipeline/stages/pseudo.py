@@ -45,6 +45,7 @@ from pipeline.engine import DivergedError, Trainer, create_trainer
 from pipeline.files import atomic_path, write_json
 from pipeline.fitting import fit_and_predict
 from pipeline.loaders import build_loaders
+from pipeline.members import ensemble_members, fold_test_logits
 from pipeline.params import load_params
 from pipeline.paths import (
     CLASSES_FILE,
@@ -63,7 +64,7 @@ from pipeline.pseudo_labels import (
     with_pseudo_rows,
 )
 from pipeline.schema import META_MODEL, ModelParams, Params
-from pipeline.scoring import accuracy, combine, ensemble_members, fold_test_logits
+from pipeline.scoring import accuracy, combine
 from pipeline.tables import check_targets, read_class_list, read_input_table
 
 
