@@ -1,7 +1,8 @@
 """One registry for every backbone, behind `create_model(name, num_classes, pretrained)`.
 
 Names resolve in this order:
-- the d2l course's ResNet-style nets written here (`d2l_resnet18`, `d2l_resnet11`);
+- the d2l course's nets, registered here (`d2l_*`: ResNets in pipeline/d2l_resnet.py, with
+  small-input and wide variants; LeNet, AlexNet, VGG, NiN and GoogLeNet in pipeline/d2l.py);
 - `tv:<name>`: a torchvision classification model, e.g. `tv:resnet50`;
 - anything else: a timm model, e.g. `resnet18`, `resnext50_32x4d`, `efficientnet_b0`.
 """
@@ -12,10 +13,11 @@ import difflib
 from collections.abc import Callable
 from functools import cache
 
-import torch
 from torch import nn
 
 from pipeline.console import PipelineError
+from pipeline.d2l import VGG, VGG11_ARCH, VGG11_SMALL_ARCH, AlexNet, GoogLeNet, LeNet, NiN
+from pipeline.d2l_resnet import D2LResNet
 
 TORCHVISION_PREFIX = "tv:"
 
@@ -28,63 +30,7 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
-class Residual(nn.Module):
-    """The d2l residual block: two 3x3 convs, with a 1x1 conv on the shortcut when it reshapes."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.shortcut = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        return torch.relu(y + self.shortcut(x))
-
-
-class D2LResNet(nn.Module):
-    """The d2l.ai ResNet: 7x7 stem and max-pool, four stages of Residual blocks, global pool."""
-
-    def __init__(
-        self,
-        blocks_per_stage: tuple[int, ...],
-        num_classes: int,
-        width: int = 64,
-        drop_rate: float = 0.0,
-        in_chans: int = 3,
-    ):
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, stride=2, padding=1),
-        )
-        stages, channels = [], width
-        for i, num_blocks in enumerate(blocks_per_stage):
-            out_channels = width * 2**i
-            for j in range(num_blocks):
-                stride = 2 if i > 0 and j == 0 else 1
-                stages.append(Residual(channels, out_channels, stride))
-                channels = out_channels
-        self.stages = nn.Sequential(*stages)
-        self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Dropout(drop_rate),
-            nn.Linear(channels, num_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stages(self.stem(x)))
+# The d2l course's nets (pipeline/d2l_resnet.py, pipeline/d2l.py); none has pretrained weights.
 
 
 @register_model
@@ -97,6 +43,60 @@ def d2l_resnet18(num_classes: int, **kwargs) -> nn.Module:
 def d2l_resnet11(num_classes: int, **kwargs) -> nn.Module:
     """The smaller variant used for Classify Leaves in the course: 2, 1, 1, 1 blocks (11 layers)."""
     return D2LResNet((2, 1, 1, 1), num_classes, **kwargs)
+
+
+@register_model
+def d2l_resnet18_small(num_classes: int, **kwargs) -> nn.Module:
+    """ResNet-18 with the small-input stem (3x3 stride 1, no max-pool): for 32-96 px images."""
+    return D2LResNet((2, 2, 2, 2), num_classes, small_stem=True, **kwargs)
+
+
+@register_model
+def d2l_resnet11_small(num_classes: int, **kwargs) -> nn.Module:
+    """ResNet-11 with the small-input stem: a 64 px leaf enters the first stage at 64 x 64."""
+    return D2LResNet((2, 1, 1, 1), num_classes, small_stem=True, **kwargs)
+
+
+@register_model
+def d2l_resnet11_wide(num_classes: int, **kwargs) -> nn.Module:
+    """ResNet-11 at 1.5x width (96 to 768 channels instead of 64 to 512)."""
+    return D2LResNet((2, 1, 1, 1), num_classes, **{"width": 96, **kwargs})
+
+
+@register_model
+def d2l_lenet(num_classes: int, **kwargs) -> nn.Module:
+    """LeNet-5: two conv5-sigmoid-avgpool layers, then dense 120 and 84."""
+    return LeNet(num_classes, **kwargs)
+
+
+@register_model
+def d2l_alexnet(num_classes: int, **kwargs) -> nn.Module:
+    """AlexNet: five convs, then dense 4096-4096 with dropout."""
+    return AlexNet(num_classes, **kwargs)
+
+
+@register_model
+def d2l_vgg11(num_classes: int, **kwargs) -> nn.Module:
+    """VGG-11: the course's conv_arch ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))."""
+    return VGG(VGG11_ARCH, num_classes, **kwargs)
+
+
+@register_model
+def d2l_vgg11_small(num_classes: int, **kwargs) -> nn.Module:
+    """VGG-11 with the course's 4x narrower convs (16 to 128 channels), as it trains it."""
+    return VGG(VGG11_SMALL_ARCH, num_classes, **kwargs)
+
+
+@register_model
+def d2l_nin(num_classes: int, **kwargs) -> nn.Module:
+    """Network in Network: NiN blocks and a global average pool, no dense layer."""
+    return NiN(num_classes, **kwargs)
+
+
+@register_model
+def d2l_googlenet(num_classes: int, **kwargs) -> nn.Module:
+    """GoogLeNet: nine Inception blocks in three stages."""
+    return GoogLeNet(num_classes, **kwargs)
 
 
 def create_model(name: str, num_classes: int, pretrained: bool = False, **kwargs) -> nn.Module:
@@ -123,7 +123,8 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The parameters of the classifier head: the layers that map pooled features to logits.
 
     timm models name theirs (`get_classifier()`); torchvision ones call it `fc`, `classifier`,
-    `heads` or `head`, and so do our d2l nets (`head`). Anything else: its last nn.Linear.
+    `heads` or `head`, and our d2l nets `head` (all their layers after the conv body, as
+    torchvision's `classifier`). Anything else: its last nn.Linear.
     """
     candidates = [model.get_classifier()] if hasattr(model, "get_classifier") else []
     candidates += [getattr(model, name, None) for name in ("fc", "classifier", "heads", "head")]

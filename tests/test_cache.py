@@ -21,9 +21,9 @@ from test_params import with_change as change_minimal
 
 from pipeline import device
 from pipeline.console import PipelineError
+from pipeline.d2l_resnet import D2LResNet
 from pipeline.images import ImageCache, load_image_cache, write_images
 from pipeline.loaders import DeviceLoader, LeafDataset, build_loaders, create_loader, loader_kwargs
-from pipeline.models import D2LResNet
 from pipeline.params import ParamsError, load_params, parse_params, resolve_cache_size
 from pipeline.paths import CACHE_DIR, CACHE_IMAGES, CACHE_MANIFEST, FOLDS_FILE, PREPARED_TEST
 from pipeline.schema import ModelParams

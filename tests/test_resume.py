@@ -18,7 +18,7 @@ import yaml
 from conftest import ROOT
 
 from pipeline.console import PipelineError
-from pipeline.models import D2LResNet
+from pipeline.d2l_resnet import D2LResNet
 from pipeline.paths import fold_dir, fold_results_dir, last_checkpoint_path
 from pipeline.stages import train
 
