@@ -1,19 +1,21 @@
-"""The checks of params.yaml that need the model registry and albumentations.
+"""The checks of params.yaml that need the model registry, albumentations or the disk.
 
 `load_params()` validates everything else without importing either; the stages and tools that
 build models or transforms load their params with `load_checked_params()`, and so does stage
-`check`, the first of the pipeline, so a bad backbone or transform stops `dvc repro` before any
-stage deletes an output.
+`check`, the first of the pipeline, so a bad backbone, transform or `pretrained:` path stops
+`dvc repro` before any stage deletes an output.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.console import PipelineError
 from pipeline.models import is_known_model, model_choices_hint
 from pipeline.params import PARAMS_FILE, load_params
 from pipeline.schema import Params
 from pipeline.transforms import create_transform
+from pipeline.weights import find_weights_file
 
 
 def backbone_problems(params: Params) -> list[str]:
@@ -25,6 +27,21 @@ def backbone_problems(params: Params) -> list[str]:
         if not is_known_model(backbone):
             key = f"train.models.{name}" + (".backbone" if merged.backbone else "")
             problems.append(f"{key}: unknown backbone {backbone!r}; {model_choices_hint(backbone)}")
+    return problems
+
+
+def weights_problems(params: Params) -> list[str]:
+    """Each `pretrained:` path names a weights file, so a typo stops at stage check."""
+    problems = []
+    for name in params.train.models:
+        merged = params.train.for_model(name)
+        if isinstance(merged.pretrained, bool):
+            continue
+        try:
+            find_weights_file(merged.pretrained, merged.backbone or name)
+        except PipelineError as err:
+            problem = str(err).removeprefix(f"pretrained weights {merged.pretrained!r}: ")
+            problems.append(f"train.models.{name}.pretrained = {merged.pretrained!r}: {problem}")
     return problems
 
 
@@ -45,7 +62,7 @@ def transform_problems(params: Params) -> list[str]:
     return problems
 
 
-CHECKS = (backbone_problems, transform_problems)
+CHECKS = (backbone_problems, weights_problems, transform_problems)
 
 
 def load_checked_params(path: Path | str = PARAMS_FILE) -> Params:

@@ -1,5 +1,7 @@
 """One registry for every backbone, behind `create_model(name, num_classes, pretrained)`.
 
+`pretrained` is False, True (the timm/torchvision hub) or a local weights path (pipeline.weights).
+
 Names resolve in this order:
 - the d2l course's nets, registered here (`d2l_*`: ResNets in pipeline/d2l_resnet.py, with
   small-input and wide variants; LeNet, AlexNet, VGG, NiN and GoogLeNet in pipeline/d2l.py);
@@ -18,6 +20,7 @@ from torch import nn
 from pipeline.console import PipelineError
 from pipeline.d2l import VGG, VGG11_ARCH, VGG11_SMALL_ARCH, AlexNet, GoogLeNet, LeNet, NiN
 from pipeline.d2l_resnet import D2LResNet
+from pipeline.weights import find_weights_file, load_weights
 
 TORCHVISION_PREFIX = "tv:"
 
@@ -99,12 +102,25 @@ def d2l_googlenet(num_classes: int, **kwargs) -> nn.Module:
     return GoogLeNet(num_classes, **kwargs)
 
 
-def create_model(name: str, num_classes: int, pretrained: bool = False, **kwargs) -> nn.Module:
+def create_model(
+    name: str, num_classes: int, pretrained: bool | str = False, **kwargs
+) -> nn.Module:
     """Build a classifier with `num_classes` outputs. `None` kwargs are dropped.
+
+    Args:
+        name: a d2l net, `tv:<torchvision model>` or a timm model.
+        num_classes: the head's outputs.
+        pretrained: False; True for the timm/torchvision hub weights; or a path to a weights
+            file, a folder or a Hugging Face cache (pipeline.weights), loaded but for the head.
 
     Raises:
         PipelineError: the name is unknown, or pretrained weights cannot be had.
     """
+    if not isinstance(pretrained, bool):
+        file = find_weights_file(pretrained, name)
+        model = create_model(name, num_classes, False, **kwargs)
+        print(load_weights(model, file, head_module(model), name))
+        return model
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if name in _REGISTRY:
         if pretrained:
@@ -120,7 +136,12 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, **kwargs
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The parameters of the classifier head: the layers that map pooled features to logits.
+    """The parameters of the classifier head (`head_module`)."""
+    return list(head_module(model).parameters())
+
+
+def head_module(model: nn.Module) -> nn.Module:
+    """The classifier head: the layers that map pooled features to logits.
 
     timm models name theirs (`get_classifier()`); torchvision ones call it `fc`, `classifier`,
     `heads` or `head`, and our d2l nets `head` (all their layers after the conv body, as
@@ -132,7 +153,7 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     candidates += linears[-1:]
     for module in candidates:
         if isinstance(module, nn.Module) and list(module.parameters()):
-            return list(module.parameters())
+            return module
     raise PipelineError(f"{type(model).__name__} has no classifier head (no nn.Linear) to find")
 
 

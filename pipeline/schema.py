@@ -187,7 +187,8 @@ class ModelParams(Strict):
     """Everything one (model, fold) training run depends on; see params.yaml for meanings."""
 
     backbone: str | None = None
-    pretrained: bool = False
+    # True: the timm/torchvision hub; a path: a local weights file or folder (pipeline.weights)
+    pretrained: bool | Annotated[str, Field(min_length=1)] = False
     image_size: Annotated[int, Field(ge=16, le=1024)] = 64
     keep_aspect: bool = True
     epochs: PositiveInt = 10

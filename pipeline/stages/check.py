@@ -5,8 +5,8 @@
 The first stage of the pipeline: every other stage depends on its marker, data/params_checked.txt,
 so `dvc repro` (and `dvc exp run -S key=value`) runs it first and stops here on a bad setting,
 before DVC deletes the outputs of a stage it would rerun (a trained cell, its metrics and
-plots). It checks what every stage checks on load (pipeline.params) plus the backbones and the
-transforms (pipeline.checks).
+plots). It checks what every stage checks on load (pipeline.params) plus the backbones, the
+`pretrained:` weight paths and the transforms (pipeline.checks).
 
 The marker's text never changes, so a stage reruns for its own params only, never because the
 marker was rewritten; dvc.yaml keeps it (`persist: true`) while the check runs, so a failed check
