@@ -48,7 +48,9 @@ def add_commands(commands: argparse._SubParsersAction, competition_default: str)
     """Register `notebook` and `push` on `leaf kaggle`'s subcommands."""
     notebook = commands.add_parser("notebook", help="write a Kaggle notebook that runs the DAG")
     push = commands.add_parser("push", help="push the notebook with kaggle kernels push")
-    notebook.add_argument("--competition", "-c", default=competition_default)
+    notebook.add_argument(
+        "--competition", "-c", default=competition_default, help=f"(default: {competition_default})"
+    )
     notebook.add_argument(
         "--user", help="your Kaggle user name (default: KAGGLE_USERNAME or kaggle.json's)"
     )
@@ -66,8 +68,10 @@ def add_commands(commands: argparse._SubParsersAction, competition_default: str)
     )
     notebook.add_argument("--wheel-dataset", help="USER/DATASET holding the project's wheels")
     notebook.add_argument("--weights-dataset", help="USER/DATASET holding a HF_HOME of weights")
-    notebook.add_argument("--internet", action=argparse.BooleanOptionalAction, default=True)
-    notebook.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=True)
+    for flag, what in (("--internet", "the session's internet"), ("--gpu", "a GPU session")):
+        notebook.add_argument(
+            flag, action=argparse.BooleanOptionalAction, default=True, help=f"{what} (default: on)"
+        )
     notebook.add_argument(
         "-S",
         "--set",
