@@ -5,6 +5,7 @@
     leaf preview [--model NAME] [--split train|eval] [--images 8] [--samples 6] [--out PNG]
     leaf kaggle download [--competition NAME] [--dest DIR] [--force]
     leaf kaggle submit [--competition NAME] [--file FILE] [-m NOTE]
+    leaf kaggle notebook [--source repo|wheel ...] [--dir DIR]; leaf kaggle push [--dir DIR]
     leaf preset ...
 
 Each subcommand is a module of pipeline/tools/ (`leaf preset` is pipeline/tools/presets.py)

@@ -2,6 +2,7 @@
 
     leaf kaggle download [--competition classify-leaves] [--dest DIR] [--force]
     leaf kaggle submit [--competition classify-leaves] [--file FILE] [-m NOTE]
+    leaf kaggle notebook [...] | leaf kaggle push [--dir DIR]   (pipeline/tools/kernel.py)
 
 The `kaggle` command is optional (`pip install kaggle`) and needs an API token: a
 ~/.kaggle/kaggle.json from https://www.kaggle.com/settings/api, or KAGGLE_USERNAME and
@@ -35,13 +36,16 @@ from pipeline.params import PARAMS_FILE, load_params
 from pipeline.paths import SUBMISSION_FILE
 from pipeline.schema import DataParams
 from pipeline.submission import SubmissionError, check_submission, load_reference, read_record
+from pipeline.tools import kernel
 
 DEFAULT_COMPETITION = "classify-leaves"
 TOKEN_FILES = ("kaggle.json", "access_token", "access_token.txt", "credentials.json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    commands = parser.add_subparsers(dest="command", metavar="{download,submit}", required=True)
+    commands = parser.add_subparsers(
+        dest="command", metavar="{download,submit,notebook,push}", required=True
+    )
     download = commands.add_parser("download", help="download and unzip the competition data")
     submit = commands.add_parser("submit", help="submit a file, describing the run")
     for sub in (download, submit):
@@ -65,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--classes", type=Path, help="a JSON list of classes (default: data/prepared/classes.json)"
     )
     classes.add_argument("--train-csv", type=Path, help="a competition train.csv: its labels")
+    kernel.add_commands(commands, DEFAULT_COMPETITION)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -287,7 +292,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.command == "download":
+    if args.command in kernel.COMMANDS:
+        kernel.run(args, kaggle_executable)
+    elif args.command == "download":
         dest = download(args.competition, args.dest or Path("data") / args.competition, args.force)
         print(f"kaggle: {args.competition} -> {dest}; set data.root: {dest} in params.yaml")
     else:
