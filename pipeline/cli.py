@@ -7,6 +7,8 @@
     leaf kaggle submit [--competition NAME] [--file FILE] [-m NOTE]
     leaf kaggle notebook [--source repo|wheel ...] [--dir DIR]; leaf kaggle push [--dir DIR]
     leaf preset ...
+    leaf exps [dvc exp show flags]
+    leaf leaderboard [--all] [--json-file FILE]
 
 Each subcommand is a module of pipeline/tools/ (`leaf preset` is pipeline/tools/presets.py)
 with a docstring whose first line is the subcommand's help, `add_arguments(parser)` and
@@ -32,6 +34,8 @@ COMMANDS = {  # subcommand -> its module under pipeline/tools/
     "preview": "preview",
     "kaggle": "kaggle",
     "preset": "presets",
+    "exps": "exps",
+    "leaderboard": "leaderboard",
 }
 TOOL_INTERFACE = ("add_arguments", "run")
 
@@ -84,7 +88,8 @@ def build_parser(
     """`leaf`'s parser and `command`'s subparser, the only one given its arguments (imported)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Tools of the leaf pipeline: predict, validate, preview, kaggle, presets.",
+        description="Tools of the leaf pipeline: predict, validate, preview, kaggle, presets, "
+        "exps, leaderboard.",
         epilog=f"`{PROG} COMMAND --help` describes a command's arguments.",
     )
     commands = parser.add_subparsers(dest="leaf_command", metavar="COMMAND", required=True)

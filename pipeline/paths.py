@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pipeline.schema import META_MODEL
+
+# What marks the project's root: the folder holding params.yaml (and dvc.yaml).
+PROJECT_MARKER = "params.yaml"
 
 # Stage check's marker: written once params.yaml passed every check. Its text never changes, so
 # the stages that depend on it rerun only for their own params, never because of it.
@@ -71,6 +75,23 @@ OOF_LOGITS_NAME = "oof_logits.npy"
 
 
 LAST_CHECKPOINT_NAME = "last.pt"
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above `start` (default: the cwd) holding params.yaml; else the
+    cwd, where a missing params.yaml is reported."""
+    here = (start or Path.cwd()).resolve()
+    return next((d for d in (here, *here.parents) if (d / PROJECT_MARKER).is_file()), here)
+
+
+def data_root(root: str | Path, start: Path | None = None) -> Path:
+    """`data.root` as a path to open: an absolute one as it is, a relative one against the
+    project root (not the cwd), written relative to the cwd so that paths derived from it (the
+    prepared tables' `path` column) stay relative to the project when run from its root."""
+    root = Path(root)
+    if root.is_absolute():
+        return root
+    return Path(os.path.relpath(project_root(start) / root, start or Path.cwd()))
 
 
 def fold_dir(model: str, fold: int) -> Path:

@@ -79,7 +79,9 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture
 def project(tmp_path, tiny_params):
     """A fresh git + DVC checkout of the project in tmp_path, with the tiny params."""
-    for name in ("pipeline", "dvc.yaml"):
+    # .gitignore too: a run's git-tracked outputs (metrics, plots: cache: false) get committed
+    # like the project's own, and checkpoints/ stays out of git.
+    for name in ("pipeline", "dvc.yaml", ".gitignore"):
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))

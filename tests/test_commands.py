@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import types
@@ -121,8 +122,8 @@ def test_leaf_help_lists_the_subcommands_without_importing_tools(tmp_path):
     result = python(["-c", code], tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: leaf [-h] COMMAND ...")
-    for command in cli.COMMANDS:
-        assert f"\n    {command} " in result.stdout
+    for command in cli.COMMANDS:  # a long name has its help on the next line
+        assert re.search(rf"\n    {command}[ \n]", result.stdout), command
     assert "exit 0\nloaded []\nheavy []\n" in result.stdout
     assert list(tmp_path.iterdir()) == []
 

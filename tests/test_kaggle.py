@@ -238,3 +238,23 @@ def test_download_zip_members_cannot_escape_dest(tmp_path):
     kaggle.unpack(archive.parent, out)
     assert not (tmp_path / "outside.txt").exists()
     assert sorted(p.name for p in out.rglob("*.txt")) == ["abs.txt", "outside.txt"]
+
+
+def test_download_dvc_adds_the_folder_inside_a_dvc_project(fake_kaggle, tmp_path, capsys):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True)
+    kaggle.main(["download"])
+    assert (tmp_path / "data" / "classify-leaves.dvc").is_file()
+    assert "/classify-leaves" in (tmp_path / "data" / ".gitignore").read_text()
+    out = capsys.readouterr().out
+    assert "dvc: added data/classify-leaves" in out and "git add data/classify-leaves.dvc" in out
+
+
+def test_no_dvc_add_skips_it_and_outside_dvc_it_says_so(fake_kaggle, tmp_path, capsys):
+    kaggle.main(["download"])
+    assert "not inside a DVC project" in capsys.readouterr().out
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True)
+    kaggle.main(["download", "--competition", "other", "--no-dvc-add"])
+    assert not (tmp_path / "data" / "other.dvc").exists()
+    assert "dvc:" not in capsys.readouterr().out

@@ -573,3 +573,20 @@ def test_rerun_replaces_previous_output_entirely(workdir, comp):
     check_consistent(workdir, classes, train, test)
     assert leftovers(workdir) == []
     assert sorted(p.name for p in (workdir / "data").iterdir()) == ["prepared"]
+
+
+def test_relative_data_root_is_the_project_roots_not_the_cwds(workdir, comp, monkeypatch):
+    from pipeline.paths import data_root
+    from pipeline.schema import DataParams
+
+    sub = workdir / "notebooks"
+    sub.mkdir()
+    monkeypatch.chdir(sub)
+    assert data_root(COMP) == Path("..") / COMP
+    classes, train, test = prepare_stage.prepare(DataParams(root=COMP))
+    assert len(classes) == 3 and all(Path(p).is_file() for p in train["path"])
+    with pytest.raises(InputDataError, match=r"data.root = 'no/such': no such folder"):
+        prepare_stage.prepare(DataParams(root="no/such"))
+    monkeypatch.chdir(workdir)
+    assert data_root(COMP) == Path(COMP)
+    assert data_root(workdir / COMP) == workdir / COMP

@@ -3,7 +3,8 @@
     python -m pipeline.stages.prepare
 
 Reads `data.root` (a Kaggle Classify Leaves style folder: train.csv, test.csv, images/,
-optionally sample_submission.csv) and writes data/prepared/:
+optionally sample_submission.csv; a relative root is the project root's, the folder holding
+params.yaml, not the working directory's) and writes data/prepared/:
 - classes.json: the sorted species names; a label's index there is its target;
 - train.csv: image, label, target, path, md5;
 - test.csv: image, path, md5.
@@ -14,8 +15,6 @@ written.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pandas as pd
 
@@ -34,13 +33,13 @@ from pipeline.competition import (
 from pipeline.console import parse_stage_args, run
 from pipeline.files import atomic_path, write_csv, write_json
 from pipeline.params import load_params
-from pipeline.paths import PREPARED_DIR
+from pipeline.paths import PREPARED_DIR, data_root
 from pipeline.schema import DataParams
 
 
 def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
     """Check the competition folder; return (classes, train table, test table)."""
-    root = Path(params.root)
+    root = data_root(params.root)  # relative roots are the project root's, not the cwd's
     if root.exists() and not root.is_dir():
         raise InputDataError(
             f"data.root = {params.root!r} is a file; point it at the competition folder "

@@ -1,6 +1,6 @@
 """Download a Kaggle competition's data and submit to it, through the official `kaggle` CLI.
 
-    leaf kaggle download [--competition classify-leaves] [--dest DIR] [--force]
+    leaf kaggle download [--competition classify-leaves] [--dest DIR] [--force] [--no-dvc-add]
     leaf kaggle submit [--competition classify-leaves] [--file FILE] [-m NOTE]
     leaf kaggle notebook [...] | leaf kaggle push [--dir DIR]   (pipeline/tools/kernel.py)
 
@@ -8,12 +8,14 @@ The `kaggle` command is optional (`pip install kaggle`) and needs an API token: 
 ~/.kaggle/kaggle.json from https://www.kaggle.com/settings/api, or KAGGLE_USERNAME and
 KAGGLE_KEY (or KAGGLE_API_TOKEN) in the environment. Accept the competition's rules on its
 page before the first download. `download` unzips into DEST (default data/<competition>), all or
-nothing. `submit` first checks the file against test.csv and the training classes (as
-`pipeline.tools.validate` does) and refuses an invalid one; it warns when the file was made from
-another data.root than the competition's, and describes the run in the submission message: the
-git commit (`-dirty` when tracked files have uncommitted changes) and, from stage submit's record
-of the file (submissions/submission.json, not params.yaml), the models, folds, epochs, image
-size and OOF accuracy.
+nothing, then, inside a DVC project, runs `dvc add DEST` (not with --no-dvc-add) so that
+`dvc exp run --temp`/`--queue` and `dvc push`/`pull` carry the data. `submit` first checks the
+file against test.csv and the training classes (as `pipeline.tools.validate` does) and refuses
+an invalid one; it warns when the file was made from another data.root than the competition's,
+and describes the run in the submission message: the git commit (`-dirty` when tracked files
+have uncommitted changes) and, from stage submit's record of the file
+(submissions/submission.json, not params.yaml), the models, folds, epochs, image size and OOF
+accuracy.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 
 from pipeline import console
 from pipeline.console import PipelineError, command_parser, progress
+from pipeline.dvc_cli import dvc_add
 from pipeline.files import atomic_path, file_md5
 from pipeline.params import PARAMS_FILE, load_params
 from pipeline.paths import SUBMISSION_FILE
@@ -57,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
     download.add_argument("--dest", type=Path, help="folder to unzip into (data/<competition>)")
     download.add_argument("--force", action="store_true", help="replace a non-empty --dest")
+    download.add_argument(
+        "--no-dvc-add",
+        dest="dvc_add",
+        action="store_false",
+        help="do not run `dvc add DEST` afterwards (it runs inside a DVC project)",
+    )
     submit.add_argument(
         "--file", "-f", type=Path, default=SUBMISSION_FILE, help=f"(default: {SUBMISSION_FILE})"
     )
@@ -296,7 +305,10 @@ def run(args: argparse.Namespace) -> None:
         kernel.run(args, kaggle_executable)
     elif args.command == "download":
         dest = download(args.competition, args.dest or Path("data") / args.competition, args.force)
-        print(f"kaggle: {args.competition} -> {dest}; set data.root: {dest} in params.yaml")
+        print(f"kaggle: {args.competition} -> {dest}")
+        if args.dvc_add:
+            print(dvc_add(dest))
+        print(f"set data.root: {dest} in params.yaml (or dvc exp run -S data.root={dest})")
     else:
         message = submit(
             args.competition,

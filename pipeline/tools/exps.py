@@ -1,0 +1,53 @@
+"""`dvc exp show` narrowed to the key params and the OOF accuracies: `leaf exps [dvc flags]`.
+
+    leaf exps                         # every experiment of the current commit, key columns only
+    leaf exps -- --all-commits --sort-by oof_accuracy_fitted_cross   # dvc flags after `--`
+
+DVC has no setting that picks `dvc exp show`'s columns: it shows every param the stages depend
+on (stage check depends on all of params.yaml) and every metric, and only its --drop/--keep
+flags narrow them. This is `dvc exp show --drop '.*'` with a --keep per column below, and passes
+the arguments after `--` to dvc as they are. Per-model overrides show as
+train.models.<name>.<key>; a model listed without overrides (`{}`) has no column: `leaf
+leaderboard` names the models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+
+from pipeline import console
+from pipeline.dvc_cli import dvc_executable
+
+KEEP = (
+    "Experiment",
+    "Created",
+    "State",
+    r"^train\.models\.",  # per-model overrides: train.models.<model>.<key>
+    r"^train\.folds$",
+    r"^train\.defaults\.(image_size|epochs|optimizer\.lr)$",
+    r"^oof_accuracy(_fitted_cross)?$",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dvc_args", nargs=argparse.REMAINDER, help="more `dvc exp show` flags")
+
+
+def command(extra: list[str]) -> list[str]:
+    """The `dvc exp show` command line `leaf exps EXTRA` runs."""
+    extra = extra[1:] if extra[:1] == ["--"] else extra
+    keeps = [flag for regex in KEEP for flag in ("--keep", regex)]
+    return [dvc_executable(), "exp", "show", "--drop", ".*", *keeps, *extra]
+
+
+def run(args: argparse.Namespace) -> int:
+    return subprocess.run(command(args.dvc_args)).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(console.command_parser("leaf exps", __doc__, add_arguments).parse_args(argv))
+
+
+if __name__ == "__main__":
+    console.run(main)

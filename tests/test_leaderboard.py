@@ -1,0 +1,75 @@
+"""`leaf leaderboard` and `leaf exps` on a saved `dvc exp show --json` of a real tiny queue run
+(tests/data/exp_show.json: lr-a with lr=0.003, lr-b with lr=0.01 and 24 px; trimmed to the
+fields the leaderboard reads)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.tools import exps, leaderboard
+
+CANNED = Path(__file__).resolve().parent / "data" / "exp_show.json"
+
+
+def entries() -> list[dict]:
+    return json.loads(CANNED.read_text())
+
+
+def test_rows_are_baseline_then_experiments_best_first():
+    rows = leaderboard.leaderboard(entries())
+    assert [row[:2] for row in rows] == [
+        ("master", "baseline"),
+        ("lr-a", "success"),
+        ("lr-b", "success"),
+    ]
+    assert rows[1][2] > rows[2][2]
+    assert rows[1][4] == ["train.defaults.optimizer.lr=0.003"]
+    assert rows[2][4] == ["train.defaults.image_size=24", "train.defaults.optimizer.lr=0.01"]
+    assert rows[1][3].startswith("2026-")
+
+
+def test_cross_fitted_accuracy_is_preferred_over_the_plain_one():
+    data = {"metrics": {"results/ensemble/metrics.json": {"data": {"oof_accuracy": 0.5}}}}
+    assert leaderboard.accuracy_of(data) == 0.5
+    data["metrics"]["results/ensemble/metrics.json"]["data"]["oof_accuracy_fitted_cross"] = 0.6
+    assert leaderboard.accuracy_of(data) == 0.6
+    assert leaderboard.accuracy_of({}) is None
+
+
+def test_added_and_removed_models_read_like_dvc_exp_run_overrides():
+    base = leaderboard.flatten({"train": {"models": {"a": {}}, "folds": [0, 1]}})
+    new = leaderboard.flatten({"train": {"models": {"b": {"epochs": 3}}, "folds": [0, 1]}})
+    assert leaderboard.changed_params(new, base) == [
+        "+train.models.b.epochs=3",
+        "~train.models.a",
+    ]
+
+
+def test_cli_prints_the_table_from_a_saved_file(capsys):
+    from pipeline.cli import main
+
+    main(["leaderboard", "--json-file", str(CANNED)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["experiment", "state", "oof_acc"]
+    assert lines[2].split()[:3] == ["lr-a", "success", "0.3889"]
+    assert lines[2].endswith("train.defaults.optimizer.lr=0.003")
+
+
+def test_failed_and_queued_experiments_are_listed_last_without_accuracy():
+    canned = entries()
+    canned[1]["experiments"].append(
+        {"revs": [{"rev": "f" * 40, "name": "broken", "data": {}}], "executor": {"state": "failed"}}
+    )
+    rows = leaderboard.leaderboard(canned)
+    assert rows[-1][:3] == ("broken", "failed", None)
+    assert "broken" in leaderboard.format_rows(rows)
+
+
+def test_exps_keeps_only_the_key_columns_and_passes_flags_on():
+    command = exps.command(["--", "--csv"])
+    assert command[1:5] == ["exp", "show", "--drop", ".*"]
+    assert command[-1] == "--csv" and "--" not in command
+    keeps = [command[i + 1] for i, arg in enumerate(command) if arg == "--keep"]
+    assert any("oof_accuracy" in regex for regex in keeps)
+    assert any("image_size" in regex for regex in keeps)
