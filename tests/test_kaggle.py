@@ -13,6 +13,7 @@ import pytest
 import yaml
 from helpers.projects import write_prepared_project
 
+from pipeline import kaggle_api
 from pipeline.console import PipelineError
 from pipeline.params import parse_params
 from pipeline.submission import SubmissionError, submission_record
@@ -101,7 +102,7 @@ def test_missing_credentials_name_both_ways_to_give_them(fake_kaggle, tmp_path, 
     token = tmp_path / "home" / ".kaggle" / "kaggle.json"
     token.parent.mkdir(parents=True)
     token.write_text('{"username": "leaf", "key": "secret"}')
-    assert kaggle.credentials_problem() is None
+    assert kaggle_api.credentials_problem() is None
 
 
 def test_a_failing_kaggle_is_one_error(fake_kaggle, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline import meta_model
+from pipeline import meta_model, prediction
 from pipeline.console import PipelineError
 from pipeline.features import feature_table
 from pipeline.files import read_json, write_json
@@ -82,12 +82,12 @@ def test_missing_checkpoints_are_skipped_with_a_warning(run_copy, capsys):
 
 def test_models_are_weighted_as_the_ensemble_chose(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert predict.ensemble_weights(["a", "b"]) is None  # no ensemble run: equal weights
+    assert prediction.ensemble_weights(["a", "b"]) is None  # no ensemble run: equal weights
     write_json(ENSEMBLE_METRICS, {"weights": {"a": 0.6, "b": 0.3, "c": 0.1}})
-    assert predict.ensemble_weights(["a", "b"]) == pytest.approx([2 / 3, 1 / 3])
-    assert predict.ensemble_weights(["a", "d"]) is None  # a model the ensemble did not weigh
+    assert prediction.ensemble_weights(["a", "b"]) == pytest.approx([2 / 3, 1 / 3])
+    assert prediction.ensemble_weights(["a", "d"]) is None  # a model the ensemble did not weigh
     write_json(ENSEMBLE_METRICS, {"weights": {"a": 0.0, "b": 1.0}})
-    assert predict.ensemble_weights(["a"]) is None
+    assert prediction.ensemble_weights(["a"]) is None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def set_params(**groups) -> None:
 def predicted_test_logits() -> np.ndarray:
     params = load_params()
     paths = [Path(p) for p in load_table(PREPARED_TEST)["path"]]
-    logits, classes = predict.predict_images(paths, predict.find_cells(params), params)
+    logits, classes = prediction.predict_images(paths, prediction.find_cells(params), params)
     assert classes == read_json(CLASSES_FILE)
     return logits
 

@@ -21,13 +21,11 @@ accuracy.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from pipeline import console
 from pipeline.console import PipelineError, command_parser, progress
 from pipeline.dvc_cli import dvc_add
 from pipeline.files import atomic_path, file_md5
+from pipeline.kaggle_api import call_kaggle, kaggle_executable
 from pipeline.params import PARAMS_FILE, load_params
 from pipeline.paths import SUBMISSION_FILE
 from pipeline.schema import DataParams
@@ -42,7 +41,6 @@ from pipeline.submission import SubmissionError, check_submission, load_referenc
 from pipeline.tools import kernel
 
 DEFAULT_COMPETITION = "classify-leaves"
-TOKEN_FILES = ("kaggle.json", "access_token", "access_token.txt", "credentials.json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,55 +81,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return command_parser("leaf kaggle", __doc__, add_arguments).parse_args(argv)
-
-
-def credentials_problem(env: Mapping[str, str] | None = None) -> str | None:
-    """Why the kaggle CLI will find no credentials, or None when it can find some.
-
-    Mirrors where the kaggle CLI looks: KAGGLE_USERNAME + KAGGLE_KEY or KAGGLE_API_TOKEN in the
-    environment, or a token file in KAGGLE_CONFIG_DIR, ~/.kaggle or $XDG_CONFIG_HOME/kaggle.
-    """
-    env = os.environ if env is None else env
-    if (env.get("KAGGLE_USERNAME") and env.get("KAGGLE_KEY")) or env.get("KAGGLE_API_TOKEN"):
-        return None
-    home = Path.home()
-    folders = [Path(env["KAGGLE_CONFIG_DIR"])] if env.get("KAGGLE_CONFIG_DIR") else []
-    folders += [home / ".kaggle", Path(env.get("XDG_CONFIG_HOME") or home / ".config") / "kaggle"]
-    if any((folder / name).is_file() for folder in folders for name in TOKEN_FILES):
-        return None
-    return (
-        "no Kaggle credentials: create an API token at https://www.kaggle.com/settings/api "
-        "and save it as ~/.kaggle/kaggle.json (chmod 600), or set KAGGLE_USERNAME and "
-        "KAGGLE_KEY (or KAGGLE_API_TOKEN) in the environment"
-    )
-
-
-def kaggle_executable() -> str:
-    """The `kaggle` command's path, once credentials are known to exist."""
-    kaggle = shutil.which("kaggle")
-    if kaggle is None:
-        raise PipelineError(
-            "the kaggle command is not installed (it is optional): pip install kaggle"
-        )
-    problem = credentials_problem()
-    if problem:
-        raise PipelineError(problem)
-    return kaggle
-
-
-def call_kaggle(args: list[str], competition: str) -> None:
-    """Run `kaggle ARGS` with its output on the terminal; a failure becomes one error."""
-    try:
-        result = subprocess.run([kaggle_executable(), *args])
-    except OSError as err:
-        raise PipelineError(f"cannot run kaggle: {err}") from None
-    if result.returncode != 0:
-        raise PipelineError(
-            f"`kaggle {' '.join(args[:2])} -c {competition}` failed (exit code "
-            f"{result.returncode}; its output is above). Check the competition name, that you "
-            f"accepted its rules at https://www.kaggle.com/competitions/{competition}/rules, "
-            "and your credentials"
-        )
 
 
 def unpack(downloaded: Path, out: Path) -> None:
