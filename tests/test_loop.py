@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -77,3 +78,70 @@ def test_auto_workers_suit_the_machine():
     assert resolve_num_workers("auto", cuda, cores=64)[0] == 16
     assert resolve_num_workers("auto", cuda, cores=8)[0] == 8
     assert resolve_num_workers(3, CPU) == (3, "train.loader.num_workers")
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop as it was at 716a39c (frozen): the new one must train the same weights, to the bit.
+
+
+def reference_train_one_epoch(trainer, loader, epoch, desc):
+    import math
+
+    model = trainer.ddp if trainer.ddp is not None else trainer.model
+    device = trainer.device
+    model.train()
+    loader.sampler.set_epoch(epoch)
+    total_loss, correct, seen = 0.0, 0, 0
+    for step, (images, targets) in enumerate(loader, start=1):
+        images = images.to(device, non_blocking=True)
+        targets = loss_targets = targets.to(device, non_blocking=True)
+        if trainer.mixup is not None:
+            images, loss_targets = engine.mix_batch(trainer.mixup, images, targets)
+            targets = loss_targets.argmax(1)
+        with trainer.autocast():
+            logits = model(images)
+            loss = trainer.train_loss_fn(logits, loss_targets)
+        engine.optimizer_step(trainer, loss)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise DivergedError(epoch, step, len(loader), loss_value)
+        total_loss += loss_value * len(targets)
+        correct += (logits.argmax(1) == targets).sum().item()
+        seen += len(targets)
+    return {"loss": total_loss / seen, "acc": correct / seen}
+
+
+def test_the_loop_trains_what_the_old_loop_trained(run_copy, monkeypatch):
+    from test_resume import cell_outputs, metric_history, write_params
+
+    from pipeline.stages import train
+
+    torch.set_num_threads(1)
+    recipe = {
+        "deterministic": True,
+        "epochs": 2,
+        "batch_size": 2,
+        "drop_rate": 0.2,
+        "mixup": {"mixup_alpha": 0.4, "cutmix_alpha": 1.0},
+        "ema": {"enabled": True},
+    }
+    write_params(run_copy, run_copy, **recipe)
+    results = []
+    for loop, sync_every in (
+        (reference_train_one_epoch, 1),
+        (train_one_epoch, 1),
+        (train_one_epoch, 3),
+    ):
+        with monkeypatch.context() as patch:
+            patch.setattr(engine, "train_one_epoch", loop)
+            patch.setattr(engine, "SYNC_EVERY", {"cpu": sync_every})
+            train.main(["--model", "d2l_resnet11", "--fold", "0"])
+        results.append((cell_outputs(run_copy), metric_history(run_copy)))
+    torch.use_deterministic_algorithms(False)
+    (expected, expected_history), *others = results
+    for outputs, history in others:
+        for name, tensor in expected["state_dict"].items():
+            assert torch.equal(outputs["state_dict"][name], tensor), name
+        for name in ("oof_rows", "oof_logits", "test_logits"):
+            assert np.array_equal(outputs[name], expected[name]), name
+        assert history == expected_history
