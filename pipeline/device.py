@@ -1,4 +1,4 @@
-"""The training device: its choice, determinism, mixed precision, memory format and compile."""
+"""The training device: its choice, determinism, precision, memory format, compile, workers."""
 
 from __future__ import annotations
 
@@ -28,6 +28,30 @@ def resolve_device(name: str) -> torch.device:
             "train.device = 'mps' but Apple MPS is not available on this machine; use auto or cpu"
         )
     return torch.device(name)
+
+
+def resolve_num_workers(
+    setting: int | str, device: torch.device, cores: int | None = None
+) -> tuple[int, str]:
+    """`train.loader.num_workers` for this machine, and why: `auto` counts the CPU cores.
+
+    Under torchrun the cores of the machine are shared among its processes. The worker count
+    never changes the data stream (see pipeline.loaders), so `auto` is safe for resuming too.
+
+    Args:
+        setting: a count, or `auto`.
+        device: the training device.
+        cores: the machine's CPU cores; by default os.cpu_count().
+    """
+    if setting != "auto":
+        return int(setting), "train.loader.num_workers"
+    processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    cores = max(1, (cores or os.cpu_count() or 1) // processes)
+    if device.type == "cuda":
+        return min(cores, 16), f"auto: {cores} CPU cores for a CUDA device"
+    if cores <= 2:  # workers would only take cores from the training threads
+        return 0, f"auto: {cores} CPU cores, all for training on {device.type}"
+    return min(4, cores // 2), f"auto: half of {cores} CPU cores, the rest train on {device.type}"
 
 
 def configure_determinism(deterministic: bool, device: torch.device) -> None:

@@ -220,7 +220,8 @@ class ModelParams(Strict):
 class LoaderParams(Strict):
     """DataLoader settings; none of them changes the data stream (see pipeline.loaders)."""
 
-    num_workers: Annotated[int, Field(ge=0)] = 2
+    # auto: chosen for the machine by pipeline.loaders.resolve_num_workers
+    num_workers: Literal["auto"] | Annotated[int, Field(ge=0)] = "auto"
     pin_memory: bool = True  # on CUDA only: page-locked batches copy to the GPU asynchronously
     persistent_workers: bool = True  # with workers: keep them between epochs
     prefetch_factor: PositiveInt = 2  # with workers: batches each one prepares ahead

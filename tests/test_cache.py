@@ -247,7 +247,7 @@ def test_bad_cache_and_loader_params_name_the_key(path, value, expected):
 
 
 def test_loader_settings_follow_params_and_device():
-    params = parse_params(with_change())
+    params = parse_params(with_change("train.loader.num_workers", 2))
     cpu = loader_kwargs(params.train.loader, torch.device("cpu"))
     assert cpu["pin_memory"] is False and cpu["num_workers"] == 2
     assert loader_kwargs(params.train.loader, torch.device("cuda"))["pin_memory"] is True

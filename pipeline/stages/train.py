@@ -37,6 +37,7 @@ from pipeline.device import (
     compile_model,
     configure_determinism,
     resolve_device,
+    resolve_num_workers,
     seed_everything,
     use_channels_last,
 )
@@ -155,6 +156,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"train {args.model} fold {args.fold}: {len(loaders['train'].dataset)} train / "
         f"{len(valid_rows)} valid images, {len(classes)} classes, {hp.epochs} epochs on {device}"
     )
+
+    workers, why = resolve_num_workers(params.train.loader.num_workers, device)
+    print(f"loader: {workers} workers ({why})")
 
     # 3. Train (or resume), then predict OOF and test logits with the best weights and TTA.
     with (
