@@ -129,13 +129,21 @@ def load_classes(path: Path | str) -> list[str]:
 
 
 def load_reference(
-    test_csv: Path | None, classes: Path | None, train_csv: Path | None, columns: list[str]
+    test_csv: Path | None,
+    classes: Path | None,
+    train_csv: Path | None,
+    columns: list[str],
+    flags: bool = True,
 ) -> tuple[pd.Series, list[str]]:
-    """test.csv's images and the training classes: prepared ones unless files are given."""
+    """test.csv's images and the training classes: prepared ones unless files are given.
+
+    `flags`: whether the caller has --test-csv (the tools do, stage submit does not), so a
+    missing prepared test.csv suggests only what the user can do.
+    """
     if test_csv:
         test_images = _competition_column(test_csv, [columns[0]], columns[0])
     else:
-        test_images = _prepared_test_images()
+        test_images = _prepared_test_images(", or pass --test-csv" if flags else "")
     if train_csv:
         names = sorted(set(_competition_column(train_csv, columns, columns[1])) - {""})
     else:
@@ -153,11 +161,9 @@ def _competition_column(path: Path, columns: list[str], column: str) -> pd.Serie
     return read_table(path, columns)[column]
 
 
-def _prepared_test_images() -> pd.Series:
+def _prepared_test_images(hint: str) -> pd.Series:
     if not PREPARED_TEST.is_file():
-        raise SubmissionError(
-            f"{PREPARED_TEST}: not found; run `dvc repro prepare` first, or pass --test-csv"
-        )
+        raise SubmissionError(f"{PREPARED_TEST}: not found; run `dvc repro prepare` first{hint}")
     table = read_text_csv(PREPARED_TEST, error=SubmissionError)
     if "image" not in table.columns:
         raise SubmissionError(

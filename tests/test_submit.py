@@ -91,6 +91,7 @@ def test_stage_refuses_missing_or_stale_inputs_and_writes_nothing(ensembled, bre
     with pytest.raises(PipelineError) as info:
         submit_stage.main([])
     assert expected in str(info.value)
+    assert "--test-csv" not in str(info.value)  # a flag of the tools, not of this stage
     assert not (ensembled / "submissions").exists()
 
 

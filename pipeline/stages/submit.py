@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parse_stage_args(argv, __doc__, "python3 -m pipeline.stages.submit")
     params = load_params()
     columns = [params.data.image_col, params.data.label_col]
-    test_images, classes = load_reference(None, None, None, columns)
+    test_images, classes = load_reference(None, None, None, columns, flags=False)
     source, reason = choose_predictions(params.pseudo.enabled)
     test_logits = load_test_logits(source, len(test_images), len(classes))
     submission = make_submission(test_logits, test_images, classes, columns)
