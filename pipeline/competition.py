@@ -11,7 +11,7 @@ import pandas as pd
 from pipeline.console import PipelineError, format_problems, progress
 from pipeline.files import file_md5
 from pipeline.images import ImageReadError, load_image
-from pipeline.tables import not_utf8_message
+from pipeline.tables import read_text_csv
 
 # pandas' default missing-value markers (read_csv's na_values), compared case-insensitively. Kept
 # as text by read_table, but a label spelled like this is a missing label, not a class "NaN".
@@ -37,21 +37,7 @@ def read_table(path: Path, required: list[str]) -> pd.DataFrame:
         )
     if path.stat().st_size == 0:
         raise InputDataError(f"{path}: empty file (0 bytes); expected a CSV with a header row")
-    try:
-        # Blank lines are kept while reading so that row numbers in messages match the file.
-        frame = pd.read_csv(
-            path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skip_blank_lines=False
-        )
-    except UnicodeDecodeError:
-        raise InputDataError(not_utf8_message(path)) from None
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise InputDataError(f"{path}: not a readable CSV ({err})") from None
-    if not isinstance(frame.index, pd.RangeIndex):
-        # pandas turns the extra first cells into an index instead of complaining.
-        raise InputDataError(
-            f"{path}: row 2 has more cells than the header {list(frame.columns)} "
-            "(an unquoted comma?)"
-        )
+    frame = read_text_csv(path, error=InputDataError)  # row numbers match the file's lines
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]
     if missing:
