@@ -39,6 +39,7 @@ from pipeline.paths import SUBMISSION_FILE
 from pipeline.schema import DataParams
 from pipeline.submission import SubmissionError, check_submission, load_reference, read_record
 from pipeline.tools import kernel
+from pipeline.tools.validate import add_reference_arguments
 
 DEFAULT_COMPETITION = "classify-leaves"
 
@@ -68,14 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--file", "-f", type=Path, default=SUBMISSION_FILE, help=f"(default: {SUBMISSION_FILE})"
     )
     submit.add_argument("--message", "-m", default="", help="a note put before the run details")
-    submit.add_argument(
-        "--test-csv", type=Path, help="check against this test.csv (default: the prepared one)"
-    )
-    classes = submit.add_mutually_exclusive_group()
-    classes.add_argument(
-        "--classes", type=Path, help="a JSON list of classes (default: data/prepared/classes.json)"
-    )
-    classes.add_argument("--train-csv", type=Path, help="a competition train.csv: its labels")
+    add_reference_arguments(submit)  # what validate checks against
     kernel.add_commands(commands, DEFAULT_COMPETITION)
 
 

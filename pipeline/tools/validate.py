@@ -32,6 +32,11 @@ from pipeline.submission import check_submission, load_reference
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("submission", type=Path, help="the submission CSV to check")
+    add_reference_arguments(parser)
+
+
+def add_reference_arguments(parser: argparse.ArgumentParser) -> None:
+    """--test-csv and --classes | --train-csv: what a submission is checked against."""
     parser.add_argument(
         "--test-csv", type=Path, help="a competition test.csv (default: data/prepared/test.csv)"
     )
