@@ -126,6 +126,28 @@ def test_broken_input_stops_stage_cleanly(run_copy, stage, name, kind):
     assert after == before, "an existing output changed"
 
 
+# The tools: what each reads of a finished run. predict skips a cell whose best.pt is missing
+# (documented), so only an empty or corrupt one is an error for it.
+TOOL_CASES = [("preview", "data/prepared/train.csv", kind) for kind in KINDS] + [
+    ("predict", f"models/{MODEL}/fold0/best.pt", kind) for kind in ("empty", "corrupt")
+]
+
+
+@pytest.mark.parametrize(
+    ("tool", "name", "kind"), TOOL_CASES, ids=[f"{t}-{n}-{k}" for t, n, k in TOOL_CASES]
+)
+def test_broken_input_stops_tool_cleanly(run_copy, tool, name, kind):
+    before = fingerprints(run_copy)
+    break_input(run_copy / name, kind)
+    args = ["--out", "grid.png"] if tool == "preview" else ["data/synthetic/images"]
+    assert_clean_error(run_tool(run_copy, tool, *args), name)
+    after = fingerprints(run_copy)
+    before.pop(name)
+    after.pop(name, None)
+    assert after == before, "an existing output changed"
+    assert not (run_copy / "grid.png").exists()
+
+
 def test_train_without_prepared_folder_names_it(run_copy):
     import shutil
 

@@ -28,7 +28,7 @@ from pipeline.loaders import LeafDataset
 from pipeline.params import load_params
 from pipeline.paths import AUGMENT_GRID, PREPARED_TRAIN
 from pipeline.schema import AugmentParams, ModelParams, Params
-from pipeline.tables import load_table
+from pipeline.tables import read_input_table
 from pipeline.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 
 MIN_CELL = 128  # small images are enlarged (nearest neighbour: pixels stay visible) to this
@@ -62,9 +62,7 @@ def model_settings(params: Params, model: str | None) -> tuple[str, ModelParams]
 
 def pick_images(count: int) -> pd.DataFrame:
     """The first row of each class in data/prepared/train.csv, in class order, at most `count`."""
-    if not PREPARED_TRAIN.is_file():
-        raise PipelineError(f"{PREPARED_TRAIN} not found; run `dvc repro prepare` first")
-    table = load_table(PREPARED_TRAIN)
+    table = read_input_table(PREPARED_TRAIN, ("path", "target"))  # names the file and the stage
     return table.drop_duplicates("target").sort_values("target").head(count)
 
 
