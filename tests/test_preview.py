@@ -84,7 +84,7 @@ def test_main_writes_the_grid(prepared, tmp_path, capsys):
 def test_missing_prepared_data_says_what_to_run(tmp_path, monkeypatch, tiny_params):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
-    with pytest.raises(PipelineError, match=r"train.csv not found; run `dvc repro prepare` first"):
+    with pytest.raises(PipelineError, match=r"train.csv: not found; run `dvc repro prepare`"):
         preview.main([])
 
 
