@@ -32,7 +32,7 @@ from pipeline.console import PipelineError
 from pipeline.files import write_json, write_text
 from pipeline.kaggle_notebook import create_notebook
 from pipeline.params import PARAMS_FILE
-from pipeline.tools.presets import load_preset, preset_path
+from pipeline.tools.presets import add_set_argument, load_preset, preset_path
 
 COMMANDS = ("notebook", "push")
 DEFAULT_DIR = Path("kaggle/kernel")
@@ -72,15 +72,7 @@ def add_commands(commands: argparse._SubParsersAction, competition_default: str)
         notebook.add_argument(
             flag, action=argparse.BooleanOptionalAction, default=True, help=f"{what} (default: on)"
         )
-    notebook.add_argument(
-        "-S",
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="one more key over the preset (repeatable)",
-    )
+    add_set_argument(notebook)
     for sub in (notebook, push):
         sub.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"(default: {DEFAULT_DIR})")
 

@@ -202,8 +202,8 @@ def _set_dotted(preset: dict[str, Any], base: dict[str, Any], assignment: str) -
     tree[keys[-1]] = value
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="a preset in presets/ (e.g. leaf-silhouettes) or a YAML path")
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    """-S/--set KEY=VALUE (repeatable): keys laid over the preset, as `dvc exp run -S` takes."""
     parser.add_argument(
         "-S",
         "--set",
@@ -213,6 +213,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="one more key over the preset (repeatable; the value is YAML: train.folds=[0])",
     )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="a preset in presets/ (e.g. leaf-silhouettes) or a YAML path")
+    add_set_argument(parser)
     action = parser.add_mutually_exclusive_group()
     action.add_argument(
         "--show",
