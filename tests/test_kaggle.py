@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers.projects import write_prepared_project
+from helpers.projects import install_fake_kaggle, write_prepared_project
 
 from pipeline import kaggle_api
 from pipeline.console import PipelineError
@@ -43,19 +41,7 @@ def fake_kaggle(tmp_path, monkeypatch) -> Path:
 
     Returns the log file, a JSON list of the fake's argument lists.
     """
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "kaggle"
-    script.write_text(FAKE_KAGGLE.format(python=sys.executable))
-    script.chmod(0o755)
-    log = tmp_path / "kaggle_calls.json"
-    monkeypatch.setenv("PATH", os.pathsep.join([str(bin_dir), os.environ["PATH"]]))
-    monkeypatch.setenv("FAKE_KAGGLE_LOG", str(log))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no real ~/.kaggle
-    for name in ("KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR", "XDG_CONFIG_HOME"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("KAGGLE_USERNAME", "leaf")
-    monkeypatch.setenv("KAGGLE_KEY", "secret")
+    log = install_fake_kaggle(tmp_path, monkeypatch, FAKE_KAGGLE)
     monkeypatch.chdir(tmp_path)
     return log
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 from conftest import TINY_OVERRIDES
+from helpers.projects import install_fake_kaggle
 from nbclient import NotebookClient
 
 from pipeline.console import PipelineError
@@ -41,20 +41,7 @@ sys.exit(int(os.environ.get("FAKE_KAGGLE_EXIT", "0")))
 @pytest.fixture
 def fake_kaggle(tmp_path, monkeypatch) -> Path:
     """A fake `kaggle` first on PATH and credentials in the environment; returns its log."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "kaggle"
-    script.write_text(FAKE_KAGGLE.format(python=sys.executable))
-    script.chmod(0o755)
-    log = tmp_path / "kaggle_calls.json"
-    monkeypatch.setenv("PATH", os.pathsep.join([str(bin_dir), os.environ["PATH"]]))
-    monkeypatch.setenv("FAKE_KAGGLE_LOG", str(log))
-    (tmp_path / "home").mkdir()
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no real ~/.kaggle
-    for name in ("KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR", "XDG_CONFIG_HOME"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("KAGGLE_USERNAME", "leaf")
-    monkeypatch.setenv("KAGGLE_KEY", "secret")
+    log = install_fake_kaggle(tmp_path, monkeypatch, FAKE_KAGGLE)
     return log
 
 
