@@ -1,4 +1,5 @@
-"""Image statistics for stage meta: size, object shape and contour descriptors, colour."""
+"""Image statistics for stage meta: size, object shape and contour descriptors, outline
+curvature, colour."""
 
 from __future__ import annotations
 
@@ -21,6 +22,17 @@ CONTOUR_FEATURES = (
     "log_elongation",
     "log_roughness",
     "polygon_vertices",
+)
+# The outline group: the contour resampled at OUTLINE_POINTS points equally spaced along it;
+# at each scale s, the turning angle between the chords to the points s before and s after
+# (s / OUTLINE_POINTS of the perimeter: 1/512, a margin tooth, up to 1/16, a lobe).
+OUTLINE_POINTS = 512
+OUTLINE_SCALES = (1, 2, 4, 8, 16, 32)
+OUTLINE_BINS = 12
+OUTLINE_FEATURES = tuple(
+    f"turn{scale}_{name}"
+    for scale in OUTLINE_SCALES
+    for name in [f"bin{b}" for b in range(OUTLINE_BINS)] + ["std", "mean_abs"]
 )
 
 
@@ -61,10 +73,9 @@ def contour_features(mask: np.ndarray) -> dict[str, float]:
     simplified to 1 % of its length (teeth and serrations); polygon_vertices: that polygon's
     corner count.
     """
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
+    contour = largest_contour(mask)
+    if contour is None:
         return dict.fromkeys(CONTOUR_FEATURES, 0.0)
-    contour = max(contours, key=cv2.contourArea)
     hull = cv2.convexHull(contour)
     perimeter = cv2.arcLength(contour, True)
     polygon = cv2.approxPolyDP(contour, 0.01 * perimeter, True)
@@ -82,6 +93,48 @@ def contour_features(mask: np.ndarray) -> dict[str, float]:
     }
 
 
+def largest_contour(mask: np.ndarray) -> np.ndarray | None:
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    return max(contours, key=cv2.contourArea) if contours else None
+
+
+def resample_contour(contour: np.ndarray, points: int) -> np.ndarray:
+    """(points, 2) positions equally spaced along the closed contour's length."""
+    xy = contour[:, 0, :].astype(np.float64)
+    closed = np.vstack([xy, xy[:1]])
+    along = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(closed, axis=0).T))])
+    at = np.linspace(0.0, along[-1], points, endpoint=False)
+    return np.stack([np.interp(at, along, closed[:, 0]), np.interp(at, along, closed[:, 1])], 1)
+
+
+def turning_angles(points: np.ndarray, scale: int) -> np.ndarray:
+    """Signed angle (radians) between the chords from `scale` points before and to `scale` after."""
+    ahead = np.roll(points, -scale, axis=0) - points
+    behind = points - np.roll(points, scale, axis=0)
+    cross = behind[:, 0] * ahead[:, 1] - behind[:, 1] * ahead[:, 0]
+    return np.arctan2(cross, (behind * ahead).sum(axis=1))
+
+
+def outline_features(mask: np.ndarray) -> dict[str, float]:
+    """Histograms of the outline's curvature at six scales, free of position, size and turn.
+
+    Per scale: the share of points in each of OUTLINE_BINS bins of sign(a) * sqrt(|a| / pi),
+    the square root spreading the many small angles of a smooth margin over more bins, and the
+    angles' standard deviation and mean magnitude. Zeros without an object.
+    """
+    contour = largest_contour(mask)
+    if contour is None or len(contour) < 3:
+        return dict.fromkeys(OUTLINE_FEATURES, 0.0)
+    points = resample_contour(contour, OUTLINE_POINTS)
+    values = []
+    for scale in OUTLINE_SCALES:
+        angles = turning_angles(points, scale)
+        warped = np.sign(angles) * np.sqrt(np.abs(angles) / math.pi)
+        counts, _ = np.histogram(warped, bins=OUTLINE_BINS, range=(-1.0, 1.0))
+        values += [*(counts / len(angles)), angles.std(), np.abs(angles).mean()]
+    return dict(zip(OUTLINE_FEATURES, map(float, values), strict=True))
+
+
 def colour_features(rgb: np.ndarray) -> dict[str, float]:
     pixels = rgb.reshape(-1, 3) / 255
     means, stds = pixels.mean(axis=0), pixels.std(axis=0)
@@ -97,8 +150,12 @@ def image_features(path: str, groups: list[str]) -> dict[str, float]:
     features = {}
     if "size" in groups:
         features |= size_features(*rgb.shape[:2])
+    if "shape" in groups or "outline" in groups:
+        grey = rgb.mean(axis=2)
     if "shape" in groups:
-        features |= shape_features(rgb.mean(axis=2))
+        features |= shape_features(grey)
+    if "outline" in groups:
+        features |= outline_features(object_mask(grey))
     if "colour" in groups:
         features |= colour_features(rgb)
     return features

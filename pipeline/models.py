@@ -67,6 +67,12 @@ def d2l_resnet11_wide(num_classes: int, **kwargs) -> nn.Module:
 
 
 @register_model
+def d2l_resnet11_slim(num_classes: int, **kwargs) -> nn.Module:
+    """ResNet-11 at half width (32 to 256 channels): about a third of the compute on a CPU."""
+    return D2LResNet((2, 1, 1, 1), num_classes, **{"width": 32, **kwargs})
+
+
+@register_model
 def d2l_lenet(num_classes: int, **kwargs) -> nn.Module:
     """LeNet-5: two conv5-sigmoid-avgpool layers, then dense 120 and 84."""
     return LeNet(num_classes, **kwargs)

@@ -12,7 +12,7 @@ from pipeline.params import parse_params
 from pipeline.schema import OptimizerParams
 
 CLASSIC = ["d2l_lenet", "d2l_alexnet", "d2l_vgg11", "d2l_vgg11_small", "d2l_nin", "d2l_googlenet"]
-RESNETS = ["d2l_resnet11_small", "d2l_resnet18_small", "d2l_resnet11_wide"]
+RESNETS = ["d2l_resnet11_small", "d2l_resnet18_small", "d2l_resnet11_wide", "d2l_resnet11_slim"]
 NEW = CLASSIC + RESNETS
 WITH_DROPOUT = ["d2l_alexnet", "d2l_vgg11", "d2l_nin"]  # the chapters' own dropout layers
 
@@ -77,6 +77,10 @@ def test_the_small_stem_keeps_the_full_resolution_into_the_first_stage():
 def test_the_wide_resnet_is_wider():
     assert create_model("d2l_resnet11_wide", 3).head[-1].in_features == 768
     assert create_model("d2l_resnet11_wide", 3, width=32).head[-1].in_features == 256
+
+
+def test_the_slim_resnet_is_half_as_wide():
+    assert create_model("d2l_resnet11_slim", 3).head[-1].in_features == 256
 
 
 def test_the_narrow_vgg_has_a_quarter_of_the_channels():

@@ -98,6 +98,7 @@ def test_main_writes_the_plot_tables(two_model_run, tiny_params, tmp_path):
         "good": {"backbone": "d2l_resnet11"},
         "bad": {"backbone": "d2l_resnet11"},
     }
+    tiny_params["meta"]["enabled"] = False  # two fake networks, no stage meta outputs
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     write_csv(FOLDS_FILE, two_model_run)
     write_json(CLASSES_FILE, ["acer", "betula", "carya"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +13,7 @@ import yaml
 from PIL import Image
 
 from pipeline import paths
-from pipeline.features import image_features
+from pipeline.features import OUTLINE_FEATURES, image_features
 from pipeline.files import read_json
 from pipeline.params import ParamsError, parse_params
 from pipeline.paths import ENSEMBLE_METRICS, META_METRICS, OOF_NAME, PSEUDO_DIR, TEST_LOGITS_NAME
@@ -62,6 +63,40 @@ def test_notches_and_teeth_show_in_the_contour_features(tmp_path):
     assert after["polygon_vertices"] > before["polygon_vertices"]
 
 
+def save_leaf(path: Path, size: int, angle: float, teeth: int = 0) -> str:
+    """A white lobed leaf on black, `size` px square, turned by `angle` degrees."""
+    t = np.linspace(0, 2 * np.pi, 720, endpoint=False)
+    radius = 0.3 * (1 + 0.25 * np.cos(3 * t) + 0.04 * np.cos(teeth * t) * (teeth > 0))
+    x, y = radius * np.cos(t + np.radians(angle)), radius * 0.7 * np.sin(t + np.radians(angle))
+    polygon = np.stack([(0.5 + x) * size, (0.5 + y) * size], axis=1).round().astype(np.int32)
+    pixels = np.zeros((size, size, 3), np.uint8)
+    cv2.fillPoly(pixels, [polygon], (255, 255, 255))
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
+def outline(path: str) -> np.ndarray:
+    return np.array(list(image_features(path, ["outline"]).values()))
+
+
+def test_outline_features_ignore_position_size_and_turn_but_see_the_margin(tmp_path):
+    leaf = outline(save_leaf(tmp_path / "leaf.png", 400, 0))
+    assert len(leaf) == len(OUTLINE_FEATURES) and np.isfinite(leaf).all()
+    turned = outline(save_leaf(tmp_path / "turned.png", 400, 90))
+    larger = outline(save_leaf(tmp_path / "larger.png", 800, 35))
+    toothed = outline(save_leaf(tmp_path / "toothed.png", 400, 0, teeth=40))
+    # The same leaf turned, or scanned twice as large: the histograms (6 scales, each summing
+    # to 1) move by little (pixel steps); teeth on the margin move them several times as far.
+    change = {
+        name: np.abs(other - leaf).sum()
+        for name, other in [("turned", turned), ("larger", larger), ("toothed", toothed)]
+    }
+    assert change["turned"] < 2 and change["larger"] < 2
+    assert change["toothed"] > 4 * max(change["turned"], change["larger"])
+    fine_std = OUTLINE_FEATURES.index("turn4_std")
+    assert toothed[fine_std] > 5 * leaf[fine_std]
+
+
 def test_feature_groups_choose_the_columns(tmp_path):
     path = save_rectangle(tmp_path / "leaf.png", (40, 40), (0, 0, 20, 40), (255, 0, 0), 0)
     assert list(image_features(path, ["size"])) == ["log_width", "log_height", "log_aspect"]
@@ -72,11 +107,11 @@ def test_feature_groups_choose_the_columns(tmp_path):
 
 def test_a_blank_image_has_no_object_and_finite_features(tmp_path):
     path = save_rectangle(tmp_path / "blank.png", (30, 50), (0, 0, 0, 0), 0, 128)
-    features = image_features(path, ["size", "shape"])
+    features = image_features(path, ["size", "shape", "outline"])
     assert features["object_share"] == 0 and features["log_outline"] == 0
     assert features["solidity"] == 0 and features["polygon_vertices"] == 0
     drawn = image_features(
-        save_rectangle(tmp_path / "leaf.png", (30, 50), (5, 5, 9, 9), 0, 128), ["shape"]
+        save_rectangle(tmp_path / "leaf.png", (30, 50), (5, 5, 9, 9), 0, 128), ["shape", "outline"]
     )
     assert list(drawn) == list(features)[3:]  # the same columns with or without an object
     assert all(math.isfinite(value) for value in features.values())
@@ -111,7 +146,7 @@ def test_each_fold_predicts_only_its_own_rows_from_the_others():
     [
         ({"features": ["size", "texture"]}, "meta.features.1 = 'texture'"),
         ({"features": []}, "meta.features = []: must be a non-empty list"),
-        ({"features": ["size", "size"]}, "distinct groups: size, shape, colour"),
+        ({"features": ["size", "size"]}, "distinct groups: size, shape, outline, colour"),
         ({"C": 0}, "meta.C = 0: Input should be greater than 0"),
         ({"enable": True}, "meta.enable: unknown key"),
     ],
@@ -127,9 +162,9 @@ def test_a_network_cannot_be_named_meta():
         parse_params({"train": {"models": {"meta": {"backbone": "resnet18"}}}})
 
 
-def test_shipped_stage_is_off():
-    assert yaml.safe_load(Path("params.yaml").read_text())["meta"]["enabled"] is False
-    assert yaml.safe_load(Path("presets/leaf-silhouettes.yaml").read_text())["meta"]["enabled"]
+def test_shipped_stage_is_on_with_the_outline_features():
+    shipped = yaml.safe_load(Path("params.yaml").read_text())["meta"]
+    assert shipped["enabled"] is True and "outline" in shipped["features"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,6 +179,7 @@ def set_params(workdir: Path, group: str, **settings) -> None:
 
 
 def test_off_stage_writes_an_empty_model_and_the_ensemble_leaves_it_out(run_copy, capsys):
+    set_params(run_copy, "meta", enabled=False)
     assert meta.main([]) == {"enabled": False}
     assert list(paths.META_DIR.iterdir()) == []
     assert read_json(META_METRICS) == {"enabled": False}
@@ -166,7 +202,7 @@ def test_on_stage_writes_cells_like_train_and_joins_the_ensemble(run_copy, capsy
     table = pd.read_csv(paths.META_DIR / paths.FEATURES_NAME)
     assert (table["split"] == "train").sum() == len(folds) and len(table) == len(folds) + len(test)
     assert read_json(META_METRICS) == metrics and set(metrics["folds"]) == {"0", "1"}
-    assert "meta: logistic regression on 12 features, OOF accuracy" in capsys.readouterr().out
+    assert "meta: logistic regression on 96 features, OOF accuracy" in capsys.readouterr().out
 
     set_params(run_copy, "ensemble", weights="fit")
     scores = ensemble.main([])

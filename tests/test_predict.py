@@ -137,7 +137,8 @@ def test_meta_saves_each_folds_regression_and_its_features(meta_run):
     features = feature_table(test["path"], load_params().meta.features)
     for fold in (0, 1):
         model = meta_model.load_fold_model(fold)
-        assert model.groups == ["size", "shape"] and model.columns == list(features.columns)
+        assert model.groups == ["size", "shape", "outline"]
+        assert model.columns == list(features.columns)
         assert [name for name, _ in model.pipeline.steps] == [
             "standardscaler",
             "logisticregression",

@@ -156,7 +156,7 @@ def test_show_prints_the_command_and_runs_nothing(monkeypatch, capsys):
     assert presets.main(["d2l-course", "--show", "-S", "train.defaults.epochs=2"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("dvc exp run -n d2l-course -S ")
-    assert "+train.models.d2l_resnet18={}" in out and "~train.models.d2l_resnet11" in out
+    assert "+train.models.d2l_resnet18={}" in out and "~train.models.d2l_resnet11_slim" in out
     assert "train.defaults.epochs: 40 -> 2" in out
 
 
@@ -170,7 +170,7 @@ def test_the_default_runs_dvc_exp_run_and_returns_its_exit_code(monkeypatch):
     assert presets.main(["leaf-silhouettes", "--name", "try1", "--temp"]) == 3
     [cmd] = calls
     assert cmd[:6] == ["dvc", "exp", "run", "-n", "try1", "--temp"]
-    assert cmd[6::2] == ["-S"] * len(cmd[6::2]) and "meta.enabled=true" in cmd
+    assert cmd[6::2] == ["-S"] * len(cmd[6::2]) and "train.defaults.ema.enabled=true" in cmd
 
 
 def test_write_replaces_params_yaml_with_the_merged_params(tmp_path, monkeypatch):

@@ -3,10 +3,10 @@
     python -m pipeline.stages.meta
 
 Every network sees its images fitted to one square, so it cannot tell a leaf scanned at
-1,700 px from one scanned at 150 px, nor read the outline's length in original pixels. Where
-images vary in size those numbers carry much of the class (on leaf-silhouettes a logistic
-regression on them alone scores 0.784 OOF, the network 0.766, the two together 0.902). This
-stage measures them once per image on its original pixels and fits one multinomial logistic
+1,700 px from one scanned at 150 px, and at 64 px a leaf's margin teeth are gone. Size and
+outline, measured on the original pixels, carry much of the class (on leaf-silhouettes this
+regression alone scores 0.95 OOF, the default network 0.57: BENCHMARKS.md). This stage
+measures them once per image on its original pixels and fits one multinomial logistic
 regression per fold, on the folds the networks train on (pipeline.meta_model), writing
 models/meta/fold<k>/ (oof.npz and test_logits.npy, as stage train does, so stage `ensemble`
 weighs it as one more model; and the fitted regression, model.pkl and model.json, so that
@@ -19,6 +19,10 @@ Feature groups (`meta.features`), on the decoded file at full resolution:
   its outline length (pixel edges between object and background), outline / sqrt(area), and
   five descriptors of its largest outer contour (`contour_features`: solidity, length against
   the convex hull's, elongation, roughness, corner count);
+- outline: the same object's outer contour resampled at 512 points; at six scales (1/512 to
+  1/16 of its length) a histogram of the turning angle between neighbouring chords, with the
+  angles' spread and mean magnitude (`outline_features`): margin teeth, lobes and tips, free of
+  the leaf's position, size and turn;
 - colour: mean and standard deviation of each RGB channel over the whole image.
 Features are standardised on each fold's training rows; `meta.C` is the inverse L2 strength.
 The table of features is kept as models/meta/features.csv. With `meta.enabled: false` the
