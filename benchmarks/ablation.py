@@ -1,7 +1,7 @@
 """What each ingredient of a preset buys: train one (model, fold) cell per variant, side by side.
 
     python benchmarks/ablation.py                    # presets/leaf-silhouettes.yaml, fold 0
-    python benchmarks/ablation.py --preset presets/leaf-silhouettes.yaml --model d2l_resnet11
+    python benchmarks/ablation.py --preset presets/leaf-silhouettes.yaml --model d2l_resnet11_slim
 
 Needs the preset's prepared data, folds and cache (run benchmarks/leaf_silhouettes.sh first).
 Each variant is the preset with one change, trained by the train stage's own code in a scratch
@@ -75,7 +75,7 @@ def train_cell(params: dict, model: str, fold: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default=str(ROOT / "presets/leaf-silhouettes.yaml"))
-    parser.add_argument("--model", default="d2l_resnet11")
+    parser.add_argument("--model", default="d2l_resnet11_slim")
     parser.add_argument("--fold", type=int, default=0)
     args = parser.parse_args()
     if not (ROOT / "data/folds.csv").is_file():
