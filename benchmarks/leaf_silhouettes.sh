@@ -18,6 +18,12 @@ if [[ ! -f "$data/train.csv" ]]; then
     echo "error: $data/train.csv not found: the dataset must sit beside this checkout" >&2
     exit 2
 fi
+if ! git diff --quiet -- params.yaml; then
+    # leaf preset lays the preset over params.yaml as it is: a previous run's values would leak in
+    echo "error: params.yaml differs from the committed one (a previous preset run?);" \
+        "git restore params.yaml first" >&2
+    exit 2
+fi
 name="$(basename "$preset" .yaml)-$(date +%Y%m%d-%H%M%S)"
 run_preset=(python3 -m pipeline.tools.presets "$preset" -S "data.root=$data" --name "$name")
 

@@ -193,3 +193,24 @@ def test_an_unknown_key_is_named_before_anything_runs(tmp_path, monkeypatch):
 def test_an_unknown_preset_lists_the_known_ones():
     with pytest.raises(PipelineError, match="leaf-silhouettes"):
         load_preset("no-such-preset")
+
+
+def test_the_silhouettes_script_refuses_a_params_yaml_left_by_a_previous_run(tmp_path):
+    # The script lays the preset over params.yaml as it stands: an earlier run's values would leak.
+    project = tmp_path / "project"
+    (project / "benchmarks").mkdir(parents=True)
+    shutil.copy(ROOT / "benchmarks" / "leaf_silhouettes.sh", project / "benchmarks")
+    dataset = tmp_path / "shared" / "datasets" / "leaf-silhouettes"
+    dataset.mkdir(parents=True)
+    (dataset / "train.csv").write_text("image,label\n")
+    (project / "params.yaml").write_text("base: {seed: 42}\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], cwd=project, check=True)
+    (project / "params.yaml").write_text("base: {seed: 7}\n")
+    script = project / "benchmarks" / "leaf_silhouettes.sh"
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "params.yaml differs from the committed one" in result.stderr
+    assert "git restore params.yaml" in result.stderr
