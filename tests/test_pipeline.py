@@ -47,7 +47,7 @@ def test_dvc_repro_end_to_end_and_incremental(project):
     classes = yaml.safe_load((project / "data/prepared/classes.json").read_text())
     assert submission_problems(submission, test["image"], classes, ["image", "label"]) == []
     metrics = yaml.safe_load((project / "results/ensemble/metrics.json").read_text())
-    assert set(metrics["models"]) == {"d2l_resnet11"}
+    assert set(metrics["models"]) == {"d2l_resnet11", "meta"}  # stage meta is on by default
     assert 0.0 <= metrics["oof_accuracy"] <= 1.0
     for fold in (0, 1):
         cell = project / f"models/d2l_resnet11/fold{fold}"
@@ -81,13 +81,14 @@ def test_dvc_repro_end_to_end_and_incremental(project):
     )
     assert repro(project) == resnet10t_and_after
     metrics = yaml.safe_load((project / "results/ensemble/metrics.json").read_text())
-    assert set(metrics["models"]) == {"d2l_resnet11", "resnet10t"}
+    assert set(metrics["models"]) == {"d2l_resnet11", "resnet10t", "meta"}
 
-    # 5. Turning on stage meta's logistic regression adds it to the ensemble; no network reruns.
-    edit_params(project, lambda p: p["meta"].update({"enabled": True}))
+    # 5. Turning off stage meta's logistic regression drops it from the ensemble; no network
+    # reruns.
+    edit_params(project, lambda p: p["meta"].update({"enabled": False}))
     assert repro(project) == {"check", "meta", "collect", "ensemble", "pseudo", "submit"}
     metrics = yaml.safe_load((project / "results/ensemble/metrics.json").read_text())
-    assert set(metrics["models"]) == {"d2l_resnet11", "resnet10t", "meta"}
+    assert set(metrics["models"]) == {"d2l_resnet11", "resnet10t"}
 
     # 6. `dvc exp show` and `dvc plots show` see the DVCLive metrics and plots.
     shown = run(["dvc", "metrics", "show", "--json"], project).stdout
