@@ -50,9 +50,9 @@ def object_mask(grey: np.ndarray) -> np.ndarray:
     return np.abs(grey - np.median(border)) > OBJECT_CONTRAST * 255
 
 
-def shape_features(grey: np.ndarray) -> dict[str, float]:
-    """Area and outline length of the object in original pixels, and its outline's form."""
-    mask = object_mask(grey)
+def shape_features(mask: np.ndarray, contour: np.ndarray | None) -> dict[str, float]:
+    """Area and outline length of the object in original pixels, and its outline's form
+    (`contour`: the mask's largest outer contour, `largest_contour`)."""
     area = int(mask.sum())
     outline = int((mask[1:] != mask[:-1]).sum() + (mask[:, 1:] != mask[:, :-1]).sum())
     return {
@@ -60,11 +60,11 @@ def shape_features(grey: np.ndarray) -> dict[str, float]:
         "object_share": area / mask.size,
         "log_outline": math.log1p(outline),
         "outline_per_sqrt_area": outline / math.sqrt(area + 1),
-        **contour_features(mask),
+        **contour_features(contour),
     }
 
 
-def contour_features(mask: np.ndarray) -> dict[str, float]:
+def contour_features(contour: np.ndarray | None) -> dict[str, float]:
     """Scale-free descriptors of the largest object's outer contour (zeros without an object).
 
     solidity: area over its convex hull's (lobes and notches lower it); log_hull_perimeter_ratio:
@@ -73,7 +73,6 @@ def contour_features(mask: np.ndarray) -> dict[str, float]:
     simplified to 1 % of its length (teeth and serrations); polygon_vertices: that polygon's
     corner count.
     """
-    contour = largest_contour(mask)
     if contour is None:
         return dict.fromkeys(CONTOUR_FEATURES, 0.0)
     hull = cv2.convexHull(contour)
@@ -115,14 +114,13 @@ def turning_angles(points: np.ndarray, scale: int) -> np.ndarray:
     return np.arctan2(cross, (behind * ahead).sum(axis=1))
 
 
-def outline_features(mask: np.ndarray) -> dict[str, float]:
+def outline_features(contour: np.ndarray | None) -> dict[str, float]:
     """Histograms of the outline's curvature at six scales, free of position, size and turn.
 
     Per scale: the share of points in each of OUTLINE_BINS bins of sign(a) * sqrt(|a| / pi),
     the square root spreading the many small angles of a smooth margin over more bins, and the
     angles' standard deviation and mean magnitude. Zeros without an object.
     """
-    contour = largest_contour(mask)
     if contour is None or len(contour) < 3:
         return dict.fromkeys(OUTLINE_FEATURES, 0.0)
     points = resample_contour(contour, OUTLINE_POINTS)
@@ -151,11 +149,12 @@ def image_features(path: str, groups: list[str]) -> dict[str, float]:
     if "size" in groups:
         features |= size_features(*rgb.shape[:2])
     if "shape" in groups or "outline" in groups:
-        grey = rgb.mean(axis=2)
+        mask = object_mask(rgb.mean(axis=2))
+        contour = largest_contour(mask)
     if "shape" in groups:
-        features |= shape_features(grey)
+        features |= shape_features(mask, contour)
     if "outline" in groups:
-        features |= outline_features(object_mask(grey))
+        features |= outline_features(contour)
     if "colour" in groups:
         features |= colour_features(rgb)
     return features
