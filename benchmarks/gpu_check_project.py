@@ -27,18 +27,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from throughput import write_jpegs  # noqa: E402
 
+from pipeline.tools.presets import merged_params  # noqa: E402
+
 EPOCH_LINE = re.compile(r"^epoch\s+(\d+)/(\d+) .*\| ([\d.]+)s", re.MULTILINE)
 COMPETITION = "data/leaves"
-
-
-def overlay(base: dict, override: dict) -> dict:
-    """`override` laid over `base` key by key (train.models is replaced whole)."""
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "models":
-            overlay(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def write_competition(root: Path, num_images: int, num_classes: int, test_images: int) -> None:
@@ -57,7 +49,7 @@ def write_competition(root: Path, num_images: int, num_classes: int, test_images
 def write_params(root: Path, overrides: dict) -> None:
     shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
     base = {"data": {"root": COMPETITION, "sample_submission": None}}
-    params = overlay(overlay(shipped, base), overrides)
+    params = merged_params(overrides, merged_params(base, shipped))
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -102,7 +94,9 @@ def run_train(
 def set_train(root: Path, overrides: dict) -> None:
     """Lay `overrides` over the project's params.yaml and forget any earlier training run."""
     params = yaml.safe_load((root / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(overlay(params, overrides), sort_keys=False))
+    (root / "params.yaml").write_text(
+        yaml.safe_dump(merged_params(overrides, params), sort_keys=False)
+    )
     for folder in ("models", "results", "checkpoints"):
         subprocess.run(["rm", "-rf", str(root / folder)], check=True)
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.tools.presets import merged_params
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/helpers
 
@@ -49,20 +51,11 @@ def _run_from_project_root():
     os.chdir(ROOT)
 
 
-def _overlay(base: dict, override: dict) -> dict:
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "models":
-            _overlay(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
 @pytest.fixture
 def tiny_params() -> dict:
     """The project's params.yaml with TINY_OVERRIDES laid over it (a fresh copy per test)."""
     shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
-    return _overlay(shipped, yaml.safe_load(yaml.safe_dump(TINY_OVERRIDES)))
+    return merged_params(yaml.safe_load(yaml.safe_dump(TINY_OVERRIDES)), shipped)
 
 
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -134,7 +127,7 @@ def finished_run(tmp_path_factory) -> Path:
     """A project folder holding every output of a tiny run (read-only: copy it to change it)."""
     workdir = tmp_path_factory.mktemp("finished_run")
     shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
-    run_stages(workdir, _overlay(shipped, yaml.safe_load(yaml.safe_dump(TINY_OVERRIDES))))
+    run_stages(workdir, merged_params(yaml.safe_load(yaml.safe_dump(TINY_OVERRIDES)), shipped))
     return workdir
 
 
