@@ -98,3 +98,23 @@ def fold_test_logits(
 def ensemble_members(params: Params) -> list[str]:
     """The models the ensemble weighs: train.models, then stage meta's when meta.enabled."""
     return list(params.train.models) + ([META_MODEL] if params.meta.enabled else [])
+
+
+def members_setup(params: Params) -> dict:
+    """The run's key settings, which results/ensemble/metrics.json puts first (`setup`), so that
+    plain `dvc exp show` opens with them beside the OOF accuracies.
+
+    `models` joins the members with "+"; each other key is the networks' value when they all
+    share it, else their values joined with "/" in train.models order.
+    """
+    networks = [params.train.for_model(name) for name in params.train.models]
+
+    def shared(values: list) -> int | float | str:
+        return values[0] if len(set(values)) == 1 else "/".join(f"{value:g}" for value in values)
+
+    return {
+        "models": "+".join(ensemble_members(params)),
+        "image_size": shared([hp.image_size for hp in networks]),
+        "epochs": shared([hp.epochs for hp in networks]),
+        "lr": shared([hp.optimizer.lr for hp in networks]),
+    }

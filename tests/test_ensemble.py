@@ -10,6 +10,7 @@ from hypothesis.extra import numpy as hnp
 from pipeline import members, paths, scoring
 from pipeline.console import PipelineError
 from pipeline.files import write_csv, write_json
+from pipeline.params import parse_params
 from pipeline.paths import CLASSES_FILE, FOLDS_FILE, OOF_NAME, TEST_LOGITS_NAME
 from pipeline.stages import ensemble as ens
 
@@ -284,3 +285,44 @@ def test_only_images_every_model_predicted_count(two_model_run, tmp_path):
     assert metrics["oof_images"] == 6
     assert np.isnan(oof[rows[:2]]).all() and not np.isnan(np.delete(oof, rows[:2], 0)).any()
     assert metrics["models"]["good"]["oof_accuracy"] == 1.0  # each model on its own rows
+
+
+def test_setup_names_the_members_and_their_shared_or_per_model_settings():
+    def setup(models: dict, meta: bool) -> dict:
+        raw = {
+            "train": {"models": models, "defaults": {"image_size": 96, "epochs": 40}},
+            "meta": {"enabled": meta},
+        }
+        return members.members_setup(parse_params(raw))
+
+    shared = setup({"d2l_resnet11": {}, "resnet18": {}}, meta=True)
+    lr = parse_params({"train": {"models": {"x": {}}}}).train.defaults.optimizer.lr
+    assert shared == {
+        "models": "d2l_resnet11+resnet18+meta",
+        "image_size": 96,
+        "epochs": 40,
+        "lr": lr,
+    }
+    differing = setup(
+        {"d2l_resnet11": {}, "resnet18": {"image_size": 128, "optimizer": {"lr": 0.01}}}, meta=False
+    )
+    assert differing == {
+        "models": "d2l_resnet11+resnet18",
+        "image_size": "96/128",
+        "epochs": 40,
+        "lr": f"{lr:g}/0.01",
+    }
+
+
+def test_metrics_put_the_accuracies_then_the_setup_first(two_model_run):
+    setup = {"models": "good+bad", "image_size": 96, "epochs": 1, "lr": 0.1}
+    _, _, metrics = ens.ensemble(
+        two_model_run, ["good", "bad"], [0, 1], "logits", "fit", 5, None, setup
+    )
+    assert list(metrics)[:4] == [
+        "oof_accuracy",
+        "oof_accuracy_fitted_cross",
+        "oof_accuracy_fitted",
+        "setup",
+    ]
+    assert metrics["setup"] == setup

@@ -1,5 +1,8 @@
 """End to end: the real `dvc repro` on a tiny configuration, then incremental re-runs."""
 
+import csv
+import io
+import json
 import re
 
 import pandas as pd
@@ -10,6 +13,9 @@ from conftest import run
 from pipeline.submission import submission_problems
 
 pytestmark = pytest.mark.e2e
+
+# `dvc exp show --csv`'s own columns, before the metrics.
+SHOW_FIXED_COLUMNS = {"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"}
 
 
 def repro(project) -> set[str]:
@@ -90,8 +96,22 @@ def test_dvc_repro_end_to_end_and_incremental(project):
     metrics = yaml.safe_load((project / "results/ensemble/metrics.json").read_text())
     assert set(metrics["models"]) == {"d2l_resnet11", "resnet10t"}
 
-    # 6. `dvc exp show` and `dvc plots show` see the DVCLive metrics and plots.
-    shown = run(["dvc", "metrics", "show", "--json"], project).stdout
-    assert "oof_accuracy" in shown and "best_valid_acc" in shown
+    # 6. Plain `dvc exp show` opens with the OOF accuracies and the run's setup (the ensemble's
+    # metrics.json is the only metrics file before pseudo's); `dvc metrics show` has the
+    # per-fold accuracies; `dvc plots show` renders the DVCLive learning curves.
+    table = csv.DictReader(io.StringIO(run(["dvc", "exp", "show", "--csv"], project).stdout))
+    workspace, header = next(table), table.fieldnames
+    columns = [name for name in header if name not in SHOW_FIXED_COLUMNS]
+    setup = ["setup.models", "setup.image_size", "setup.epochs", "setup.lr"]
+    accuracies = ["oof_accuracy", "oof_accuracy_fitted_cross", "oof_accuracy_fitted"]
+    assert columns[:7] == accuracies + setup
+    assert not [name for name in header if "results/train" in name or "best_valid_acc" in name]
+    assert workspace["setup.models"] == "d2l_resnet11+resnet10t"
+    assert workspace["setup.lr"] == f"{metrics['setup']['lr']}" and "/0.01" in workspace["setup.lr"]
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
+    files = shown[""]["data"]
+    assert list(files) == ["results/ensemble/metrics.json", "results/pseudo/metrics.json"]
+    folds = files["results/ensemble/metrics.json"]["data"]["models"]["resnet10t"]["folds"]
+    assert set(folds) == {"0", "1"}
     run(["dvc", "plots", "show", "-o", "plots_html"], project)
     assert (project / "plots_html/index.html").is_file()

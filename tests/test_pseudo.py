@@ -129,7 +129,7 @@ def test_off_round_writes_only_a_manifest_and_submit_uses_the_ensemble(run_copy,
     pseudo.main([])  # the finished run ran it already; again, from a clean folder
     assert sorted(p.name for p in PSEUDO_DIR.iterdir()) == [PSEUDO_MANIFEST.name]
     assert read_json(PSEUDO_MANIFEST) == {"enabled": False, "fine_tuned": False}
-    assert read_json(PSEUDO_METRICS) == {"enabled": False}
+    assert read_json(PSEUDO_METRICS) == {"pseudo": {"enabled": False}}
     assert "round is off" in capsys.readouterr().out
     submit.main([])
     assert "from data/ensemble (the ensemble; pseudo-label round off)" in capsys.readouterr().out
@@ -148,7 +148,7 @@ def test_round_fine_tunes_every_cell_and_submit_uses_it(run_copy, capsys):
     assert np.isfinite(oof).all() and not np.allclose(test, ensemble_test)
 
     num_test = len(test)
-    assert read_json(PSEUDO_METRICS) == metrics
+    assert read_json(PSEUDO_METRICS) == {"pseudo": metrics}
     assert metrics["fine_tuned"] and metrics["test_images"] == num_test
     assert metrics["pseudo_labelled"] == num_test and metrics["pseudo_share"] == 1.0
     ensemble_accuracy = read_json("results/ensemble/metrics.json")["oof_accuracy"]

@@ -6,11 +6,13 @@ Reads every models/<model>/fold<k>/ listed by train.models × train.folds (and m
 meta's logistic regression, when meta.enabled) and writes:
 - data/ensemble/: oof_logits.npy (the ensemble's out-of-fold logits, in folds.csv row order;
   NaN for rows of folds not trained) and test_logits.npy (the ensemble's test logits);
-- results/ensemble/metrics.json: OOF accuracy per fold and model, per model, and for the ensemble
-  (`oof_accuracy`, with the weights chosen; `oof_accuracy_equal`, all models alike;
-  `oof_accuracy_fitted` with `ensemble.weights: fit`, and `oof_accuracy_fitted_cross`, each
-  fold scored with weights fitted on the other folds: the honest estimate), and the weight of
-  each model;
+- results/ensemble/metrics.json, the project's one headline metrics file: OOF accuracy for the
+  ensemble (`oof_accuracy`, with the weights chosen; with `ensemble.weights: fit`,
+  `oof_accuracy_fitted_cross`, each fold scored with weights fitted on the other folds: the
+  honest estimate, and `oof_accuracy_fitted`; `oof_accuracy_equal`, all models alike), then
+  `setup` (the members and their image size, epochs and lr: `members_setup`), the weight of
+  each model, and OOF accuracy per model and per fold. Its key order is the column order of
+  `dvc exp show`, so plain `dvc exp show` opens with the accuracies and the setup;
 - results/ensemble/confusion.csv (actual, predicted: class names, one row per scored OOF image)
   and per_class.csv (class, accuracy, count), the data of `dvc plots show`'s confusion matrix
   and per-class accuracy bars.
@@ -27,7 +29,7 @@ import pandas as pd
 
 from pipeline.console import parse_stage_args, run
 from pipeline.files import atomic_path, write_csv, write_json
-from pipeline.members import ensemble_members, load_models
+from pipeline.members import ensemble_members, load_models, members_setup
 from pipeline.params import load_params
 from pipeline.paths import (
     CLASSES_FILE,
@@ -56,6 +58,7 @@ def ensemble(
     weighting: str = "equal",
     rounds: int = 100,
     num_classes: int | None = None,
+    setup: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Return (ensemble OOF logits, ensemble test logits, metrics).
 
@@ -67,23 +70,25 @@ def ensemble(
         weighting: `equal` weighs the models alike; `fit` uses `fit_weights`.
         rounds: `fit_weights`' most rounds.
         num_classes: if given, the number of classes every cell's logits must have.
+        setup: the run's key settings (`members_setup`), written after the accuracies.
     """
     targets = folds["target"].to_numpy()
     oofs, tests, per_model = load_models(folds, models, fold_ids, space, num_classes)
     oof, test, weights, scored = weigh_models(oofs, tests, targets, space, weighting, rounds)
-    scores = {
-        "oof_accuracy": accuracy(oof[scored], targets[scored]),
-        "oof_accuracy_equal": accuracy(average(oofs, space)[scored], targets[scored]),
-    }
+    scores = {"oof_accuracy": accuracy(oof[scored], targets[scored])}
     if weighting == "fit":
-        scores["oof_accuracy_fitted"] = scores["oof_accuracy"]
         fold_of_row = folds["fold"].to_numpy()[scored]
         if len(np.unique(fold_of_row)) > 1:  # one fold leaves nothing to fit its weights on
             scores["oof_accuracy_fitted_cross"] = cross_fitted_accuracy(
                 [o[scored] for o in oofs], targets[scored], fold_of_row, space, rounds
             )
+        scores["oof_accuracy_fitted"] = scores["oof_accuracy"]
+    equal = accuracy(average(oofs, space)[scored], targets[scored])
+    # Key order is `dvc exp show`'s column order: the accuracies and the setup first.
     metrics = {
         **scores,
+        **({"setup": setup} if setup else {}),
+        "oof_accuracy_equal": equal,
         "weights": dict(zip(models, weights.tolist(), strict=True)),
         "num_models": len(models),
         "num_folds": len(fold_ids),
@@ -109,6 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         settings.weights,
         settings.rounds,
         len(classes),
+        members_setup(params),
     )
     confusion = confusion_rows(oof, folds["target"].to_numpy(), classes)
     per_class = per_class_accuracy(confusion, classes)

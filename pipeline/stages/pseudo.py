@@ -19,7 +19,8 @@ like stage `ensemble` does (over folds, then over models with `ensemble.weights`
 atomically, to data/pseudo/ (manifest.json, oof_logits.npy, test_logits.npy); when no fold
 labels any test image the round changes nothing, and the manifest sends `submit` to the
 ensemble's predictions. results/pseudo/metrics.json has the number and share of test images
-labelled per fold and the OOF accuracy before (the ensemble's) and after the round.
+labelled per fold and the OOF accuracy before (the ensemble's) and after the round, under one
+key `pseudo` (so `dvc exp show` heads them pseudo.oof_accuracy etc., apart from the ensemble's).
 """
 
 from __future__ import annotations
@@ -192,13 +193,13 @@ def main(argv: list[str] | None = None) -> dict:
     if not params.pseudo.enabled:
         metrics = {"enabled": False}
         write_round({"enabled": False, "fine_tuned": False}, None, None)
-        write_json(PSEUDO_METRICS, metrics)
+        write_json(PSEUDO_METRICS, {"pseudo": metrics})
         print("pseudo: the pseudo-label round is off (pseudo.enabled: false); nothing to do")
         return metrics
     metrics, oof, test = run_round(params)
     manifest = {key: metrics[key] for key in ("enabled", "fine_tuned", "pseudo_labelled")}
     write_round(manifest, oof, test)
-    write_json(PSEUDO_METRICS, metrics)
+    write_json(PSEUDO_METRICS, {"pseudo": metrics})
     if not metrics["fine_tuned"]:
         print(
             f"pseudo: no test image reached pseudo.threshold = {params.pseudo.threshold:g}; "
