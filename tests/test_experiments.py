@@ -93,6 +93,10 @@ def test_queued_and_temp_experiments_on_dvc_added_data(project):
         assert 0.0 <= metrics["oof_accuracy"] <= 1.0
     assert ensemble_metrics(found["folds-1"]["data"])["num_folds"] == 1
     assert ensemble_metrics(found["lr-a"]["data"])["num_folds"] == 2
+    # Each experiment's setup.* columns (the first after the accuracies) are its own settings.
+    setup = ensemble_metrics(found["lr-b"]["data"])["setup"]
+    assert setup == {"models": "d2l_resnet11+meta", "image_size": 24, "epochs": 1, "lr": 0.01}
+    assert ensemble_metrics(found["lr-a"]["data"])["setup"]["lr"] == 0.003
     params = {n: found[n]["data"]["params"]["params.yaml"]["data"] for n in found}
     assert params["lr-b"]["train"]["defaults"]["image_size"] == 24
     assert params["lr-a"]["data"]["root"] == COMP

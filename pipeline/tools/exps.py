@@ -3,12 +3,13 @@
     leaf exps                         # every experiment of the current commit, key columns only
     leaf exps -- --all-commits --sort-by oof_accuracy_fitted_cross   # dvc flags after `--`
 
-DVC has no setting that picks `dvc exp show`'s columns: it shows every param the stages depend
-on (stage check depends on all of params.yaml) and every metric, and only its --drop/--keep
-flags narrow them. This is `dvc exp show --drop '.*'` with a --keep per column below, and passes
-the arguments after `--` to dvc as they are. Per-model overrides show as
-train.models.<name>.<key>; a model listed without overrides (`{}`) has no column: `leaf
-leaderboard` names the models.
+Plain `dvc exp show` already opens with the OOF accuracies and `setup.*` (the ensemble's
+metrics.json is the project's one headline metrics file), then shows every param of params.yaml
+and every dependency's hash: DVC has no setting that picks its columns, only the --drop/--keep
+flags of each call. This is `dvc exp show --drop '.*'` with a --keep per column below, and
+passes the arguments after `--` to dvc as they are. Per-model overrides show as
+train.models.<name>.<key>; a model listed without overrides (`{}`) has no params column, but
+`setup.models` names every member.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ KEEP = (
     r"^train\.folds$",
     r"^train\.defaults\.(image_size|epochs|optimizer\.lr)$",
     r"^oof_accuracy(_fitted_cross)?$",
+    r"^setup\.",  # the members and their image size, epochs and lr (results/ensemble/metrics.json)
 )
 
 
