@@ -56,8 +56,8 @@ def square_stats(image: torch.Tensor, border: float = -2.0) -> tuple[float, floa
     rows, cols = torch.meshgrid(
         torch.arange(image.shape[-2]), torch.arange(image.shape[-1]), indexing="ij"
     )
-    area = inside.sum()
-    return area.item(), (rows * inside).sum().item() / area, (cols * inside).sum().item() / area
+    area = inside.sum().item()
+    return area, (rows * inside).sum().item() / area, (cols * inside).sum().item() / area
 
 
 @pytest.mark.parametrize("view", ["scale0.5", "scale0.8", "scale0.9", "scale1.1", "scale1.5"])
