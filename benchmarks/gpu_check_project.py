@@ -1,10 +1,11 @@
-"""gpu_check's temporary projects, and the checks that run the real train stage in them.
+"""gpu_check's temporary projects, stage train run in them, and the OOM and torchrun checks.
 
 A project is a folder holding a Classify-Leaves-style competition folder (train.csv, test.csv,
 images/ of generated 224 px JPEGs, from benchmarks/throughput.py's generator), a params.yaml
 (the shipped one with overrides laid over it) and, once `prepare_project` ran stages prepare,
 split and cache in it, data/prepared, folds and the uint8 cache. The train stage then runs in
-a subprocess, exactly as dvc.yaml runs it.
+a subprocess, as dvc.yaml runs it, or through gpu_check_runner.py, which lays a GPU memory cap
+or a timer of the training passes over it without touching the project's code.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -25,12 +27,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from gpu_check_runner import TRAIN_SECONDS_PREFIX  # noqa: E402
 from throughput import write_jpegs  # noqa: E402
 
 from pipeline.tools.presets import merged_params  # noqa: E402
 
 EPOCH_LINE = re.compile(r"^epoch\s+(\d+)/(\d+) .*\| ([\d.]+)s", re.MULTILINE)
+TRAIN_SECONDS_LINE = re.compile(rf"^{re.escape(TRAIN_SECONDS_PREFIX)} ([\d.]+)$", re.MULTILINE)
 COMPETITION = "data/leaves"
+BASE_PARAMS = "gpu_check_base_params.yaml"  # params.yaml as prepared; each run starts from it
+# The OOM check's cap: a few GiB on any card, so that its workload fails as fast everywhere.
+OOM_GPU_MEMORY_GIB = 3
 
 
 def write_competition(root: Path, num_images: int, num_classes: int, test_images: int) -> None:
@@ -50,7 +57,8 @@ def write_params(root: Path, overrides: dict) -> None:
     shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
     base = {"data": {"root": COMPETITION, "sample_submission": None}}
     params = merged_params(overrides, merged_params(base, shipped))
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for name in ("params.yaml", BASE_PARAMS):
+        (root / name).write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 @contextlib.contextmanager
@@ -78,22 +86,61 @@ def prepare_project(
     return root
 
 
-def run_train(
-    root: Path, model: str, launcher: list[str], timeout: float
-) -> subprocess.CompletedProcess:
-    """`<launcher> -m pipeline.stages.train --model <model> --fold 0` in project `root`."""
-    # The project first; keep what the caller had (on the device machine: the carried wheels).
-    python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1", "LEAF_QUIET": "1"}
-    command = [*launcher, "-m", "pipeline.stages.train", "--model", model, "--fold", "0"]
-    return subprocess.run(
-        command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout
+def run_process(command: list[str], cwd: Path, env: dict, timeout: float):
+    """`command`'s CompletedProcess; on timeout its whole process group (data loader workers
+    too) is killed, and the output so far comes back with exit code 124."""
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+        returncode = process.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        returncode = 124
+    return subprocess.CompletedProcess(command, returncode, stdout, stderr)
 
 
-def set_train(root: Path, overrides: dict) -> None:
-    """Lay `overrides` over the project's params.yaml and forget any earlier training run."""
-    params = yaml.safe_load((root / "params.yaml").read_text())
+def stage_environment() -> dict:
+    """os.environ with the project first on PYTHONPATH, and output unbuffered."""
+    # Keep what the caller had after it (on the device machine: the carried wheels).
+    python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1", "LEAF_QUIET": "1"}
+
+
+def run_stage(
+    root: Path,
+    model: str,
+    timeout: float,
+    launcher: list[str] | None = None,
+    gpu_memory_gib: float | None = None,
+    time_train: bool = False,
+) -> subprocess.CompletedProcess:
+    """Stage train `--model <model> --fold 0` in project `root`: under `launcher -m` if given,
+    else through gpu_check_runner.py with its instruments."""
+    stage_args = ["--model", model, "--fold", "0"]
+    if launcher is not None:
+        command = [*launcher, "-m", "pipeline.stages.train", *stage_args]
+    else:
+        command = [sys.executable, str(ROOT / "benchmarks" / "gpu_check_runner.py")]
+        if gpu_memory_gib is not None:
+            command += ["--gpu-memory-gib", str(gpu_memory_gib)]
+        if time_train:
+            command.append("--time-train")
+        command += ["--", *stage_args]
+    return run_process(command, root, stage_environment(), timeout)
+
+
+def set_run(root: Path, overrides: dict) -> None:
+    """The project's params as prepared with `overrides` laid over them, and no earlier run."""
+    params = yaml.safe_load((root / BASE_PARAMS).read_text())
     (root / "params.yaml").write_text(
         yaml.safe_dump(merged_params(overrides, params), sort_keys=False)
     )
@@ -104,6 +151,11 @@ def set_train(root: Path, overrides: dict) -> None:
 def epoch_seconds(stdout: str) -> list[float]:
     """The seconds of each epoch (training and validation) from the stage's epoch lines."""
     return [float(match.group(3)) for match in EPOCH_LINE.finditer(stdout)]
+
+
+def train_seconds(stdout: str) -> list[float]:
+    """The seconds of each training pass, from gpu_check_runner.py's --time-train lines."""
+    return [float(match.group(1)) for match in TRAIN_SECONDS_LINE.finditer(stdout)]
 
 
 def tail(result: subprocess.CompletedProcess, chars: int = 600) -> str:
@@ -136,20 +188,66 @@ def small_project(cfg, device, folder: Path) -> Path:
     return root
 
 
+def leaves_project(cfg, device, folder: Path) -> tuple[Path, float | None]:
+    """One Classify-Leaves-sized project per run (5 folds, the cache at the check size), shared
+    by the anchor, stage_resnet50* and preset checks; with its build seconds when this call
+    built it (it takes the seconds from the budget of the first check that needs it)."""
+    root = folder / "leaves"
+    if (root / "params.yaml").exists():
+        return root, None
+    overrides = {
+        "split": {"n_splits": 5},
+        "cache": {"image_size": cfg.leaves_size},
+        "train": {
+            "models": {cfg.stage_speed_model: {}},
+            "folds": [0],
+            "device": device.type,
+            "defaults": {"image_size": cfg.leaves_size},
+        },
+    }
+    start = time.perf_counter()
+    prepare_project(root, cfg.leaves_images, cfg.leaves_classes, overrides)
+    return root, round(time.perf_counter() - start, 1)
+
+
+def check_leaves_project(cfg, device, budget, folder: Path) -> dict:
+    """Builds the leaves project (stages prepare, split and cache of 18,353 generated JPEGs)
+    for the checks after it, so that none of their budgets pays for it."""
+    root, built_s = leaves_project(cfg, device, folder)
+    return {
+        "status": "pass",
+        "images": cfg.leaves_images,
+        "classes": cfg.leaves_classes,
+        "image_size": cfg.leaves_size,
+        "build_s": built_s if built_s is not None else "built earlier",
+        "fold0_train_images": fold_train_images(root),
+    }
+
+
+def fold_train_images(root: Path, fold: int = 0) -> int:
+    """How many of the project's images train when `fold` validates."""
+    from pipeline.paths import FOLDS_FILE
+
+    return int((pd.read_csv(root / FOLDS_FILE)["fold"] != fold).sum())
+
+
 def check_oom(cfg, device, budget, folder: Path) -> dict:
-    """A real out-of-memory: the stage ends with its message and exit code 2."""
+    """A real out-of-memory under a GPU memory cap: the stage ends with its message, exit 2."""
     if device.type != "cuda":
         return {"status": "skipped: no CUDA"}
     root = small_project(cfg, device, folder)
+    # ResNet-50 at 1024 px, fp32, batch 32: the stem's first two activations alone take 4 GiB,
+    # more than the cap, so the first training step fails whatever the card.
     huge = {"image_size": 1024, "batch_size": cfg.small_images // 2, "amp": False}
     # Without the cache: it holds the images at the small size, and the stage would refuse it.
-    train = {"models": {"wide_resnet101_2": {}}, "defaults": huge}
-    set_train(root, {"cache": {"enabled": False}, "train": train})
-    result = run_train(root, "wide_resnet101_2", [sys.executable], budget.left())
+    train = {"models": {"resnet50": {}}, "defaults": huge}
+    set_run(root, {"cache": {"enabled": False}, "train": train})
+    result = run_stage(root, "resnet50", budget.left(), gpu_memory_gib=OOM_GPU_MEMORY_GIB)
     message = "out of GPU memory training" in result.stderr
     traceback = "Traceback" in result.stderr
     return {
         "status": "pass" if result.returncode == 2 and message and not traceback else "fail",
+        "gpu_memory_cap_gib": OOM_GPU_MEMORY_GIB,
         "exit_code": result.returncode,
         "message": result.stderr.strip().splitlines()[-1][:300] if result.stderr else "",
         **({} if result.returncode == 2 else {"output_tail": tail(result)}),
@@ -159,10 +257,9 @@ def check_oom(cfg, device, budget, folder: Path) -> dict:
 def check_torchrun(cfg, device, budget, folder: Path) -> dict:
     """`torchrun --nproc_per_node=1` trains one fold (NCCL on CUDA; gloo, the same path, on CPU)."""
     root = small_project(cfg, device, folder)
-    set_train(
+    set_run(
         root,
         {
-            "cache": {"enabled": True},
             "train": {
                 "models": {cfg.stage_model: {}},
                 "defaults": {
@@ -174,7 +271,7 @@ def check_torchrun(cfg, device, budget, folder: Path) -> dict:
         },
     )
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1"]
-    result = run_train(root, cfg.stage_model, launcher, budget.left())
+    result = run_stage(root, cfg.stage_model, budget.left(), launcher=launcher)
     written = (root / "models" / cfg.stage_model / "fold0" / "best.pt").exists()
     return {
         "status": "pass" if result.returncode == 0 and written else "fail",
@@ -182,40 +279,4 @@ def check_torchrun(cfg, device, budget, folder: Path) -> dict:
         "exit_code": result.returncode,
         "best_pt_written": written,
         **({} if result.returncode == 0 else {"output_tail": tail(result)}),
-    }
-
-
-def check_epoch(cfg, device, budget, folder: Path) -> dict:
-    """A Classify-Leaves-sized epoch through stage train; projects 5 folds x 30 epochs."""
-    overrides = {
-        "split": {"n_splits": 5},
-        "train": {
-            "models": {cfg.epoch_model: {}},
-            "folds": [0],
-            "device": device.type,
-            "loader": {"num_workers": cfg.workers},
-            "defaults": {
-                "image_size": cfg.epoch_size,
-                "epochs": cfg.epoch_epochs,
-                "batch_size": cfg.epoch_batch,
-                "tta": {"views": ["identity", "hflip"]},
-            },
-        },
-    }
-    start = time.perf_counter()
-    root = prepare_project(folder / "epoch", cfg.epoch_images, cfg.epoch_classes, overrides)
-    prepared_s = time.perf_counter() - start
-    result = run_train(root, cfg.epoch_model, [sys.executable], budget.left())
-    seconds = epoch_seconds(result.stdout)
-    if result.returncode != 0 or not seconds:
-        return {"status": "fail", "exit_code": result.returncode, "output_tail": tail(result)}
-    steady = seconds[-1]  # the first epoch also pays for cuDNN autotuning and worker start
-    return {
-        "status": "pass",
-        "model": cfg.epoch_model,
-        "train_images": cfg.epoch_images * 4 // 5,
-        "valid_images": cfg.epoch_images - cfg.epoch_images * 4 // 5,
-        "epoch_seconds_train_and_valid": seconds,
-        "project_prepare_s": round(prepared_s, 1),
-        "projected_5_folds_x_30_epochs_min": round(steady * 150 / 60, 1),
     }
