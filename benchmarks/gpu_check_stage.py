@@ -17,6 +17,7 @@ loader's start.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -38,11 +39,10 @@ PRESET = ROOT / "presets" / "classify-leaves-gpu.yaml"
 FOLDS, FULL_EPOCHS = 5, 30  # what the preset trains per network
 
 
-def device_augmentation() -> dict:
-    """`augment_on: device` where this pipeline's LoaderParams has the key; else nothing."""
-    from pipeline.schema import LoaderParams
-
-    return {"augment_on": "device"} if "augment_on" in LoaderParams.model_fields else {}
+def data_path(stdout: str) -> str:
+    """Where stage train said it augmented: `device`, `workers`, or `unknown`."""
+    match = re.search(r"^augmented on the (\w+):", stdout, re.MULTILINE)
+    return match[1] if match else "unknown"
 
 
 def steady_figures(result, train_images: int) -> dict:
@@ -71,7 +71,7 @@ def speed_overrides(cfg, device, compiled: bool) -> dict:
             "models": {cfg.stage_speed_model: {}},
             "device": device.type,
             "compile": compiled,
-            "loader": {"num_workers": cfg.workers, **device_augmentation()},
+            "loader": {"num_workers": cfg.workers, "augment_on": "device"},
             "defaults": {
                 "image_size": cfg.leaves_size,
                 "epochs": cfg.stage_epochs,
@@ -94,7 +94,7 @@ def stage_speed(cfg, device, budget, folder: Path, compiled: bool) -> dict:
         "status": "pass" if result.returncode == 0 and "img_s" in figures else "fail",
         "model": cfg.stage_speed_model,
         "batch": cfg.stage_speed_batch,
-        "augment_on": device_augmentation().get("augment_on", "not in this pipeline's params"),
+        "augmented_on": data_path(result.stdout),
         "train_images": train_images,
         **figures,
     }

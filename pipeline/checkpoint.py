@@ -6,6 +6,7 @@ import io
 import math
 import pickle
 import random
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,11 +34,18 @@ class Resumable(Protocol):
 
 
 def run_fingerprint(
-    params: Params, hp: ModelParams, model: str, fold: int, device: torch.device
+    params: Params,
+    hp: ModelParams,
+    model: str,
+    fold: int,
+    device: torch.device,
+    augment_on: str = "workers",
 ) -> dict[str, Any]:
     """What one cell's training depends on: a checkpoint is resumed only if all of it matches.
 
-    `train.loader` is left out: the data stream does not depend on it (see pipeline.loaders).
+    `train.loader` is left out but for where images are augmented (`augment_on`, the path
+    pipeline.device_data took): the data stream depends on nothing else of it (see
+    pipeline.loaders). The workers path adds no key, so its fingerprints stay as they were.
 
     Args:
         params: the whole validated params.yaml.
@@ -45,6 +53,7 @@ def run_fingerprint(
         model: the cell's key of train.models.
         fold: the cell's validation fold.
         device: the resolved training device.
+        augment_on: `device` or `workers`.
     """
     return {
         "model": model,
@@ -57,6 +66,7 @@ def run_fingerprint(
         "cache_size": resolve_cache_size(params),  # cached pixels differ from decoded ones
         "folds_md5": file_md5(FOLDS_FILE),
         "test_md5": file_md5(PREPARED_TEST),
+        **({"augment_on": augment_on} if augment_on != "workers" else {}),
     }
 
 
@@ -88,10 +98,52 @@ def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
     Serialised in memory first: saved to a path, torch records the file's (random, temporary)
     name in the archive, and the same checkpoint would get a new md5 in dvc.lock every run.
     """
+    write_atomically(path, serialise(checkpoint))
+
+
+def serialise(checkpoint: dict[str, Any]) -> memoryview:
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
+    return buffer.getbuffer()
+
+
+def write_atomically(path: Path, data: memoryview) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getbuffer())
+        tmp.write_bytes(data)
+
+
+class CheckpointWriter:
+    """Epoch checkpoints whose disk write overlaps the next epoch's training.
+
+    `save` serialises the checkpoint in memory at once (a snapshot: the next step changes the
+    weights), then a background thread writes it and renames it into place, atomically as
+    `save_checkpoint` does: a kill at any moment leaves the previous epoch's file, and a resume
+    from it is as exact as ever. A save first waits for the write before it; leaving the `with`
+    block waits for the last one and raises its error, if any.
+    """
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self.pending: Future | None = None
+
+    def save(self, path: Path, checkpoint: dict[str, Any]) -> None:
+        data = serialise(checkpoint)
+        self.wait()
+        self.pending = self.pool.submit(write_atomically, path, data)
+
+    def wait(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> CheckpointWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown()
 
 
 def load_resumable(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:

@@ -69,13 +69,20 @@ def configure_determinism(deterministic: bool, device: torch.device) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
+def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """The autocast dtype on CUDA: bf16 where supported, else fp16; None: fp32 (elsewhere)."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def amp_context(
     device: torch.device, enabled: bool
 ) -> tuple[Callable, torch.amp.GradScaler | None]:
     """Autocast for CUDA: bf16 where supported, else fp16 with a GradScaler; fp32 elsewhere."""
-    if not enabled or device.type != "cuda":
+    dtype = amp_dtype(device, enabled)
+    if dtype is None:
         return contextlib.nullcontext, None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     return partial(torch.autocast, device_type="cuda", dtype=dtype), scaler
 

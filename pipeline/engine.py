@@ -20,16 +20,9 @@ from pipeline.console import progress
 from pipeline.device import amp_context
 from pipeline.models import head_parameters
 from pipeline.optim import create_optimizer, create_scheduler
+from pipeline.running_metrics import HostCopy, RunningMetrics, checked, look
 from pipeline.schema import MixupParams, ModelParams, TtaParams
 from pipeline.tta import predict_gathered
-
-
-class DivergedError(Exception):
-    """The training loss became NaN or infinite."""
-
-    def __init__(self, epoch: int, step: int, steps: int, loss: float):
-        super().__init__(f"loss {loss} at epoch {epoch}, step {step}/{steps}")
-        self.epoch, self.step, self.steps, self.loss = epoch, step, steps, loss
 
 
 @dataclass
@@ -165,52 +158,10 @@ def optimizer_step(trainer: Trainer, loss: torch.Tensor) -> None:
         trainer.ema.update(trainer.model, step=trainer.scheduler.last_epoch)
 
 
-# Steps between reads of the running metrics by device type (1 elsewhere): each read waits for
-# the device, so CUDA steps queue ahead; a read also checks for a non-finite loss.
+# Steps between looks at the running metrics by device type (1 elsewhere). On CUDA a look
+# starts a copy to the host and shows the previous one if it has arrived, so no step waits for
+# the device; elsewhere it reads them at once. A look also checks for a non-finite loss.
 SYNC_EVERY = {"cuda": 20}
-
-
-class RunningMetrics:
-    """An epoch's loss sum, correct count and first non-finite step, kept on the device.
-
-    `add` queues tensor ops and never waits for the device; `read` copies all of it to the host
-    at once. The loss is summed in float64 as loss x batch size, as the host summed
-    `loss.item()` before, so the reported loss is the same to the last bit.
-    """
-
-    def __init__(self, device: torch.device):
-        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        self.correct = torch.zeros((), dtype=torch.int64, device=device)
-        self.first_bad_step = torch.zeros((), dtype=torch.int64, device=device)  # 0: none yet
-        self.bad_loss = torch.zeros((), dtype=torch.float32, device=device)
-        self.seen = 0
-
-    def add(self, step: int, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor):
-        loss = loss.detach().float()
-        self.loss_sum += loss.double() * len(targets)
-        self.correct += (logits.argmax(1) == targets).sum()
-        self.seen += len(targets)
-        first = (self.first_bad_step == 0) & ~torch.isfinite(loss)
-        self.first_bad_step = torch.where(first, step, self.first_bad_step)
-        self.bad_loss = torch.where(first, loss, self.bad_loss)
-
-    def read(self) -> tuple[float, int, int, float]:
-        """The loss sum, correct count, first non-finite step (0: none) and its loss."""
-        values = [self.loss_sum, self.correct, self.first_bad_step, self.bad_loss]
-        loss_sum, correct, bad_step, bad_loss = torch.stack([v.double() for v in values]).tolist()
-        return loss_sum, int(correct), int(bad_step), bad_loss
-
-
-def read_checked(metrics: RunningMetrics, epoch: int, steps: int) -> tuple[float, int]:
-    """The loss sum and correct count so far, after checking every step's loss was finite.
-
-    Raises:
-        DivergedError: naming the first step whose loss was NaN or infinite.
-    """
-    loss_sum, correct, bad_step, bad_loss = metrics.read()
-    if bad_step:
-        raise DivergedError(epoch, bad_step, steps, bad_loss)
-    return loss_sum, correct
 
 
 def train_one_epoch(
@@ -230,6 +181,7 @@ def train_one_epoch(
     model.train()
     loader.sampler.set_epoch(epoch)
     metrics, sync_every = RunningMetrics(device), SYNC_EVERY.get(device.type, 1)
+    copy = HostCopy(device)
     bar = progress(loader, desc=desc, leave=False, unit="batch")
     for step, (images, targets) in enumerate(bar, start=1):
         images = images.to(device, non_blocking=True)
@@ -243,11 +195,8 @@ def train_one_epoch(
         optimizer_step(trainer, loss)
         metrics.add(step, loss, logits, targets)
         if step % sync_every == 0:
-            loss_sum, correct = read_checked(metrics, epoch, len(loader))
-            bar.set_postfix(
-                loss=f"{loss_sum / metrics.seen:.3f}", acc=f"{correct / metrics.seen:.3f}"
-            )
-    loss_sum, correct = read_checked(metrics, epoch, len(loader))
+            look(metrics, copy, bar, epoch, len(loader))
+    loss_sum, correct = checked(metrics.read(), epoch, len(loader))  # one wait, per epoch
     loss_sum, correct, seen = distributed.sum_across((loss_sum, correct, metrics.seen))
     return {"loss": loss_sum / seen, "acc": correct / seen}
 

@@ -15,7 +15,7 @@ import numpy as np
 from dvclive import Live
 
 from pipeline import distributed
-from pipeline.checkpoint import resume, rng_states, save_checkpoint
+from pipeline.checkpoint import CheckpointWriter, resume, rng_states
 from pipeline.engine import Trainer, run_epoch
 from pipeline.live import log_epoch
 from pipeline.schema import ModelParams
@@ -51,7 +51,8 @@ def fit(
     checkpoint_path: Path,
     fingerprint: dict[str, Any],
 ) -> dict:
-    """The training loop: resumes from `checkpoint_path`, and saves it after every epoch.
+    """The training loop: resumes from `checkpoint_path`, and saves it after every epoch (the
+    write overlapping the next epoch, see CheckpointWriter).
 
     The best epoch has the highest validation accuracy (then the lowest loss) of the raw
     weights or, with `ema.enabled`, of their moving average, whichever validates better.
@@ -61,33 +62,49 @@ def fit(
         which weights won (`weights`: `raw` or `ema`) and those weights (`state`).
     """
     done, best, history = resume(trainer, live, checkpoint_path, fingerprint, hp.epochs)
-    for epoch in range(done + 1, hp.epochs + 1):
-        start = time.perf_counter()
-        metrics = run_epoch(trainer, loaders, valid_targets, epoch, hp.epochs)
-        log_epoch(live, metrics)
-        history.append(metrics)
-        weights, acc, loss = epoch_best(metrics)
-        improved = (acc, -loss) > (best["acc"], -best["loss"])
-        if improved:
-            model = trainer.ema.module if weights == "ema" else trainer.model
-            state = copy.deepcopy(model.state_dict())
-            best = {"acc": acc, "loss": loss, "epoch": epoch, "weights": weights, "state": state}
-        if distributed.is_main():  # every process holds the same state: rank 0 saves it
-            save_checkpoint(
-                checkpoint_path,
-                {
-                    "fingerprint": fingerprint,
-                    "complete": False,
-                    "epoch": epoch,
-                    "best": best,
-                    "history": history,
-                    "trainer": trainer.state_dict(),
-                    "rng": rng_states(trainer.device),
-                },
-            )
-        seconds = time.perf_counter() - start
-        marker = ("  *" + (" ema" if weights == "ema" else "")) if improved else ""
-        print(f"epoch {epoch:>3}/{hp.epochs}  {describe_epoch(metrics)} | {seconds:.1f}s{marker}")
+    with CheckpointWriter() as writer:
+        for epoch in range(done + 1, hp.epochs + 1):
+            best = fit_epoch(trainer, loaders, hp, valid_targets, live, epoch, best, history)
+            if distributed.is_main():  # every process holds the same state: rank 0 saves it
+                writer.save(
+                    checkpoint_path,
+                    {
+                        "fingerprint": fingerprint,
+                        "complete": False,
+                        "epoch": epoch,
+                        "best": best,
+                        "history": history,
+                        "trainer": trainer.state_dict(),
+                        "rng": rng_states(trainer.device),
+                    },
+                )
+    return best
+
+
+def fit_epoch(
+    trainer: Trainer,
+    loaders: dict,
+    hp: ModelParams,
+    valid_targets: np.ndarray,
+    live: Live,
+    epoch: int,
+    best: dict,
+    history: list[dict[str, float]],
+) -> dict:
+    """Train and validate epoch `epoch`, log it (appending to `history`); the best so far."""
+    start = time.perf_counter()
+    metrics = run_epoch(trainer, loaders, valid_targets, epoch, hp.epochs)
+    log_epoch(live, metrics)
+    history.append(metrics)
+    weights, acc, loss = epoch_best(metrics)
+    improved = (acc, -loss) > (best["acc"], -best["loss"])
+    if improved:
+        model = trainer.ema.module if weights == "ema" else trainer.model
+        state = copy.deepcopy(model.state_dict())
+        best = {"acc": acc, "loss": loss, "epoch": epoch, "weights": weights, "state": state}
+    seconds = time.perf_counter() - start
+    marker = ("  *" + (" ema" if weights == "ema" else "")) if improved else ""
+    print(f"epoch {epoch:>3}/{hp.epochs}  {describe_epoch(metrics)} | {seconds:.1f}s{marker}")
     return best
 
 

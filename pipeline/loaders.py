@@ -196,6 +196,7 @@ class DeviceLoader:
 
     def __init__(self, loader: DataLoader, device: torch.device, channels_last: bool = False):
         self.loader, self.device = loader, torch.device(device)
+        self.copies: torch.cuda.Stream | None = None
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # (x / 255 - mean) / std, as x * scale + shift.
         std = torch.tensor(IMAGENET_STD, device=self.device).view(3, 1, 1)
@@ -204,6 +205,10 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         return len(self.loader)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.loader.dataset)
 
     def __getattr__(self, name: str) -> Any:
         if name == "loader":  # not set yet: avoid recursing
@@ -219,7 +224,9 @@ class DeviceLoader:
 
     def prefetched(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """CUDA batches, each copied on a side stream while the one before it computes."""
-        compute, copies = torch.cuda.current_stream(self.device), torch.cuda.Stream(self.device)
+        if self.copies is None:  # one side stream for every pass, made on first use
+            self.copies = torch.cuda.Stream(self.device)
+        compute, copies = torch.cuda.current_stream(self.device), self.copies
 
         def copy(batch: tuple[torch.Tensor, torch.Tensor] | None) -> tuple | None:
             if batch is None:
@@ -247,6 +254,12 @@ class DeviceLoader:
         return images.contiguous(memory_format=self.memory_format)
 
 
+def fold_tables(folds: pd.DataFrame, test: pd.DataFrame, fold: int) -> dict[str, pd.DataFrame]:
+    """The `train`, `valid` and `test` tables of a fold: fold `fold` is validation."""
+    is_train = folds["fold"] != fold
+    return {"train": folds[is_train], "valid": folds[~is_train], "test": test}
+
+
 def build_loaders(
     params: Params,
     model_params: ModelParams,
@@ -270,10 +283,8 @@ def build_loaders(
     seed, batch = params.base.seed, model_params.batch_size
     cache = load_image_cache(resolve_cache_size(params))
     channels_last = use_channels_last(params.train.channels_last, device)
-    is_train = folds["fold"] != fold
-    tables = {"train": folds[is_train], "valid": folds[~is_train], "test": test}
     loaders = {}
-    for name, table in tables.items():
+    for name, table in fold_tables(folds, test, fold).items():
         train = name == "train"
         dataset = LeafDataset(
             table.path,

@@ -225,6 +225,8 @@ class LoaderParams(Strict):
     pin_memory: bool = True  # on CUDA only: page-locked batches copy to the GPU asynchronously
     persistent_workers: bool = True  # with workers: keep them between epochs
     prefetch_factor: PositiveInt = 2  # with workers: batches each one prepares ahead
+    # where images are augmented; pipeline.device_data.augment_path decides `auto`
+    augment_on: Literal["auto", "device", "workers"] = "auto"
 
 
 class TrainParams(Strict):

@@ -78,15 +78,16 @@ def predict_logits(
     model, loader, autocast, device: torch.device, tta: TtaParams, desc: str = "predict"
 ) -> np.ndarray:
     """Logits for every image in loader order, averaged over `tta.views` in `tta.average`'s
-    space (so log-probabilities when that is `probs`)."""
+    space (so log-probabilities when that is `probs`). They stay on the device until the pass
+    ends: one copy to the host, and no step waits for it."""
     model.eval()
     outputs = []
     for images, _ in progress(loader, desc=desc, leave=False, unit="batch"):
         images = images.to(device, non_blocking=True)  # in the model's memory format already
         with autocast():
             views = torch.stack([model(apply_view(images, v)).float() for v in tta.views])
-        outputs.append(average_views(views, tta.average).cpu())
-    return torch.cat(outputs).numpy()
+        outputs.append(average_views(views, tta.average))
+    return torch.cat(outputs).cpu().numpy()
 
 
 def predict_gathered(

@@ -143,15 +143,14 @@ def test_side_by_side_ratios_and_targets():
     assert side_by_side({})["anchor_img_s"] is None
 
 
-def test_stage_overrides_ask_for_device_augmentation_where_the_params_know_it():
+def test_stage_speed_runs_ask_for_the_device_path_and_report_the_one_taken():
     import gpu_check
-    from gpu_check_stage import speed_overrides
-
-    from pipeline.schema import LoaderParams
+    from gpu_check_stage import data_path, speed_overrides
 
     loader = speed_overrides(gpu_check.SMOKE, SimpleNamespace(type="cpu"), False)["train"]["loader"]
-    assert ("augment_on" in loader) == ("augment_on" in LoaderParams.model_fields)
-    assert loader.get("augment_on", "device") == "device"
+    assert loader["augment_on"] == "device"
+    assert data_path("x\naugmented on the device: train.loader.augment_on: device\n") == "device"
+    assert data_path("no such line") == "unknown"
 
 
 def test_preset_networks_keep_their_names_and_settings():
@@ -165,9 +164,10 @@ def test_preset_networks_keep_their_names_and_settings():
     train = network_overrides(
         gpu_check.Sizes(), cpu, preset, "efficientnet_b3", networks["efficientnet_b3"]
     )["train"]
-    assert train["models"] == {"efficientnet_b3": {"optimizer": {"lr": 0.001}}}
+    assert train["models"] == {"efficientnet_b3": networks["efficientnet_b3"]}
+    assert networks["efficientnet_b3"]["optimizer"]["lr"] > 0
     assert train["defaults"]["pretrained"] is False and train["defaults"]["epochs"] == 2
-    assert train["defaults"]["ema"] == {"enabled": True}  # the preset's, kept
+    assert train["defaults"]["ema"] == preset["train"]["defaults"]["ema"]  # the preset's, kept
     _, smoke = preset_networks(gpu_check.SMOKE)
     assert smoke == {"resnext50_32x4d": {"backbone": "test_resnet"}}
 

@@ -10,8 +10,9 @@ from torch.utils.data import Dataset
 
 from pipeline import engine
 from pipeline.device import resolve_num_workers
-from pipeline.engine import DivergedError, create_trainer, train_one_epoch
+from pipeline.engine import create_trainer, train_one_epoch
 from pipeline.loaders import create_loader
+from pipeline.running_metrics import DivergedError
 from pipeline.schema import ModelParams
 
 CPU = torch.device("cpu")

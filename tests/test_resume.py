@@ -112,18 +112,28 @@ def metric_history(workdir: Path) -> dict[str, str]:
     return {str(p.relative_to(plots)): p.read_text() for p in sorted(plots.rglob("*.tsv"))}
 
 
-def test_a_killed_fold_resumes_bit_identically(finished_run, tmp_path):
-    # Dropout makes the torch RNG matter; 2 loader workers before the kill and none after show
-    # that the worker count does not change the data stream either.
+@pytest.mark.parametrize("augment_on", ["workers", "device"])
+def test_a_killed_fold_resumes_bit_identically(finished_run, tmp_path, augment_on):
+    # Dropout makes the torch RNG matter; on the workers path, 2 loader workers before the kill
+    # and none after show that the worker count does not change the data stream either.
     settings = {"deterministic": True, "epochs": 5, "drop_rate": 0.2, "optimizer": {"lr": 0.002}}
-    reference = copy_run(finished_run, tmp_path / "reference", **settings)
-    killed = copy_run(finished_run, tmp_path / "killed", **settings, loader={"num_workers": 2})
+    reference = copy_run(
+        finished_run, tmp_path / "reference", **settings, loader={"augment_on": augment_on}
+    )
+    killed = copy_run(
+        finished_run,
+        tmp_path / "killed",
+        **settings,
+        loader={"augment_on": augment_on, "num_workers": 2},
+    )
     uninterrupted = start_training(reference)  # runs alongside, on the other core
 
     stopped_at = kill_after_epoch(start_training(killed), killed / LAST, epoch=2)
     assert stopped_at < 5
     assert not torch.load(killed / LAST, weights_only=False)["complete"]
-    write_params(killed, finished_run, **settings, loader={"num_workers": 0})
+    write_params(
+        killed, finished_run, **settings, loader={"augment_on": augment_on, "num_workers": 0}
+    )
     out = finish(start_training(killed), killed)
     finish(uninterrupted, reference)
 

@@ -42,10 +42,10 @@ from pipeline.device import (
     seed_everything,
     use_channels_last,
 )
-from pipeline.engine import DivergedError, Trainer, create_trainer
+from pipeline.device_data import fold_data
+from pipeline.engine import Trainer, create_trainer
 from pipeline.files import atomic_path, write_json
 from pipeline.fitting import fit_and_predict
-from pipeline.loaders import build_loaders
 from pipeline.members import ensemble_members, fold_test_logits
 from pipeline.params import load_params
 from pipeline.paths import (
@@ -64,6 +64,7 @@ from pipeline.pseudo_labels import (
     round_metrics,
     with_pseudo_rows,
 )
+from pipeline.running_metrics import DivergedError
 from pipeline.schema import META_MODEL, ModelParams, Params
 from pipeline.scoring import accuracy, combine
 from pipeline.tables import check_targets, read_class_list, read_input_table
@@ -109,14 +110,14 @@ def fine_tune_cell(
         set (in test.csv order), both averaged over the model's TTA views.
     """
     hp = fine_tune_settings(params.train.for_model(model_name), params.pseudo)
-    loaders = build_loaders(params, hp, table, test, fold, device)
+    loaders, _, _ = fold_data(params, hp, table, test, fold, device)
     valid_targets = table["target"].to_numpy()[table["fold"].to_numpy() == fold]
     model = load_trained(model_name, fold, hp, classes).to(device)
     if use_channels_last(params.train.channels_last, device):
         model = model.to(memory_format=torch.channels_last)
     trainer = create_trainer(model, hp, len(loaders["train"]), device)
     print(
-        f"pseudo {model_name} fold {fold}: fine-tuning on {len(loaders['train'].dataset)} "
+        f"pseudo {model_name} fold {fold}: fine-tuning on {loaders['train'].num_images} "
         f"images, {hp.epochs} epochs at lr {hp.optimizer.lr:.2e} on {device}"
     )
     cell = f"{model_name} fold {fold}"

@@ -37,15 +37,14 @@ from pipeline.device import (
     compile_model,
     configure_determinism,
     resolve_device,
-    resolve_num_workers,
     seed_everything,
     use_channels_last,
 )
-from pipeline.engine import DivergedError, create_trainer, evaluate
+from pipeline.device_data import fold_data
+from pipeline.engine import create_trainer, evaluate
 from pipeline.files import remove_stale_temps
 from pipeline.fitting import fit_and_predict
 from pipeline.live import open_live
-from pipeline.loaders import build_loaders
 from pipeline.models import create_model
 from pipeline.params import load_params
 from pipeline.paths import (
@@ -56,6 +55,7 @@ from pipeline.paths import (
     fold_results_dir,
     last_checkpoint_path,
 )
+from pipeline.running_metrics import DivergedError
 from pipeline.schema import ModelParams, Params
 from pipeline.tables import check_targets, read_class_list, read_input_table
 
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     check_targets(folds, len(classes), FOLDS_FILE)
     train_images = int((folds["fold"] != args.fold).sum())
     distributed.check_batch_size(hp.batch_size, train_images, f"train.models.{args.model}")
-    loaders = build_loaders(params, hp, folds, test, args.fold, device)
+    loaders, data_path, why = fold_data(params, hp, folds, test, args.fold, device)
     valid_rows = np.flatnonzero(folds["fold"].to_numpy() == args.fold)
     valid_targets = folds["target"].to_numpy()[valid_rows]
 
@@ -151,14 +151,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     trainer = create_trainer(model, hp, len(loaders["train"]), device)
     if params.train.compile:  # after create_trainer: its EMA copy must stay uncompiled
         compile_model(model, loaders["valid"].batch_size)
-    fingerprint = run_fingerprint(params, hp, args.model, args.fold, device)
+    fingerprint = run_fingerprint(params, hp, args.model, args.fold, device, data_path)
     print(
-        f"train {args.model} fold {args.fold}: {len(loaders['train'].dataset)} train / "
+        f"train {args.model} fold {args.fold}: {loaders['train'].num_images} train / "
         f"{len(valid_rows)} valid images, {len(classes)} classes, {hp.epochs} epochs on {device}"
     )
-
-    workers, why = resolve_num_workers(params.train.loader.num_workers, device)
-    print(f"loader: {workers} workers ({why})")
+    print(f"augmented on the {data_path}: {why}")
 
     # 3. Train (or resume), then predict OOF and test logits with the best weights and TTA.
     with (

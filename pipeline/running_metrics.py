@@ -1,0 +1,98 @@
+"""An epoch's running loss and accuracy, kept on the device and shown without waiting for it."""
+
+from __future__ import annotations
+
+import torch
+
+
+class DivergedError(Exception):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, step: int, steps: int, loss: float):
+        super().__init__(f"loss {loss} at epoch {epoch}, step {step}/{steps}")
+        self.epoch, self.step, self.steps, self.loss = epoch, step, steps, loss
+
+
+class RunningMetrics:
+    """An epoch's loss sum, correct count and first non-finite step, kept on the device.
+
+    `add` queues tensor ops and never waits for the device; `read` copies all of it to the host
+    at once. The loss is summed in float64 as loss x batch size, as the host summed
+    `loss.item()` before, so the reported loss is the same to the last bit.
+    """
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.first_bad_step = torch.zeros((), dtype=torch.int64, device=device)  # 0: none yet
+        self.bad_loss = torch.zeros((), dtype=torch.float32, device=device)
+        self.seen = 0
+
+    def add(self, step: int, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor):
+        loss = loss.detach().float()
+        self.loss_sum += loss.double() * len(targets)
+        self.correct += (logits.argmax(1) == targets).sum()
+        self.seen += len(targets)
+        first = (self.first_bad_step == 0) & ~torch.isfinite(loss)
+        self.first_bad_step = torch.where(first, step, self.first_bad_step)
+        self.bad_loss = torch.where(first, loss, self.bad_loss)
+
+    def values(self) -> torch.Tensor:
+        values = [self.loss_sum, self.correct, self.first_bad_step, self.bad_loss]
+        return torch.stack([value.double() for value in values])
+
+    def read(self) -> tuple[float, int, int, float]:
+        """The loss sum, correct count, first non-finite step (0: none) and its loss."""
+        loss_sum, correct, bad_step, bad_loss = self.values().tolist()
+        return loss_sum, int(correct), int(bad_step), bad_loss
+
+
+class HostCopy:
+    """The running metrics copied to the host without waiting for the device (CUDA).
+
+    `start` queues a copy into pinned memory behind the steps queued so far; `arrived` returns
+    it (with the images seen by then) once the device got there, else None. Off CUDA the copy
+    is made at once.
+    """
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.host = torch.empty(4, dtype=torch.float64, pin_memory=self.cuda)
+        self.event, self.seen = None, 0
+
+    def start(self, metrics: RunningMetrics) -> None:
+        self.host.copy_(metrics.values(), non_blocking=self.cuda)
+        self.seen = metrics.seen
+        if self.cuda:
+            self.event = torch.cuda.Event()
+            self.event.record()
+
+    def arrived(self) -> tuple[tuple[float, int, int, float], int] | None:
+        if self.event is not None and not self.event.query():
+            return None
+        loss_sum, correct, bad_step, bad_loss = self.host.tolist()
+        return (loss_sum, int(correct), int(bad_step), bad_loss), self.seen
+
+
+def checked(values: tuple[float, int, int, float], epoch: int, steps: int) -> tuple[float, int]:
+    """The loss sum and correct count of `RunningMetrics.read()`'s values, once every step's
+    loss is known to be finite.
+
+    Raises:
+        DivergedError: naming the first step whose loss was NaN or infinite.
+    """
+    loss_sum, correct, bad_step, bad_loss = values
+    if bad_step:
+        raise DivergedError(epoch, bad_step, steps, bad_loss)
+    return loss_sum, correct
+
+
+def look(metrics: RunningMetrics, copy: HostCopy, bar, epoch: int, steps: int) -> None:
+    """Show the latest metrics that reached the host on the progress bar; start the next copy."""
+    copy.start(metrics)
+    latest = copy.arrived()
+    if latest is None:
+        return
+    values, seen = latest
+    loss_sum, correct = checked(values, epoch, steps)
+    bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
