@@ -35,9 +35,9 @@ BATCH_FORMS = {
     "VerticalFlip": {"p"},
     "Transpose": {"p"},
     "RandomRotate90": {"p"},
-    "Affine": {"scale", "translate_percent", "rotate", "border_mode", "fill", "p"},
+    "Affine": {"scale", "translate_percent", "rotate", "keep_ratio", "border_mode", "fill", "p"},
     "ColorJitter": {"brightness", "contrast", "saturation", "hue", "p"},
-    "RandomBrightnessContrast": {"brightness_limit", "contrast_limit", "p"},
+    "RandomBrightnessContrast": {"brightness_limit", "contrast_limit", "brightness_by_max", "p"},
 }
 DRAWS = 8  # random numbers per transform and image; a transform uses the first few
 
@@ -88,6 +88,10 @@ def batch_form_gap(specs: list[TransformSpec]) -> str | None:
             return f"{spec.name}'s batch form does not take {', '.join(extra)}"
         if spec.name == "Affine" and spec.kwargs.get("border_mode", 0) not in (0, 1):
             return "Affine's batch form takes border_mode 0 (fill) or 1 (replicate) only"
+        if spec.name == "Affine" and not isinstance(spec.kwargs.get("fill", 0), int | float):
+            return "Affine's batch form takes one fill value for all channels"
+        if spec.kwargs.get("brightness_by_max", True) is not True:
+            return "RandomBrightnessContrast's batch form takes brightness_by_max: true only"
     return None
 
 
@@ -121,7 +125,7 @@ class BatchAugment:
         gap = batch_form_gap(specs)
         if gap:
             raise ValueError(gap)
-        self.steps = [Step.from_spec(spec) for spec in specs]
+        self.steps = [Step.from_spec(spec, image_size) for spec in specs]
         self.image_size, self.keep_aspect, self.seed = image_size, keep_aspect, seed
         self.geometric = [k for k, step in enumerate(self.steps) if step.name in GEOMETRIC]
         self.colour = [k for k, step in enumerate(self.steps) if step.name not in GEOMETRIC]

@@ -18,13 +18,6 @@ def between(u: torch.Tensor, low: float, high: float) -> torch.Tensor:
     return low + (high - low) * u
 
 
-def value_range(value, around: float = 0.0) -> tuple[float, float]:
-    """An albumentations range argument: a pair as it is, a number x as (around-x, around+x)."""
-    if isinstance(value, (list, tuple)):
-        return float(value[0]), float(value[1])
-    return around - float(value), around + float(value)
-
-
 def per_image(factor: torch.Tensor) -> torch.Tensor:
     return factor.view(-1, 1, 1, 1)
 
@@ -91,16 +84,17 @@ def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 
 def colour_jitter(images: torch.Tensor, args: dict, u: torch.Tensor) -> torch.Tensor:
-    images = adjust_brightness(images, between(u[:, 1], *value_range(args["brightness"], 1.0)))
-    images = adjust_contrast(images, between(u[:, 2], *value_range(args["contrast"], 1.0)))
-    images = adjust_saturation(images, between(u[:, 3], *value_range(args["saturation"], 1.0)))
-    return adjust_hue(images, between(u[:, 4], *value_range(args["hue"])))
+    """`args`: the (low, high) factors of brightness, contrast and saturation, hue's shifts."""
+    images = adjust_brightness(images, between(u[:, 1], *args["brightness"]))
+    images = adjust_contrast(images, between(u[:, 2], *args["contrast"]))
+    images = adjust_saturation(images, between(u[:, 3], *args["saturation"]))
+    return adjust_hue(images, between(u[:, 4], *args["hue"]))
 
 
 def brightness_contrast(images: torch.Tensor, args: dict, u: torch.Tensor) -> torch.Tensor:
     """albumentations' RandomBrightnessContrast: x * (1 + contrast) + brightness (by the max)."""
-    alpha = 1 + between(u[:, 1], *value_range(args["contrast_limit"]))
-    beta = between(u[:, 2], *value_range(args["brightness_limit"]))
+    alpha = 1 + between(u[:, 1], *args["contrast"])
+    beta = between(u[:, 2], *args["brightness"])
     return (images * per_image(alpha) + per_image(beta)).clamp(0, 1)
 
 

@@ -6,39 +6,57 @@ Coordinates are centred on the square the image is fitted to, from -0.5 to 0.5, 
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from pipeline.batch_colour import between, value_range
+from pipeline.batch_colour import between
 from pipeline.schema import TransformSpec
 
 
-def defaults_of(name: str) -> dict:
-    """The albumentations defaults of transform `name` (so the batch form fires as often)."""
-    import albumentations as A
-
-    parameters = inspect.signature(getattr(A, name).__init__).parameters
-    return {key: value.default for key, value in parameters.items() if key != "self"}
+def resolved_args(transform) -> dict:
+    """The ranges an albumentations transform draws from, as it resolved its arguments (so a
+    number means what albumentations makes of it: +-x for a flip's limits, x itself for
+    Affine's scale), each a (low, high) pair."""
+    name = type(transform).__name__
+    if name == "RandomResizedCrop":
+        return {"scale": transform.scale, "ratio": transform.ratio}
+    if name == "Affine":
+        shift = transform.translate_percent or {"x": (0.0, 0.0), "y": (0.0, 0.0)}
+        return {
+            "scale_x": transform.scale["x"],
+            "scale_y": transform.scale["y"],
+            "keep_ratio": transform.keep_ratio,
+            "rotate": transform.rotate,
+            "shift_x": shift["x"],
+            "shift_y": shift["y"],
+            "border_mode": transform.border_mode,
+            "fill": transform.fill,
+        }
+    if name == "ColorJitter":
+        keys = ("brightness", "contrast", "saturation", "hue")
+        return {key: tuple(getattr(transform, key)) for key in keys}
+    if name == "RandomBrightnessContrast":
+        return {"brightness": transform.brightness_limit, "contrast": transform.contrast_limit}
+    return {}  # flips, Transpose, RandomRotate90: only p
 
 
 @dataclass(frozen=True)
 class Step:
-    """One transform of the policy with its arguments resolved (albumentations defaults)."""
+    """One transform of the policy: its name, probability and resolved ranges."""
 
     name: str
+    p: float
     args: dict
 
     @classmethod
-    def from_spec(cls, spec: TransformSpec) -> Step:
-        return cls(spec.name, {**defaults_of(spec.name), **spec.kwargs})
+    def from_spec(cls, spec: TransformSpec, image_size: int) -> Step:
+        from pipeline.transforms import create_transform  # albumentations validates the args
 
-    @property
-    def p(self) -> float:
-        return float(self.args["p"])
+        transform = create_transform(spec, image_size)
+        return cls(spec.name, float(transform.p), resolved_args(transform))
 
 
 def rotation(angle: torch.Tensor) -> torch.Tensor:
@@ -80,12 +98,15 @@ def inverse_map(step: Step, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
         cos = (quarter == 0).float() - (quarter == 2).float()
         sin = (quarter == 1).float() - (quarter == 3).float()
         return torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2), zero
-    # Affine: output = S R input + T about the centre, so input = R^-1 S^-1 (output - T).
-    scale = between(u[:, 1], *value_range(step.args["scale"], around=1.0))
-    angle = between(u[:, 2], *value_range(step.args["rotate"])) * (math.pi / 180)
-    shift = step.args["translate_percent"] or 0.0
-    shift = torch.stack([between(u[:, k], *value_range(shift)) for k in (3, 4)], -1)
-    matrix = rotation(-angle) / scale[:, None, None]
+    # Affine: output = R S input + T about the centre, so input = S^-1 R^-1 (output - T), with
+    # R^-1 a turn by +angle here because the y axis points down.
+    scale_x = between(u[:, 1], *step.args["scale_x"])
+    scale_y = scale_x if step.args["keep_ratio"] else between(u[:, 5], *step.args["scale_y"])
+    angle = between(u[:, 2], *step.args["rotate"]) * (math.pi / 180)
+    shift = torch.stack(
+        [between(u[:, 3], *step.args["shift_x"]), between(u[:, 4], *step.args["shift_y"])], -1
+    )
+    matrix = diagonal(1 / scale_x, 1 / scale_y) @ rotation(angle)  # y points down
     return matrix, -(matrix @ shift[:, :, None])[:, :, 0]
 
 

@@ -50,28 +50,35 @@ class RunningMetrics:
 class HostCopy:
     """The running metrics copied to the host without waiting for the device (CUDA).
 
-    `start` queues a copy into pinned memory behind the steps queued so far; `arrived` returns
-    it (with the images seen by then) once the device got there, else None. Off CUDA the copy
-    is made at once.
+    `exchange` queues a copy into pinned memory behind the steps queued so far and returns the
+    newest earlier copy that has arrived (with the images seen by then), or None while it is
+    on its way: no call waits for the device. Off CUDA it copies and returns at once.
     """
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
         self.host = torch.empty(4, dtype=torch.float64, pin_memory=self.cuda)
-        self.event, self.seen = None, 0
+        self.event: torch.cuda.Event | None = None
+        self.seen = 0
 
-    def start(self, metrics: RunningMetrics) -> None:
-        self.host.copy_(metrics.values(), non_blocking=self.cuda)
+    def exchange(self, metrics: RunningMetrics) -> tuple[tuple, int] | None:
+        if not self.cuda:
+            self.host.copy_(metrics.values())
+            return self.values(), metrics.seen
+        latest = None
+        if self.event is not None:
+            if not self.event.query():
+                return None  # the last copy is still queued: start no other into its buffer
+            latest = self.values(), self.seen
+        self.host.copy_(metrics.values(), non_blocking=True)
         self.seen = metrics.seen
-        if self.cuda:
-            self.event = torch.cuda.Event()
-            self.event.record()
+        self.event = torch.cuda.Event()
+        self.event.record()
+        return latest
 
-    def arrived(self) -> tuple[tuple[float, int, int, float], int] | None:
-        if self.event is not None and not self.event.query():
-            return None
+    def values(self) -> tuple[float, int, int, float]:
         loss_sum, correct, bad_step, bad_loss = self.host.tolist()
-        return (loss_sum, int(correct), int(bad_step), bad_loss), self.seen
+        return loss_sum, int(correct), int(bad_step), bad_loss
 
 
 def checked(values: tuple[float, int, int, float], epoch: int, steps: int) -> tuple[float, int]:
@@ -88,9 +95,9 @@ def checked(values: tuple[float, int, int, float], epoch: int, steps: int) -> tu
 
 
 def look(metrics: RunningMetrics, copy: HostCopy, bar, epoch: int, steps: int) -> None:
-    """Show the latest metrics that reached the host on the progress bar; start the next copy."""
-    copy.start(metrics)
-    latest = copy.arrived()
+    """Show the newest metrics that reached the host on the progress bar (checking their
+    loss); start the next copy."""
+    latest = copy.exchange(metrics)
     if latest is None:
         return
     values, seen = latest

@@ -5,6 +5,7 @@ tolerance each test states, plus the counter-based random numbers' purity."""
 from __future__ import annotations
 
 import albucore
+import albumentations as A
 import numpy as np
 import pytest
 import torch
@@ -162,21 +163,47 @@ def test_random_resized_crop_keeps_area_and_ratio_within_their_ranges():
     assert width.max() <= 1.0 + 1e-3 and height.max() <= 1.0 + 1e-3
 
 
-def test_affine_rotation_matches_torchvision_rotate():
-    """30 degrees about the centre, filled with 0 outside: torchvision's rotate of the same
-    image, within 2/255 on average (both bilinear; their sampling points differ by rounding)."""
+def bar_image() -> torch.Tensor:
+    """A 48 px image of an L-shaped white bar on black: turns, scales and shifts show."""
     image = torch.zeros(1, 48, 48, 3, dtype=torch.uint8)
-    image[0, 12:36, 20:28] = 255  # a bar, so that a rotation shows
-    affine = BatchAugment([spec("Affine", rotate=[30, 30], p=1.0)], 48, True, seed=0)
+    image[0, 12:36, 20:28] = 255
+    image[0, 12:16, 20:40] = 255
+    return image
+
+
+def albumentations_affine(image: torch.Tensor, **kwargs) -> torch.Tensor:
+    transform = A.Affine(p=1.0, **kwargs)
+    transform.set_random_seed(0)
+    result = transform(image=image[0].numpy())["image"]
+    return torch.from_numpy(result).permute(2, 0, 1).float() / 255
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"rotate": (30, 30)}, {"scale": (1.3, 1.3)}, {"rotate": (-20, -20), "scale": (0.8, 0.8)}],
+)
+def test_affine_turns_and_scales_as_albumentations_does(kwargs):
+    """The same turn (direction included) and scale, filled with 0 outside: within a uint8
+    step at any pixel (both bilinear, rounded differently)."""
+    image = bar_image()
+    affine = BatchAugment([spec("Affine", p=1.0, **kwargs)], 48, True, seed=0)
     out = affine(image, full_sizes(1, 48), torch.arange(1), 0)[0] * STD + MEAN
-    expected = TF.rotate(
-        image[0].permute(2, 0, 1).float() / 255, 30.0, TF.InterpolationMode.BILINEAR
-    )
-    other_way = TF.rotate(
-        image[0].permute(2, 0, 1).float() / 255, -30.0, TF.InterpolationMode.BILINEAR
-    )
-    gap = min((out - expected).abs().mean(), (out - other_way).abs().mean())
-    assert gap < 2 / 255
+    expected = albumentations_affine(image, **kwargs)
+    assert (out - expected).abs().max() < 2 / 255
+    assert (out - expected).abs().mean() < 1e-3
+
+
+def test_affine_shifts_as_albumentations_does_to_the_pixel():
+    """albumentations rounds a shift to whole pixels (0.1 x 48 = 4.8 -> 4); the batch form
+    shifts by 4.8: the bar's edges agree within a pixel, in the same direction."""
+    image = bar_image()
+    affine = BatchAugment([spec("Affine", p=1.0, translate_percent=(0.1, 0.1))], 48, True, 0)
+    out = affine(image, full_sizes(1, 48), torch.arange(1), 0)[0] * STD + MEAN
+    expected = albumentations_affine(image, translate_percent=(0.1, 0.1))
+    for result in (out, expected):
+        rows = (result[0] > 0.5).any(1).nonzero().flatten()
+        cols = (result[0] > 0.5).any(0).nonzero().flatten()
+        assert abs(rows.min() - 16) <= 1 and abs(cols.min() - 24) <= 1  # moved by +4.8 / +4
 
 
 # -- colour ---------------------------------------------------------------------------------
@@ -215,7 +242,7 @@ def test_hue_matches_torchvision_per_image():
 def test_brightness_contrast_matches_albumentations_within_a_uint8_step():
     images = random_images(3, 12)
     u = torch.tensor([[0.0, 0.9, 0.1], [0.0, 0.2, 0.8], [0.0, 0.5, 0.5]])
-    args = {"contrast_limit": 0.2, "brightness_limit": 0.2}
+    args = {"contrast": (-0.2, 0.2), "brightness": (-0.2, 0.2)}
     out = brightness_contrast(images.permute(0, 3, 1, 2).float() / 255, args, u)
     for image, draws, result in zip(images, u, out, strict=True):
         alpha, beta = 1 + (-0.2 + 0.4 * draws[1].item()), -0.2 + 0.4 * draws[2].item()

@@ -28,3 +28,32 @@ def test_the_finished_marker_is_the_same_bytes_on_every_run(tmp_path):
     mark_complete(tmp_path / "run1.pt", fingerprint, epochs=2)
     mark_complete(tmp_path / "run2.pt", dict(fingerprint), epochs=2)
     assert (tmp_path / "run1.pt").read_bytes() == (tmp_path / "run2.pt").read_bytes()
+
+
+def test_the_background_writer_saves_a_snapshot_and_raises_a_failed_write(tmp_path, monkeypatch):
+    from pipeline import checkpoint as module
+
+    weights = torch.zeros(3)
+    path = tmp_path / "last.pt"
+    with module.CheckpointWriter() as writer:
+        writer.save(path, {"epoch": 1, "weights": weights})
+        weights += 5  # the next step changes the weights: the saved epoch must not see it
+    saved = torch.load(path, weights_only=False)
+    assert saved["epoch"] == 1 and torch.equal(saved["weights"], torch.zeros(3))
+    with module.CheckpointWriter() as writer:
+        writer.save(path, {"epoch": 2, "weights": weights})
+        writer.save(path, {"epoch": 3, "weights": weights})
+    assert torch.load(path, weights_only=False)["epoch"] == 3
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "write_atomically", disk_full)
+    try:
+        with module.CheckpointWriter() as writer:
+            writer.save(path, {"epoch": 4})
+    except OSError as err:
+        assert err.errno == 28
+    else:
+        raise AssertionError("a failed write passed silently")
+    assert torch.load(path, weights_only=False)["epoch"] == 3  # the previous file is intact

@@ -146,3 +146,32 @@ def test_the_loop_trains_what_the_old_loop_trained(run_copy, monkeypatch):
         for name in ("oof_rows", "oof_logits", "test_logits"):
             assert np.array_equal(outputs[name], expected[name]), name
         assert history == expected_history
+
+
+def test_on_cuda_a_look_shows_the_previous_copy_once_it_has_arrived(monkeypatch):
+    """The CUDA branch of HostCopy, with a fake event: never waits, never shows a copy that has
+    not arrived, and starts no copy while one is on its way."""
+    from pipeline import running_metrics
+
+    arrived = {"now": False}
+
+    class FakeEvent:
+        def record(self):
+            pass
+
+        def query(self):
+            return arrived["now"]
+
+    monkeypatch.setattr(running_metrics.torch.cuda, "Event", FakeEvent)
+    metrics, copy = running_metrics.RunningMetrics(CPU), running_metrics.HostCopy(CPU)
+    copy.cuda = True
+    loss, logits, targets = torch.tensor(2.0), torch.eye(3), torch.arange(3)
+    metrics.add(1, loss, logits, targets)
+    assert copy.exchange(metrics) is None  # nothing copied before
+    metrics.add(2, loss, logits, targets)
+    assert copy.exchange(metrics) is None  # the first copy is still on its way
+    arrived["now"] = True
+    values, seen = copy.exchange(metrics)
+    assert seen == 3 and values[:2] == (6.0, 3)  # the first copy: one step of three images
+    values, seen = copy.exchange(metrics)
+    assert seen == 6 and values[:2] == (12.0, 6)
