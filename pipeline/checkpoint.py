@@ -17,7 +17,7 @@ from dvclive import Live
 
 from pipeline import distributed
 from pipeline.console import PipelineError
-from pipeline.files import atomic_path, file_md5
+from pipeline.files import file_md5, write_bytes
 from pipeline.live import log_epoch
 from pipeline.models import create_model
 from pipeline.params import resolve_cache_size
@@ -98,18 +98,13 @@ def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
     Serialised in memory first: saved to a path, torch records the file's (random, temporary)
     name in the archive, and the same checkpoint would get a new md5 in dvc.lock every run.
     """
-    write_atomically(path, serialise(checkpoint))
+    write_bytes(path, serialise(checkpoint))
 
 
 def serialise(checkpoint: dict[str, Any]) -> memoryview:
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     return buffer.getbuffer()
-
-
-def write_atomically(path: Path, data: memoryview) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 class CheckpointWriter:
@@ -129,7 +124,7 @@ class CheckpointWriter:
     def save(self, path: Path, checkpoint: dict[str, Any]) -> None:
         data = serialise(checkpoint)
         self.wait()
-        self.pending = self.pool.submit(write_atomically, path, data)
+        self.pending = self.pool.submit(write_bytes, path, data)
 
     def wait(self) -> None:
         pending, self.pending = self.pending, None

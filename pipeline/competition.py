@@ -11,6 +11,7 @@ import pandas as pd
 from pipeline.console import PipelineError, format_problems, progress
 from pipeline.files import file_md5
 from pipeline.images import ImageReadError, load_image
+from pipeline.paths import SYNTHETIC_DIR, data_root
 from pipeline.tables import read_text_csv
 
 # pandas' default missing-value markers (read_csv's na_values), compared case-insensitively. Kept
@@ -172,4 +173,35 @@ def check_sample_submission(path: Path, test_images: pd.Series, columns: list[st
     if not sample[columns[0]].reset_index(drop=True).equals(test_images.reset_index(drop=True)):
         raise InputDataError(
             f"{path}: its {columns[0]!r} column does not match test.csv row for row"
+        )
+
+
+def check_data_root(root: str) -> None:
+    """`data.root` is a folder, or the one stage generate writes (it does not exist before).
+
+    Stage check runs this, so a missing competition folder stops the pipeline before DVC
+    deletes stage prepare's outputs to rerun it.
+    """
+    path = data_root(root)
+    if path.is_dir() or path.resolve() == data_root(SYNTHETIC_DIR).resolve():
+        return
+    raise PipelineError(
+        f"data.root = {root!r}: no such folder ({path.resolve()}). Get the competition: "
+        "`leaf kaggle download` (Classify Leaves, into data/classify-leaves), `dvc pull` (a "
+        "folder that was dvc-added and pushed to a remote), or set data.root to the folder "
+        "holding train.csv, test.csv and images/"
+    )
+
+
+def check_image_folder(images: pd.Series, root: Path, table: Path) -> None:
+    """One clear error when the table's image cells lack the images/ folder their files are in
+    (a CSV written without it), instead of one `image file not found` per row."""
+    missing = [image for image in images if not (root / image).exists()]
+    under_images = [image for image in missing if (root / "images" / image).is_file()]
+    if under_images:
+        raise InputDataError(
+            f"{table}: {len(missing)} of {len(images)} image files not found under {root}, "
+            f"but {len(under_images)} of them are in {root / 'images'} (e.g. "
+            f"{under_images[0]!r} is {root / 'images' / under_images[0]}): write the column as "
+            "images/<file>, as Kaggle's train.csv does"
         )

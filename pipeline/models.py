@@ -5,7 +5,8 @@
 Names resolve in this order:
 - the d2l course's nets, registered here (`d2l_*`: ResNets in pipeline/d2l_resnet.py, with
   small-input and wide variants; LeNet, AlexNet, VGG, NiN and GoogLeNet in pipeline/d2l.py);
-- `tv:<name>`: a torchvision classification model, e.g. `tv:resnet50`;
+- `tv:<name>` (or `tv-<name>`, which `dvc exp run -S` accepts as a key): a torchvision
+  classification model, e.g. `tv:resnet50`;
 - anything else: a timm model, e.g. `resnet18`, `resnext50_32x4d`, `efficientnet_b0`.
 """
 
@@ -22,7 +23,17 @@ from pipeline.d2l import VGG, VGG11_ARCH, VGG11_SMALL_ARCH, AlexNet, GoogLeNet, 
 from pipeline.d2l_resnet import D2LResNet
 from pipeline.weights import find_weights_file, load_weights
 
-TORCHVISION_PREFIX = "tv:"
+# torchvision's models are named `tv:<name>`, or `tv-<name>`: the form `dvc exp run -S` takes
+# as a key of train.models (its override grammar has no ":" in keys).
+TORCHVISION_PREFIXES = ("tv:", "tv-")
+
+
+def torchvision_name(name: str) -> str | None:
+    """The torchvision model a `tv:<name>` or `tv-<name>` model names, else None."""
+    for prefix in TORCHVISION_PREFIXES:
+        if name.startswith(prefix):
+            return name.removeprefix(prefix)
+    return None
 
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -132,10 +143,8 @@ def create_model(
         if pretrained:
             raise PipelineError(f"{name} has no pretrained weights; set pretrained: false")
         return _REGISTRY[name](num_classes, **kwargs)
-    if name.startswith(TORCHVISION_PREFIX):
-        return _create_torchvision(
-            name.removeprefix(TORCHVISION_PREFIX), num_classes, pretrained, **kwargs
-        )
+    if torchvision_name(name) is not None:
+        return _create_torchvision(torchvision_name(name), num_classes, pretrained, **kwargs)
     if not is_known_model(name):
         raise PipelineError(f"unknown model {name!r}; {model_choices_hint(name)}")
     return _create_timm(name, num_classes, pretrained, **kwargs)
@@ -221,19 +230,19 @@ def _timm_names() -> frozenset[str]:
 def is_known_model(name: str) -> bool:
     if name in _REGISTRY:
         return True
-    if name.startswith(TORCHVISION_PREFIX):
-        return name.removeprefix(TORCHVISION_PREFIX) in _torchvision_names()
+    if torchvision_name(name) is not None:
+        return torchvision_name(name) in _torchvision_names()
     return name.split(".", 1)[0] in _timm_names()  # a pretrained tag may follow the name
 
 
 def model_choices_hint(name: str) -> str:
     """What to write instead of an unknown `name`: close matches and where the lists live."""
     candidates = list(_REGISTRY)
-    candidates += [TORCHVISION_PREFIX + n for n in _torchvision_names()]
+    candidates += [TORCHVISION_PREFIXES[0] + n for n in _torchvision_names()]
     candidates += list(_timm_names())
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     return (
-        f"{hint}allowed: {', '.join(sorted(_REGISTRY))}, 'tv:<torchvision model>' "
+        f"{hint}allowed: {', '.join(sorted(_REGISTRY))}, 'tv:<torchvision model>' (or 'tv-<...>') "
         "(torchvision.models.list_models()) or any timm model (timm.list_models())"
     )

@@ -8,14 +8,15 @@ pipeline.checks.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from pipeline.schema import META_MODEL, Params
+from pipeline.schema import META_MODEL, ModelParams, Params
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -24,18 +25,54 @@ class ParamsError(Exception):
     """params.yaml is missing, unreadable or invalid; the message lists every problem."""
 
 
-def _format_errors(err: ValidationError, prefix: str = "") -> list[str]:
+def _keys_at(schema: type[BaseModel], path: tuple) -> list[str]:
+    """The keys allowed in the group at `path` of `schema` (empty where it is no group)."""
+    for part in path:
+        field = schema.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        schema = annotation
+    return list(schema.model_fields)
+
+
+def _unknown_key(e: dict, key: str, schema: type[BaseModel]) -> str:
+    *group, name = e["loc"]
+    close = difflib.get_close_matches(str(name), _keys_at(schema, tuple(group)), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "check the spelling"
+    return f"{key}: unknown key (value {e['input']!r}); {hint}"
+
+
+def _format_errors(
+    err: ValidationError, prefix: str = "", schema: type[BaseModel] = Params
+) -> list[str]:
     lines = []
     for e in err.errors():
         key = prefix + ".".join(str(part) for part in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key (value {e['input']!r}); check the spelling")
+            lines.append(_unknown_key(e, key, schema))
         elif e["type"] == "missing":
             lines.append(f"{key}: required key is missing")
         else:
             lines.append(f"{key} = {e['input']!r}: {msg}")
     return lines
+
+
+def _split_name(name: str, override: dict) -> str | None:
+    """The message for a model name that `dvc exp run -S` split at a dot (`-S
+    '+train.models.convnext_tiny.fb_in22k={}'` arrives as convnext_tiny: {fb_in22k: {}})."""
+    tags = [key for key, value in override.items() if key not in ModelParams.model_fields]
+    tags = [key for key in tags if isinstance(override[key], dict | None)]
+    if not tags:
+        return None
+    full = f"{name}.{tags[0]}"
+    return (
+        f"train.models.{full}: `dvc exp run -S` reads the dots of a model name as nested keys; "
+        f"name the model without them and give the full name as its backbone: -S "
+        f"'+train.models.{full.replace('.', '_')}={{backbone: {full}}}' (in params.yaml the "
+        f"key {full!r} works as it is)"
+    )
 
 
 def _check_models(params: Params) -> list[str]:
@@ -45,10 +82,14 @@ def _check_models(params: Params) -> list[str]:
         if override is not None and not isinstance(override, dict):
             problems.append(f"train.models.{name} = {override!r}: must be a mapping or {{}}")
             continue
+        split = _split_name(name, override or {})
+        if split:
+            problems.append(split)
+            continue
         try:
             params.train.for_model(name)
         except ValidationError as err:
-            problems += _format_errors(err, prefix=f"train.models.{name}.")
+            problems += _format_errors(err, f"train.models.{name}.", ModelParams)
     return problems
 
 

@@ -48,7 +48,7 @@ def test_the_background_writer_saves_a_snapshot_and_raises_a_failed_write(tmp_pa
     def disk_full(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(module, "write_atomically", disk_full)
+    monkeypatch.setattr(module, "write_bytes", disk_full)
     try:
         with module.CheckpointWriter() as writer:
             writer.save(path, {"epoch": 4})

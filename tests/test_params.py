@@ -121,3 +121,28 @@ def test_load_params_reports_missing_and_broken_files(tmp_path):
     empty.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(ParamsError, match="expected a mapping"):
         load_params(empty)
+
+
+def test_a_misspelt_key_suggests_the_nearest_one():
+    raw = copy.deepcopy(MINIMAL)
+    raw["train"]["defaults"] = {"epoch": 3, "optimizer": {"learning_rate": 0.1}}
+    raw["cache"] = {"enable": True}
+    raw["train"]["models"]["d2l_resnet11"] = {"batchsize": 8}
+    message = problems(raw)
+    assert "train.defaults.epoch: unknown key (value 3); did you mean 'epochs'?" in message
+    assert "cache.enable: unknown key (value True); did you mean 'enabled'?" in message
+    assert "train.defaults.optimizer.learning_rate: unknown key (value 0.1); check" in message
+
+
+def test_a_model_name_split_at_its_dots_says_which_form_to_use():
+    raw = copy.deepcopy(MINIMAL)
+    raw["train"]["models"]["convnext_tiny"] = {"fb_in22k": {}}  # what -S makes of the dots
+    message = problems(raw)
+    assert "train.models.convnext_tiny.fb_in22k: `dvc exp run -S` reads the dots" in message
+    assert "-S '+train.models.convnext_tiny_fb_in22k={backbone: convnext_tiny.fb_in22k}'" in message
+
+
+def test_torchvision_models_take_either_prefix():
+    raw = copy.deepcopy(MINIMAL)
+    raw["train"]["models"] = {"tv-resnet18": {}, "tv:resnet18": {}}
+    assert set(parse_params(raw, checks=CHECKS).train.models) == {"tv-resnet18", "tv:resnet18"}

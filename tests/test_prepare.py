@@ -590,3 +590,21 @@ def test_relative_data_root_is_the_project_roots_not_the_cwds(workdir, comp, mon
     monkeypatch.chdir(workdir)
     assert data_root(COMP) == Path(COMP)
     assert data_root(workdir / COMP) == workdir / COMP
+
+
+def test_image_cells_without_the_images_folder_are_one_error_saying_so(workdir, comp):
+    train = comp.train_csv.read_text(encoding="utf-8")
+    comp.train_csv.write_text(train.replace("images/", ""), encoding="utf-8")
+    message = fails(workdir, "image files not found under", "write the column as images/<file>")
+    assert message.count("\n") < 3  # one paragraph, not a line per image
+
+
+def test_stage_check_names_a_missing_competition_folder_and_what_to_do(workdir):
+    with pytest.raises(PipelineError) as info:
+        check_stage.main([])
+    message = str(info.value)
+    assert f"data.root = '{COMP}': no such folder ({workdir.resolve() / COMP})" in message
+    for fix in ("leaf kaggle download", "dvc pull", "set data.root"):
+        assert fix in message
+    write_params(workdir, root="data/synthetic")  # stage generate writes it after check
+    check_stage.main([])

@@ -214,3 +214,28 @@ def test_the_silhouettes_script_refuses_a_params_yaml_left_by_a_previous_run(tmp
     assert result.returncode == 2
     assert "params.yaml differs from the committed one" in result.stderr
     assert "git restore params.yaml" in result.stderr
+
+
+def test_a_failed_workspace_run_puts_params_yaml_back(tmp_path, monkeypatch, capsys):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(ROOT / "presets", tmp_path / "presets")
+    monkeypatch.chdir(tmp_path)
+    before = (tmp_path / "params.yaml").read_bytes()
+
+    def dvc_writes_the_values_then_fails(cmd, **kwargs):
+        (tmp_path / "params.yaml").write_text("changed by dvc exp run\n", encoding="utf-8")
+        return subprocess.CompletedProcess(cmd, 1)
+
+    monkeypatch.setattr(subprocess, "run", dvc_writes_the_values_then_fails)
+    assert presets.main(["leaf-silhouettes", "-S", "data.root=data/synthetic"]) == 1
+    assert (tmp_path / "params.yaml").read_bytes() == before
+    assert "params.yaml is back as it was" in capsys.readouterr().out
+
+
+def test_a_missing_competition_folder_stops_before_dvc_runs(tmp_path, monkeypatch):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(ROOT / "presets", tmp_path / "presets")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("ran dvc"))
+    with pytest.raises(PipelineError, match="data/classify-leaves.*leaf kaggle download"):
+        presets.main(["classify-leaves-gpu"])

@@ -6,7 +6,8 @@ The first stage of the pipeline: every other stage depends on its marker, data/p
 so `dvc repro` (and `dvc exp run -S key=value`) runs it first and stops here on a bad setting,
 before DVC deletes the outputs of a stage it would rerun (a trained cell, its metrics and
 plots). It checks what every stage checks on load (pipeline.params) plus the backbones, the
-`pretrained:` weight paths and the transforms (pipeline.checks).
+`pretrained:` weight paths and the transforms (pipeline.checks), and that `data.root` exists
+(unless it is the folder stage generate writes), naming what to do when it does not.
 
 The marker's text never changes, so a stage reruns for its own params only, never because the
 marker was rewritten; dvc.yaml keeps it (`persist: true`) while the check runs, so a failed check
@@ -16,6 +17,7 @@ leaves no output deleted either.
 from __future__ import annotations
 
 from pipeline.checks import load_checked_params
+from pipeline.competition import check_data_root
 from pipeline.console import parse_stage_args, run
 from pipeline.files import write_text
 from pipeline.paths import PARAMS_CHECKED
@@ -29,6 +31,7 @@ MARKER_TEXT = (
 def main(argv: list[str] | None = None) -> None:
     parse_stage_args(argv, __doc__, "python3 -m pipeline.stages.check")
     params = load_checked_params()
+    check_data_root(params.data.root)
     write_text(PARAMS_CHECKED, MARKER_TEXT)
     print(
         f"check: params.yaml is valid ({len(params.train.models)} model(s), folds "

@@ -23,6 +23,7 @@ from pipeline.competition import (
     check_cells,
     check_classes,
     check_duplicates,
+    check_image_folder,
     check_images,
     check_labels,
     check_not_empty,
@@ -65,6 +66,8 @@ def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
 
     train["path"] = resolve_paths(train[image_col], root, train_path)
     test["path"] = resolve_paths(test[image_col], root, test_path)
+    check_image_folder(train[image_col], root, train_path)
+    check_image_folder(test[image_col], root, test_path)
     check_duplicates(train.rename(columns={image_col: "image"}), train_path)
     check_duplicates(test.rename(columns={image_col: "image"}), test_path)
     overlap = sorted(set(train["path"]) & set(test["path"]))

@@ -34,7 +34,7 @@ import yaml
 
 from pipeline import console
 from pipeline.console import PipelineError
-from pipeline.files import write_text
+from pipeline.files import write_bytes, write_text
 from pipeline.params import PARAMS_FILE, parse_params
 from pipeline.schema import deep_merge
 
@@ -283,13 +283,25 @@ def run(args: argparse.Namespace) -> int:
         write_text(PARAMS_FILE, yaml.safe_dump(merged, sort_keys=False, allow_unicode=True))
         print(f"wrote {PARAMS_FILE} ({len(overrides)} overrides of {args.name}); run dvc repro")
         return 0
+    from pipeline.competition import check_data_root  # reads images: only when it runs
+
+    check_data_root(merged["data"]["root"])  # as stage check would, before DVC starts
     print(shlex.join(command), flush=True)
+    in_workspace = not (args.queue or args.temp)
+    before = PARAMS_FILE.read_bytes()
     try:
-        return subprocess.run(command, check=False).returncode
+        code = subprocess.run(command, check=False).returncode
     except FileNotFoundError:
         raise PipelineError(
             "dvc not found: pip install dvc (or the project: pip install -e .)"
         ) from None
+    except KeyboardInterrupt:
+        code = 130
+    if code != 0 and in_workspace and PARAMS_FILE.read_bytes() != before:
+        # dvc exp run wrote the preset's values into params.yaml and leaves them on failure
+        write_bytes(PARAMS_FILE, before)
+        print(f"{args.name} failed (exit code {code}); {PARAMS_FILE} is back as it was")
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

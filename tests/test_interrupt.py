@@ -1,0 +1,97 @@
+"""Ctrl-C, then the same `dvc exp run`: training resumes where it stopped, in a real DVC repo.
+
+`dvc exp run` restores every cached output of the baseline over the workspace before it runs;
+last.pt is declared `cache: false` so that DVC has no copy of it to restore, and the epoch a
+Ctrl-C interrupted is all that is lost.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+from conftest import run
+from test_resume import LAST, cell_outputs, saved_epoch
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+EXPERIMENT = [
+    "dvc",
+    "exp",
+    "run",
+    "-S",
+    "train.folds=[0]",
+    "-S",
+    "train.defaults.epochs=25",
+    "-S",
+    "train.deterministic=true",
+]
+
+
+def start(project) -> subprocess.Popen:
+    # One thread each: the reference runs alongside on the other core (see test_resume).
+    env = {**os.environ, "PYTHONPATH": str(project), "OMP_NUM_THREADS": "1"}
+    env["DVC_NO_ANALYTICS"] = "1"
+    with open(project / "stderr.log", "a") as stderr:
+        return subprocess.Popen(
+            EXPERIMENT,
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,  # Ctrl-C reaches the terminal's whole process group
+        )
+
+
+def interrupt_after_epoch(process: subprocess.Popen, checkpoint, epoch: int) -> int:
+    """SIGINT the experiment's process group, as Ctrl-C does, once `epoch` is saved."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        saved = saved_epoch(checkpoint)
+        if saved is not None and saved >= epoch:
+            os.killpg(process.pid, signal.SIGINT)
+            process.communicate(timeout=120)
+            assert process.returncode != 0, "the experiment finished before the interrupt"
+            return saved_epoch(checkpoint)
+        time.sleep(0.01)
+    raise AssertionError(f"the experiment ended (or hung) before epoch {epoch} was saved")
+
+
+def finish(process: subprocess.Popen, project) -> str:
+    out, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, f"{out[-3000:]}\n{(project / 'stderr.log').read_text()[-3000:]}"
+    return out
+
+
+def committed_baseline(project) -> None:
+    """A finished default run, committed: its dvc.lock records every cell's last.pt marker,
+    which `dvc exp run` would restore from the cache if last.pt were a cached output."""
+    run(["dvc", "repro"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], project)
+
+
+def test_ctrl_c_then_the_same_exp_run_resumes_bit_identically(project):
+    committed_baseline(project)
+    reference = project.parent / f"{project.name}-reference"
+    shutil.copytree(project, reference)
+    uninterrupted = start(reference)
+
+    stopped_at = interrupt_after_epoch(start(project), project / LAST, epoch=3)
+    assert stopped_at < 25
+    out = finish(start(project), project)
+    finish(uninterrupted, reference)
+
+    assert f"resuming d2l_resnet11 fold 0 from epoch {stopped_at + 1}" in out
+    assert "training from scratch" not in out
+    expected, resumed = cell_outputs(reference), cell_outputs(project)
+    assert resumed["epoch"] == expected["epoch"]
+    for name, tensor in expected["state_dict"].items():
+        assert (resumed["state_dict"][name] == tensor).all(), name
+    for name in ("oof_rows", "oof_logits", "test_logits"):
+        assert (resumed[name] == expected[name]).all(), name

@@ -1,0 +1,41 @@
+"""The model names users type reach params.yaml through a real `dvc exp run -S`: torchvision's
+as `tv-<name>` (DVC's override grammar has no ":" in keys), timm's with a pretrained tag as a
+backbone; a name that DVC splits at its dots stops at stage check saying which form to use."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def exp_run(project, *sets: str) -> subprocess.CompletedProcess:
+    command = ["dvc", "exp", "run", "-S", "train.folds=[0]"]
+    for assignment in sets:
+        command += ["-S", assignment]
+    env = {**os.environ, "PYTHONPATH": str(project), "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run(command, cwd=project, capture_output=True, text=True, env=env)
+
+
+def test_torchvision_and_tagged_timm_models_through_exp_run(project):
+    result = exp_run(
+        project,
+        "+train.models.tv-resnet18={}",
+        "+train.models.rn18_a1={backbone: resnet18.a1_in1k}",
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    for model in ("tv-resnet18", "rn18_a1"):
+        assert (project / "models" / model / "fold0" / "best.pt").is_file(), model
+
+
+def test_a_dotted_model_key_stops_at_check_naming_the_form_to_use(project):
+    result = exp_run(project, "+train.models.resnet18.a1_in1k={}")
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert "train.models.resnet18.a1_in1k: `dvc exp run -S` reads the dots" in message
+    assert "'+train.models.resnet18_a1_in1k={backbone: resnet18.a1_in1k}'" in message
+    assert not (project / "data/prepared").exists()  # nothing ran past stage check
+    assert not list(project.glob("models/*/fold*/best.pt"))
