@@ -24,17 +24,54 @@ def test_rows_are_baseline_then_experiments_best_first():
         ("lr-b", "success"),
     ]
     assert rows[1][2] > rows[2][2]
-    assert rows[1][4] == ["train.defaults.optimizer.lr=0.003"]
-    assert rows[2][4] == ["train.defaults.image_size=24", "train.defaults.optimizer.lr=0.01"]
-    assert rows[1][3].startswith("2026-")
+    assert rows[1][5] == ["train.defaults.optimizer.lr=0.003"]
+    assert rows[2][5] == ["train.defaults.image_size=24", "train.defaults.optimizer.lr=0.01"]
+    assert rows[1][4].startswith("2026-")
 
 
-def test_cross_fitted_accuracy_is_preferred_over_the_plain_one():
-    data = {"metrics": {"results/ensemble/metrics.json": {"data": {"oof_accuracy": 0.5}}}}
-    assert leaderboard.accuracy_of(data) == 0.5
-    data["metrics"]["results/ensemble/metrics.json"]["data"]["oof_accuracy_fitted_cross"] = 0.6
-    assert leaderboard.accuracy_of(data) == 0.6
+def metrics(**values) -> dict:
+    return {"metrics": {"results/ensemble/metrics.json": {"data": values}}}
+
+
+def test_one_metric_is_ranked_the_honest_oof_accuracy():
+    assert leaderboard.accuracy_of(metrics(oof_accuracy=0.5)) == 0.5  # equal weights
+    fitted = metrics(oof_accuracy=0.7, oof_accuracy_fitted=0.7, oof_accuracy_fitted_cross=0.6)
+    assert leaderboard.accuracy_of(fitted) == 0.6
+    one_fold = metrics(oof_accuracy=0.9, oof_accuracy_fitted=0.9)  # weights scored on their fold
+    assert leaderboard.accuracy_of(one_fold) is None
     assert leaderboard.accuracy_of({}) is None
+
+
+def with_experiment(canned: list, name: str, params: dict, **values) -> list:
+    baseline = canned[1]["data"]["params"]["params.yaml"]["data"]
+    data = {**metrics(**values), "params": {"params.yaml": {"data": {**baseline, **params}}}}
+    canned[1]["experiments"].append({"revs": [{"rev": "e" * 40, "name": name, "data": data}]})
+    return canned
+
+
+def test_one_fold_runs_rank_after_the_full_ones_and_show_their_folds():
+    canned = with_experiment(
+        entries(),
+        "one-fold",
+        {},
+        oof_accuracy=0.5,
+        oof_accuracy_fitted=0.5,
+        oof_accuracy_fitted_cross=0.99,
+        num_folds=1,
+    )
+    rows = leaderboard.leaderboard(canned)
+    assert [row[0] for row in rows][-1] == "one-fold"  # despite its 0.99
+    assert rows[-1][3] == 1 and "one-fold" in leaderboard.format_rows(rows)
+
+
+def test_runs_on_another_data_root_are_listed_apart():
+    canned = with_experiment(
+        entries(), "silhouettes", {"data": {"root": "../shared/leaves"}}, oof_accuracy=0.95
+    )
+    rows = leaderboard.leaderboard(canned)
+    assert rows[-1][0] == "silhouettes" and rows[-1][6] == "../shared/leaves"
+    text = leaderboard.format_rows(rows).splitlines()
+    assert text[-2] == "-- data.root = ../shared/leaves (not comparable with the rows above)"
 
 
 def test_added_and_removed_models_read_like_dvc_exp_run_overrides():
@@ -52,7 +89,7 @@ def test_cli_prints_the_table_from_a_saved_file(capsys):
     main(["leaderboard", "--json-file", str(CANNED)])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["experiment", "state", "oof_acc"]
-    assert lines[2].split()[:3] == ["lr-a", "success", "0.3889"]
+    assert lines[2].split()[:4] == ["lr-a", "success", "0.3889", "2"]
     assert lines[2].endswith("train.defaults.optimizer.lr=0.003")
 
 

@@ -4,11 +4,14 @@
 
 Reads `dvc exp show --json` (or a saved copy of it with --json-file) and prints one row per
 experiment of the current commit, best first: its name, its state (success, failed, queued, ...),
-the ensemble's OOF accuracy (results/ensemble/metrics.json: `oof_accuracy_fitted_cross`, the
-fitted weights scored on folds they were not fitted on, when present, else `oof_accuracy`), when
+the ensemble's honest OOF accuracy (results/ensemble/metrics.json: `oof_accuracy_fitted_cross`,
+the fitted weights scored on folds they were not fitted on; `oof_accuracy` where the weights are
+equal; none for one fold with fitted weights), its number of folds, when
 DVC says it was made (DVC records no duration), and the params.yaml values that differ from the
 baseline commit's, written as `-S` overrides (`+key=...` added, `~key` removed). The baseline
-commit is the first row's reference; `--all` also lists the experiments of older commits.
+commit is the first row's reference; `--all` also lists the experiments of older commits. Runs
+on fewer folds than the baseline rank after the others, and runs on another `data.root` are
+listed apart, after a line naming it: their accuracies are not comparable.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from pipeline.dvc_cli import exp_show_json
 from pipeline.paths import ENSEMBLE_METRICS
 
 PARAMS_SOURCE = "params.yaml"
-ACCURACY_KEYS = ("oof_accuracy_fitted_cross", "oof_accuracy")
-HEADER = ("experiment", "state", "oof_acc", "created", "changed params")
+ACCURACY_KEYS = ("oof_accuracy_fitted_cross",)
+HEADER = ("experiment", "state", "oof_acc", "folds", "created", "changed params")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,13 +53,27 @@ def params_of(data: dict[str, Any]) -> dict[str, Any]:
     return flatten(((data.get("params") or {}).get(PARAMS_SOURCE) or {}).get("data") or {})
 
 
+def ensemble_metrics(data: dict[str, Any]) -> dict[str, Any]:
+    return ((data.get("metrics") or {}).get(str(ENSEMBLE_METRICS)) or {}).get("data") or {}
+
+
 def accuracy_of(data: dict[str, Any]) -> float | None:
-    """The ensemble's cross-fitted OOF accuracy when present, else its plain one; None if none."""
-    metrics = ((data.get("metrics") or {}).get(str(ENSEMBLE_METRICS)) or {}).get("data") or {}
+    """The ensemble's honest OOF accuracy, the one metric ranked: cross-fitted where weights
+    are fitted, plain where they are equal (nothing was fitted on the folds). None where there
+    is none: a one-fold run with fitted weights scores them on the fold they were fitted on."""
+    metrics = ensemble_metrics(data)
     for key in ACCURACY_KEYS:
         if isinstance(metrics.get(key), (int, float)):
             return float(metrics[key])
+    plain = metrics.get("oof_accuracy")
+    if "oof_accuracy_fitted" not in metrics and isinstance(plain, (int, float)):
+        return float(plain)
     return None
+
+
+def folds_of(data: dict[str, Any]) -> int | None:
+    folds = ensemble_metrics(data).get("num_folds")
+    return folds if isinstance(folds, int) else None
 
 
 def show(value: Any) -> str:
@@ -86,9 +103,19 @@ def experiments(commit: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, An
         yield name, state, head.get("data") or {}
 
 
+def ranked(rows: list[tuple]) -> list[tuple]:
+    """Best first by the honest OOF accuracy; runs on fewer folds than the most any row has
+    after the rest, and those without an accuracy last."""
+    most = max((row[3] for row in rows if row[3] is not None), default=None)
+    return sorted(
+        rows, key=lambda row: (row[2] is None, row[3] not in (None, most), -(row[2] or 0))
+    )
+
+
 def leaderboard(entries: list[dict[str, Any]], every_commit: bool = False) -> list[tuple]:
-    """Rows (name, state, accuracy, created, changes) from `dvc exp show --json`'s entries,
-    the baseline commit first, then its experiments by accuracy, best first."""
+    """Rows (name, state, accuracy, folds, created, changes, data_root) from `dvc exp show
+    --json`'s entries: each commit's baseline, then its experiments on the baseline's data.root
+    ranked (see `ranked`), then those on any other data.root, ranked among themselves."""
     commits = [entry for entry in entries if entry.get("rev") != "workspace"]
     if not commits:
         raise PipelineError("dvc exp show lists no commit: commit the project first")
@@ -96,42 +123,54 @@ def leaderboard(entries: list[dict[str, Any]], every_commit: bool = False) -> li
     for commit in commits if every_commit else commits[:1]:
         data = commit.get("data") or {}
         baseline = params_of(data)
+        root = baseline.get("data.root")
         name = commit.get("name") or str(commit.get("rev", "?"))[:7]
-        rows.append((name, "baseline", accuracy_of(data), data.get("timestamp"), []))
-        ranked = [
-            (
+        rows.append(
+            (name, "baseline", accuracy_of(data), folds_of(data), data.get("timestamp"), [], root)
+        )
+        groups: dict[Any, list[tuple]] = {root: []}
+        for exp_name, state, exp in experiments(commit):
+            params = params_of(exp)
+            exp_root = params.get("data.root", root)  # none for a queued or failed run
+            row = (
                 exp_name,
                 state,
                 accuracy_of(exp),
+                folds_of(exp),
                 exp.get("timestamp"),
-                changed_params(params_of(exp), baseline),
+                changed_params(params, baseline),
+                exp_root,
             )
-            for exp_name, state, exp in experiments(commit)
-        ]
-        ranked.sort(key=lambda row: (row[2] is None, -(row[2] or 0.0)))
-        rows.extend(ranked)
+            groups.setdefault(exp_root, []).append(row)
+        for group in groups.values():
+            rows.extend(ranked(group))
     return rows
 
 
 def format_rows(rows: list[tuple]) -> str:
-    """A plain text table: one line per row, params last and unpadded."""
-    cells = [HEADER] + [
-        (
-            name,
-            state,
-            "-" if accuracy is None else f"{accuracy:.4f}",
-            (created or "-")[:19].replace("T", " "),
-            " ".join(changes) or "-",
+    """A plain text table: one line per row, params last and unpadded; a line before each run
+    of rows on another data.root, whose accuracies are not comparable with those above."""
+    cells, roots = [HEADER], [None]
+    for name, state, accuracy, folds, created, changes, root in rows:
+        cells.append(
+            (
+                name,
+                state,
+                "-" if accuracy is None else f"{accuracy:.4f}",
+                "-" if folds is None else str(folds),
+                (created or "-")[:19].replace("T", " "),
+                " ".join(changes) or "-",
+            )
         )
-        for name, state, accuracy, created, changes in rows
-    ]
+        roots.append(root)
     widths = [max(len(row[i]) for row in cells) for i in range(len(HEADER) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
-        + "  "
-        + row[-1]
-        for row in cells
-    )
+    lines = []
+    for index, row in enumerate(cells):
+        if index > 1 and roots[index] != roots[index - 1]:
+            lines.append(f"-- data.root = {roots[index]} (not comparable with the rows above)")
+        padded = "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
+        lines.append(f"{padded}  {row[-1]}")
+    return "\n".join(lines)
 
 
 def load_entries(json_file: Path | None) -> list[dict[str, Any]]:
