@@ -79,9 +79,10 @@ def test_rejected_setting_and_stale_cells_cost_nothing(project):
     assert set(re.findall(r"Running stage '([^']+)'", output)) == {"collect"}
     assert changed_stages(project) == {}
 
-    # 3. A rerun of a finished fold gives the same dvc.lock (last.pt's marker md5 included).
+    # 3. A rerun of a finished fold gives the same cell; the resume state is in no lock.
     lock = (project / "dvc.lock").read_text()
     run(["dvc", "repro", "--force", "--single-item", "train@d2l_resnet11-0"], project)
     after = (project / "dvc.lock").read_text()
-    last = re.compile(r"path: checkpoints/d2l_resnet11/fold0/last.pt\n\s+hash: md5\n\s+md5: (\w+)")
-    assert last.search(after).group(1) == last.search(lock).group(1)
+    cell = re.compile(r"path: models/d2l_resnet11/fold0\n\s+hash: md5\n\s+md5: (\S+)")
+    assert cell.search(after).group(1) == cell.search(lock).group(1)
+    assert "last.pt" not in after

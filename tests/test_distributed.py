@@ -38,7 +38,7 @@ def recorded(path, atomic_path=files.atomic_path):
         print(path, file=log)
     return atomic_path(path)
 
-cells.atomic_path = checkpoint.atomic_path = live.atomic_path = recorded
+cells.atomic_path = files.atomic_path = live.atomic_path = recorded  # checkpoint writes by files
 run(train.main)
 """
 
