@@ -5,7 +5,7 @@ from pipeline.console import PipelineError
 from pipeline.models import _REGISTRY, create_model, is_known_model
 
 # One of each family: the project's own, torchvision's, timm's.
-NAMES = sorted(_REGISTRY) + ["tv:resnet18", "resnet18", "resnet10t"]
+NAMES = sorted(_REGISTRY) + ["tv:resnet18", "tv-resnet18", "resnet18", "resnet18.a1_in1k"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -34,7 +34,7 @@ def test_unknown_names_raise_with_suggestions():
 
 def test_names_are_recognised():
     assert is_known_model("d2l_resnet18")
-    assert is_known_model("tv:resnet50")
+    assert is_known_model("tv:resnet50") and is_known_model("tv-resnet50")
     assert is_known_model("resnext50_32x4d")
     assert is_known_model("resnet50.a1_in1k")
     assert not is_known_model("tv:not_a_model")
