@@ -16,7 +16,7 @@ import time
 import pytest
 import yaml
 from conftest import run
-from test_resume import LAST, cell_outputs, saved_epoch
+from test_resume import LAST, cell_outputs, saved_epoch, start_training
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -32,19 +32,8 @@ EXPERIMENT = [
 
 
 def start(project) -> subprocess.Popen:
-    # One thread each: the reference runs alongside on the other core (see test_resume).
-    env = {**os.environ, "PYTHONPATH": str(project), "OMP_NUM_THREADS": "1"}
-    env["DVC_NO_ANALYTICS"] = "1"
-    with open(project / "stderr.log", "a") as stderr:
-        return subprocess.Popen(
-            EXPERIMENT,
-            cwd=project,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            start_new_session=True,  # Ctrl-C reaches the terminal's whole process group
-        )
+    """The experiment, as Ctrl-C in a terminal would reach it: its own process group."""
+    return start_training(project, EXPERIMENT, code=project)
 
 
 def interrupt_after_epoch(process: subprocess.Popen, checkpoint, epoch: int) -> int:

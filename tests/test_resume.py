@@ -43,19 +43,23 @@ def copy_run(finished_run: Path, workdir: Path, **changes) -> Path:
     return workdir
 
 
-def start_training(workdir: Path) -> subprocess.Popen:
+def start_training(
+    workdir: Path, command: list[str] = TRAIN, code: Path = ROOT
+) -> subprocess.Popen:
+    """`command` in `workdir` importing the project from `code`, in its own process group
+    (SIGKILL or SIGINT reaches its workers or stages too), stdout piped, stderr to a log."""
     # One thread each: the reference run shares the two cores, and OpenMP threads that wait for
     # a busy core spin (bit-identity holds for any thread count, as long as both runs agree).
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    with open(workdir / "stderr.log", "w") as stderr:  # progress bars: too much for a pipe
+    env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1"}
+    with open(workdir / "stderr.log", "a") as stderr:  # progress bars: too much for a pipe
         return subprocess.Popen(
-            TRAIN,
+            command,
             cwd=workdir,
             env=env,
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
-            start_new_session=True,  # its own process group: SIGKILL reaches the workers too
+            start_new_session=True,
         )
 
 
