@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.batch_colour import colour_step, device_constant
+from pipeline.batch_colour import COLOUR_OPS, colour_step, device_constant
 from pipeline.batch_geometry import Step, compose, sample
 from pipeline.schema import TransformSpec
 from pipeline.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -104,16 +104,6 @@ def normalise(
     return ((images - mean) / std).to(dtype).contiguous(memory_format=memory_format)
 
 
-GEOMETRIC = {
-    "RandomResizedCrop",
-    "HorizontalFlip",
-    "VerticalFlip",
-    "Transpose",
-    "RandomRotate90",
-    "Affine",
-}
-
-
 class BatchAugment:
     """A policy (train.defaults.augment.train or .eval) as batched ops on the device.
 
@@ -127,8 +117,8 @@ class BatchAugment:
             raise ValueError(gap)
         self.steps = [Step.from_spec(spec, image_size) for spec in specs]
         self.image_size, self.keep_aspect, self.seed = image_size, keep_aspect, seed
-        self.geometric = [k for k, step in enumerate(self.steps) if step.name in GEOMETRIC]
-        self.colour = [k for k, step in enumerate(self.steps) if step.name not in GEOMETRIC]
+        self.colour = [k for k, step in enumerate(self.steps) if step.name in COLOUR_OPS]
+        self.geometric = [k for k in range(len(self.steps)) if k not in self.colour]
         fills = [
             s.args["fill"] for s in self.steps if s.name == "Affine" and not s.args["border_mode"]
         ]
