@@ -139,13 +139,13 @@ def resolve_paths(images: pd.Series, root: Path, table: Path) -> list[str]:
     return paths
 
 
-def check_images(paths: pd.Series, table: Path, desc: str) -> list[str]:
+def check_images(paths: pd.Series, table: Path, desc: str, max_megapixels: float) -> list[str]:
     """Hash every image and decode it once; return the md5 hashes in order."""
 
     def check(path: str) -> str | Exception:
         try:
             digest = file_md5(path)
-            load_image(path, min_side=CHECK_DECODE_SIDE)
+            load_image(path, min_side=CHECK_DECODE_SIDE, max_megapixels=max_megapixels)
             return digest
         except FileNotFoundError:
             return ImageReadError(f"{path}: image file not found")

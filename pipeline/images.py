@@ -22,10 +22,9 @@ from pipeline.console import PipelineError, progress
 from pipeline.paths import CACHE_DIR, CACHE_IMAGES, CACHE_INDEX, CACHE_MANIFEST
 from pipeline.tables import corrupt, load_input_array, read_input_json, read_input_table
 
-# Bigger than any real photo a competition ships, small enough to refuse decompression bombs.
-# Checked on the header before decoding; PIL's own check only warns below twice its limit, and
-# turning that warning into an error is not thread-safe (prepare decodes in threads).
-MAX_PIXELS = 40_000_000
+# Our own limit (data.max_megapixels) replaces PIL's: it is checked on the header before
+# decoding, while PIL's only warns below twice its limit, and turning that warning into an error
+# is not thread-safe (prepare decodes in threads).
 Image.MAX_IMAGE_PIXELS = None
 
 
@@ -33,21 +32,26 @@ class ImageReadError(PipelineError):
     """An image file is missing, truncated or not an image."""
 
 
-def load_image(path: Path | str, min_side: int | None = None) -> np.ndarray:
+def load_image(
+    path: Path | str, min_side: int | None = None, max_megapixels: float | None = None
+) -> np.ndarray:
     """Read an image as an RGB uint8 array (H, W, 3), whatever its mode.
 
     Args:
         path: the image file.
         min_side: if given, JPEGs are decoded at the smallest DCT scale that keeps both sides at
             least this long (much faster for large photos); the pixels are not resized further.
+        max_megapixels: if given, a bigger image is refused from its header, before decoding
+            (a decompression bomb?). Stage prepare and `leaf predict` pass data.max_megapixels;
+            the stages after prepare read only images it has checked.
     """
     try:
         with Image.open(path) as img:
             width, height = img.size
-            if width * height > MAX_PIXELS:
+            if max_megapixels is not None and width * height > max_megapixels * 1e6:
                 raise ImageReadError(
-                    f"{path}: {width}x{height} pixels is over the {MAX_PIXELS:,} "
-                    "pixel limit (a decompression bomb?)"
+                    f"{path}: {width}x{height} pixels is over the limit of {max_megapixels:g} "
+                    "megapixels (data.max_megapixels in params.yaml; a decompression bomb?)"
                 )
             if min_side and img.format == "JPEG":
                 img.draft("RGB", (min_side, min_side))

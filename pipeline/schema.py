@@ -72,6 +72,7 @@ class DataParams(Strict):
     sample_submission: str | None = "sample_submission.csv"
     image_col: str = "image"
     label_col: str = "label"
+    max_megapixels: Annotated[float, Field(gt=0)] = 40.0  # refused from the header
 
 
 class SplitParams(Strict):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import time
 import warnings
 
 import albumentations as A
@@ -163,18 +162,29 @@ def test_unreadable_files_raise_image_read_error_naming_the_path(tmp_path, kind)
 
 
 @pytest.mark.parametrize("size", [(30000, 30000), (7000, 7000)], ids=["error", "warning"])
-def test_decompression_bomb_is_refused_quickly(tmp_path, size):
-    # 900 Mpx is over twice Image.MAX_IMAGE_PIXELS (PIL raises); 49 Mpx is over it but under
-    # twice (PIL only warns, and load_image must turn the warning into a refusal).
+def test_decompression_bomb_is_refused_before_decoding(tmp_path, size, monkeypatch):
+    # 900 Mpx is over twice PIL's own limit (where PIL would raise); 49 Mpx is over it but under
+    # twice (where PIL would only warn). Both are refused from the header by data.max_megapixels.
     path = imgs.write_bomb_png(tmp_path / "bomb.png", *size)
     assert path.stat().st_size < 1_000_000
     filters_before = list(warnings.filters)
-    start = time.perf_counter()
+
+    def no_decoding(self):
+        raise AssertionError("decoded an image over the limit")
+
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
     with pytest.raises(ImageReadError) as info:
-        load_image(path)
-    assert time.perf_counter() - start < 2.0
+        load_image(path, max_megapixels=40)
     assert str(path) in str(info.value)
-    assert warnings.filters == filters_before  # the temporary "error" filter did not leak
+    assert "40 megapixels (data.max_megapixels" in str(info.value)
+    assert warnings.filters == filters_before  # PIL's warning is not turned on or off
+
+
+def test_the_pixel_limit_is_the_setting(tmp_path):
+    path = imgs.write_jpeg(tmp_path / "leaf.jpg", size=100)  # 0.01 megapixels
+    assert load_image(path, max_megapixels=0.01).shape == (100, 100, 3)
+    with pytest.raises(ImageReadError, match="100x100 pixels is over the limit of 0.0099 mega"):
+        load_image(path, max_megapixels=0.0099)
 
 
 # ----------------------------------------------------------------------------------------------

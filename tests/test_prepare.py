@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -150,7 +149,7 @@ def test_image_cell_naming_a_directory_is_refused(workdir, comp):
 
 
 @pytest.mark.parametrize("table", ["train.csv", "test.csv"])
-def test_decompression_bomb_is_refused_quickly(workdir, comp, table):
+def test_decompression_bomb_is_refused(workdir, comp, table):
     # 30,000 x 30,000 = 900 Mpx (2.7 GB as RGB) in a PNG of about 100 KB.
     bomb = "images/bomb.png"
     imgs.write_bomb_png(comp.root / bomb)
@@ -161,7 +160,6 @@ def test_decompression_bomb_is_refused_quickly(workdir, comp, table):
         tests = [comp.test[0], bomb, *comp.test[2:]]
         imgs.write_csv(comp.test_csv, ["image"], [[t] for t in tests])
         imgs.write_csv(comp.sample_csv, ["image", "label"], [[t, "x"] for t in tests])
-    start = time.perf_counter()
     fails(
         workdir,
         table_name(comp, table),
@@ -170,7 +168,11 @@ def test_decompression_bomb_is_refused_quickly(workdir, comp, table):
         "decompression bomb",
         rows=(4 if table == "train.csv" else 3,),
     )
-    assert time.perf_counter() - start < 10
+
+
+def test_the_pixel_limit_is_data_max_megapixels(workdir, comp):
+    write_params(workdir, max_megapixels=0.0005)  # the images are 32x32 = 0.001 megapixels
+    fails(workdir, table_name(comp, "train.csv"), "over the limit of 0.0005 megapixels")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -75,8 +75,9 @@ def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
         raise InputDataError(
             f"{test_path}: {len(overlap)} image(s) also in {train_path}, e.g. {overlap[:3]}"
         )
-    train["md5"] = check_images(train["path"], train_path, "checking train images")
-    test["md5"] = check_images(test["path"], test_path, "checking test images")
+    limit = params.max_megapixels
+    train["md5"] = check_images(train["path"], train_path, "checking train images", limit)
+    test["md5"] = check_images(test["path"], test_path, "checking test images", limit)
 
     classes = sorted(train[label_col].unique())
     train["target"] = train[label_col].map({name: i for i, name in enumerate(classes)})

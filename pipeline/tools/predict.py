@@ -79,12 +79,14 @@ def find_images(paths: list[str]) -> tuple[list[Path], list[str]]:
     return list(dict.fromkeys(found)), problems
 
 
-def readable_images(paths: list[Path], min_side: int) -> tuple[list[Path], list[str]]:
+def readable_images(
+    paths: list[Path], min_side: int, max_megapixels: float
+) -> tuple[list[Path], list[str]]:
     """Split `paths` into images that decode and messages for those that do not."""
     good, problems = [], []
     for path in progress(paths, desc="check images", unit="img", leave=False):
         try:
-            load_image(path, min_side=min_side)
+            load_image(path, min_side=min_side, max_megapixels=max_megapixels)
             good.append(path)
         except ImageReadError as err:
             problems.append(str(err))
@@ -126,7 +128,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     cells = find_cells(params)
     paths, problems = find_images(args.paths)
     min_side = min(params.train.for_model(cell.model).image_size for cell in cells)
-    paths, unreadable = readable_images(paths, min_side)
+    paths, unreadable = readable_images(paths, min_side, params.data.max_megapixels)
     problems += unreadable
     table = pd.DataFrame(columns=["image", "rank", "label", "probability"])
     if paths:
