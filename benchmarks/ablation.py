@@ -27,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.schema import deep_merge  # noqa: E402
+from pipeline.config.schema import deep_merge  # noqa: E402
 
 # name -> overrides of train.defaults, laid over the preset's.
 VARIANTS = {

@@ -40,7 +40,7 @@ import gpu_check_stage as stage  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.files import write_json  # noqa: E402
+from pipeline.io.files import write_json  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "gpu_check.json"
 

@@ -12,10 +12,15 @@ from functools import partial
 
 import torch
 
-from pipeline.device import amp_context, compile_model, configure_determinism, seed_everything
-from pipeline.engine import create_trainer, optimizer_step
-from pipeline.models import create_model
-from pipeline.schema import ModelParams
+from pipeline.config.schema import ModelParams
+from pipeline.models.registry import create_model
+from pipeline.training.device import (
+    amp_context,
+    compile_model,
+    configure_determinism,
+    seed_everything,
+)
+from pipeline.training.engine import create_trainer, optimizer_step
 
 CLASSES = 10
 # Stated tolerances: max |logits difference| over max |fp32 logits|.

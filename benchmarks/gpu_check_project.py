@@ -226,7 +226,7 @@ def check_leaves_project(cfg, device, budget, folder: Path) -> dict:
 
 def fold_train_images(root: Path, fold: int = 0) -> int:
     """How many of the project's images train when `fold` validates."""
-    from pipeline.paths import FOLDS_FILE
+    from pipeline.config.paths import FOLDS_FILE
 
     return int((pd.read_csv(root / FOLDS_FILE)["fold"] != fold).sum())
 

@@ -8,7 +8,8 @@ The project's code stays untouched; the instruments are laid on from outside:
                   a 16 GiB one (skipped without CUDA).
 --time-train      prints `TRAIN_SECONDS_PREFIX <seconds>` after each training pass (the n-th line
                   is epoch n), timed between two device synchronisations: the training part of an
-                  epoch without its validation. It wraps pipeline.engine.train_one_epoch; if the
+                  epoch without its validation. It wraps
+                  pipeline.training.engine.train_one_epoch; if the
                   engine stops calling that, nothing is printed and gpu_check falls back to the
                   stage's whole-epoch seconds.
 """
@@ -46,7 +47,7 @@ def synchronize_cuda() -> None:
 
 
 def time_training_passes() -> None:
-    from pipeline import engine
+    from pipeline.training import engine
 
     train_one_epoch = engine.train_one_epoch
 

@@ -1,11 +1,12 @@
 """gpu_check's speed checks (part b): images/s through the real training code.
 
-Ours: the uint8 cache (pipeline.images) read by LeafDataset/create_loader workers and
-DeviceLoader (pipeline.loaders, via throughput.our_loader), one epoch of
-pipeline.engine.train_one_epoch after a warm-up epoch (which compiles, when compile is on).
+Ours: the uint8 cache (pipeline.data.images) read by LeafDataset/create_loader workers and
+DeviceLoader (pipeline.data.loaders, via throughput.our_loader), one epoch of
+pipeline.training.engine.train_one_epoch after a warm-up epoch (which compiles, when compile is on).
 Beside it in the same run: throughput.py's naive baseline (PIL decode per image, no workers,
 fp32) and the ceiling: the same engine epoch on one synthetic batch already on the GPU.
-Inference: pipeline.tta.predict_logits with the TTA views over the cached validation loader.
+Inference: pipeline.training.tta.predict_logits with the TTA views over the cached validation
+loader.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from throughput import (
     write_jpegs,
 )
 
-from pipeline.device import compile_model, configure_determinism, seed_everything
-from pipeline.engine import create_trainer, train_one_epoch
-from pipeline.images import ImageCache, write_images
-from pipeline.models import create_model
-from pipeline.schema import ModelParams, TtaParams
-from pipeline.tta import predict_logits
+from pipeline.config.schema import ModelParams, TtaParams
+from pipeline.data.images import ImageCache, write_images
+from pipeline.models.registry import create_model
+from pipeline.training.device import compile_model, configure_determinism, seed_everything
+from pipeline.training.engine import create_trainer, train_one_epoch
+from pipeline.training.tta import predict_logits
 
 TTA_VIEWS = ["identity", "hflip"]
 

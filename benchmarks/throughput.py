@@ -52,16 +52,22 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.device import amp_context, compile_model, use_channels_last  # noqa: E402
-from pipeline.images import (
+from pipeline.config.schema import (
+    AugmentParams,
+    GenerateParams,
+    LoaderParams,
+    ModelParams,
+    TransformSpec,
+)
+from pipeline.data.images import (
     ImageCache,
     write_images,  # noqa: E402
 )
-from pipeline.loaders import DeviceLoader, LeafDataset, create_loader, loader_kwargs
-from pipeline.models import create_model  # noqa: E402
-from pipeline.schema import AugmentParams, GenerateParams, LoaderParams, ModelParams, TransformSpec
-from pipeline.synthetic import JPEG_OPTIONS, make_species, render_image  # noqa: E402
-from pipeline.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+from pipeline.data.loaders import DeviceLoader, LeafDataset, create_loader, loader_kwargs
+from pipeline.data.synthetic import JPEG_OPTIONS, make_species, render_image  # noqa: E402
+from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+from pipeline.models.registry import create_model  # noqa: E402
+from pipeline.training.device import amp_context, compile_model, use_channels_last  # noqa: E402
 
 CLASSES = 176  # Classify Leaves
 SOURCE_SIZE = 224  # its JPEGs are 224 x 224

@@ -14,14 +14,14 @@ import pytest
 import torch
 import yaml
 
-from pipeline.cells import read_cell
-from pipeline.competition import InputDataError
-from pipeline.console import PipelineError
-from pipeline.device import resolve_device
-from pipeline.schema import TrainParams
+from pipeline.competition.inputs import InputDataError
+from pipeline.config.schema import TrainParams
+from pipeline.ensemble.cells import read_cell
+from pipeline.io.console import PipelineError
 from pipeline.stages import ensemble as ensemble_stage
 from pipeline.stages import prepare as prepare_stage
 from pipeline.stages.split import check_class_counts
+from pipeline.training.device import resolve_device
 
 try:
     from helpers import images as imgs
@@ -244,9 +244,9 @@ def test_single_image_class_does_not_advise_one_fold():
 
 
 def test_divergence_on_cpu_does_not_suggest_amp():
-    from pipeline.running_metrics import DivergedError
-    from pipeline.schema import ModelParams
+    from pipeline.config.schema import ModelParams
     from pipeline.stages.train import explain_failures
+    from pipeline.training.running_metrics import DivergedError
 
     hp = ModelParams(amp=True)
     error = DivergedError(epoch=1, step=1, steps=2, loss=float("nan"))

@@ -1,5 +1,5 @@
 """The device data path's batch augmentation, on CPU tensors: each op against a plain per-image
-reference (torchvision's or albumentations' functional ops, or pipeline.images), within the
+reference (torchvision's or albumentations' functional ops, or pipeline.data.images), within the
 tolerance each test states, plus the counter-based random numbers' purity."""
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from pipeline.batch_augment import BatchAugment, batch_form_gap, mix32, normalise, uniforms
-from pipeline.batch_colour import (
+from pipeline.config.schema import TransformSpec
+from pipeline.data.batch_augment import BatchAugment, batch_form_gap, mix32, normalise, uniforms
+from pipeline.data.batch_colour import (
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
     brightness_contrast,
 )
-from pipeline.batch_geometry import sample
-from pipeline.images import pad_to_square
-from pipeline.schema import TransformSpec
+from pipeline.data.batch_geometry import sample
+from pipeline.data.images import pad_to_square
 
 MEAN = torch.tensor((0.485, 0.456, 0.406)).view(3, 1, 1)
 STD = torch.tensor((0.229, 0.224, 0.225)).view(3, 1, 1)

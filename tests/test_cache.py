@@ -19,17 +19,23 @@ from PIL import Image
 from test_params import MINIMAL
 from test_params import with_change as change_minimal
 
-from pipeline import device
-from pipeline.console import PipelineError
-from pipeline.d2l_resnet import D2LResNet
-from pipeline.images import ImageCache, load_image_cache, write_images
-from pipeline.loaders import DeviceLoader, LeafDataset, build_loaders, create_loader, loader_kwargs
-from pipeline.params import ParamsError, load_params, parse_params, resolve_cache_size
-from pipeline.paths import CACHE_DIR, CACHE_IMAGES, CACHE_MANIFEST, FOLDS_FILE, PREPARED_TEST
-from pipeline.schema import ModelParams
+from pipeline.config.params import ParamsError, load_params, parse_params, resolve_cache_size
+from pipeline.config.paths import CACHE_DIR, CACHE_IMAGES, CACHE_MANIFEST, FOLDS_FILE, PREPARED_TEST
+from pipeline.config.schema import ModelParams
+from pipeline.data.images import ImageCache, load_image_cache, write_images
+from pipeline.data.loaders import (
+    DeviceLoader,
+    LeafDataset,
+    build_loaders,
+    create_loader,
+    loader_kwargs,
+)
+from pipeline.data.tables import load_table
+from pipeline.data.transforms import IMAGENET_STD, build_transforms
+from pipeline.io.console import PipelineError
+from pipeline.models.d2l_resnet import D2LResNet
 from pipeline.stages import cache, generate, prepare, split, train
-from pipeline.tables import load_table
-from pipeline.transforms import IMAGENET_STD, build_transforms
+from pipeline.training import device
 
 # One grey level of a uint8 image, after normalisation (the largest over the channels).
 GREY_LEVEL = 1 / 255 / min(IMAGENET_STD)
@@ -166,7 +172,7 @@ def test_training_reads_the_cache_and_decodes_nothing(cached, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("an image was decoded")
 
-    monkeypatch.setattr("pipeline.loaders.load_image", no_decoding)  # LeafDataset decodes
+    monkeypatch.setattr("pipeline.data.loaders.load_image", no_decoding)  # LeafDataset decodes
     summary = train.main(["--model", "d2l_resnet11", "--fold", "0"])
     assert 0.0 <= summary["oof_acc"] <= 1.0
     assert (Path("models/d2l_resnet11/fold0/test_logits.npy")).is_file()

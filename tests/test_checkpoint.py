@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.checkpoint import mark_complete, save_checkpoint
+from pipeline.training.checkpoint import mark_complete, save_checkpoint
 
 
 def test_the_same_checkpoint_saved_twice_has_the_same_bytes(tmp_path):
@@ -31,7 +31,7 @@ def test_the_finished_marker_is_the_same_bytes_on_every_run(tmp_path):
 
 
 def test_the_background_writer_saves_a_snapshot_and_raises_a_failed_write(tmp_path, monkeypatch):
-    from pipeline import checkpoint as module
+    from pipeline.training import checkpoint as module
 
     weights = torch.zeros(3)
     path = tmp_path / "last.pt"

@@ -1,10 +1,10 @@
-"""`pipeline.cli`: quiet mode for progress bars."""
+"""`pipeline.tools.cli`: quiet mode for progress bars."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.console import progress, quiet
+from pipeline.io.console import progress, quiet
 
 
 @pytest.fixture(autouse=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from pipeline import cli
-from pipeline.console import PipelineError
+from pipeline.io.console import PipelineError
+from pipeline.tools import cli
 
 STAGES = sorted(p.stem for p in (ROOT / "pipeline" / "stages").glob("*.py") if p.stem != "__init__")
 HEAVY = ("torch", "albumentations", "timm", "cv2")
@@ -114,7 +114,7 @@ def test_train_keeps_its_cell_flags(capsys):
 
 def test_leaf_help_lists_the_subcommands_without_importing_tools(tmp_path):
     code = (
-        "import sys\nfrom pipeline.cli import main\ntry:\n    main(['--help'])\n"
+        "import sys\nfrom pipeline.tools.cli import main\ntry:\n    main(['--help'])\n"
         "except SystemExit as e:\n    print('exit', e.code)\n"
         "print('loaded', sorted(m for m in sys.modules if m.startswith('pipeline.tools.')))\n"
         f"print('heavy', [m for m in {HEAVY!r} if m in sys.modules])\n"
@@ -130,7 +130,7 @@ def test_leaf_help_lists_the_subcommands_without_importing_tools(tmp_path):
 
 def test_leaf_validate_help_does_not_import_torch(tmp_path):
     code = (
-        "import sys\nfrom pipeline.cli import main\ntry:\n    main(['validate', '--help'])\n"
+        "import sys\nfrom pipeline.tools.cli import main\ntry:\n    main(['validate', '--help'])\n"
         "except SystemExit as e:\n    print('exit', e.code)\n"
         f"print('heavy', [m for m in {HEAVY!r} if m in sys.modules])\n"
     )
@@ -141,7 +141,7 @@ def test_leaf_validate_help_does_not_import_torch(tmp_path):
 
 
 def test_leaf_runs_as_a_module(tmp_path):
-    result = python(["-m", "pipeline.cli", "kaggle", "download", "--help"], tmp_path)
+    result = python(["-m", "pipeline.tools.cli", "kaggle", "download", "--help"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: leaf kaggle download [-h]")
     assert list(tmp_path.iterdir()) == []
@@ -229,14 +229,14 @@ def test_leaf_passes_the_arguments_and_exits_0(monkeypatch):
 def test_an_int_result_is_the_exit_code(monkeypatch, tmp_path):
     fake_tool(monkeypatch, lambda args: args.value)
     assert cli.main(["fake", "--value", "3"]) == 3
-    result = python(["-m", "pipeline.cli", "kaggle"], tmp_path)  # `sys.exit(main())`
+    result = python(["-m", "pipeline.tools.cli", "kaggle"], tmp_path)  # `sys.exit(main())`
     assert result.returncode == 2
 
 
 @pytest.mark.parametrize("error", [PipelineError, "ParamsError"])
 def test_a_users_error_is_one_error_paragraph_and_exit_2(error, monkeypatch, capsys):
     if error == "ParamsError":
-        from pipeline.params import ParamsError as error
+        from pipeline.config.params import ParamsError as error
 
     def run(args: argparse.Namespace) -> None:
         raise error("params.yaml: train.epochs: must be at least 1")

@@ -1,15 +1,15 @@
-"""The d2l course's nets (pipeline/d2l.py, pipeline/d2l_resnet.py) behind the model registry."""
+"""The d2l course's nets (pipeline/models/d2l.py, d2l_resnet.py) behind the model registry."""
 
 import pytest
 import torch
 from torch import nn
 
-from pipeline.checks import backbone_problems
-from pipeline.console import PipelineError
-from pipeline.models import _REGISTRY, create_model, head_parameters, is_known_model
-from pipeline.optim import create_optimizer
-from pipeline.params import parse_params
-from pipeline.schema import OptimizerParams
+from pipeline.config.checks import backbone_problems
+from pipeline.config.params import parse_params
+from pipeline.config.schema import OptimizerParams
+from pipeline.io.console import PipelineError
+from pipeline.models.registry import _REGISTRY, create_model, head_parameters, is_known_model
+from pipeline.training.optim import create_optimizer
 
 CLASSIC = ["d2l_lenet", "d2l_alexnet", "d2l_vgg11", "d2l_vgg11_small", "d2l_nin", "d2l_googlenet"]
 RESNETS = ["d2l_resnet11_small", "d2l_resnet18_small", "d2l_resnet11_wide", "d2l_resnet11_slim"]

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from pipeline.images import ImageReadError, load_image, to_rgb
-from pipeline.schema import ModelParams, TransformSpec
-from pipeline.tables import load_table
-from pipeline.transforms import (
+from pipeline.config.schema import ModelParams, TransformSpec
+from pipeline.data.images import ImageReadError, load_image, to_rgb
+from pipeline.data.tables import load_table
+from pipeline.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     FitSquare,
@@ -23,7 +23,7 @@ from pipeline.transforms import (
     create_transform,
     fit_long_side,
 )
-from pipeline.tta import apply_view
+from pipeline.training.tta import apply_view
 
 try:
     from helpers import images as imgs
@@ -203,8 +203,8 @@ def test_unknown_transform_name(name):
 
 
 def test_unknown_transform_name_through_params_validation():
-    from pipeline.checks import CHECKS
-    from pipeline.params import ParamsError, parse_params
+    from pipeline.config.checks import CHECKS
+    from pipeline.config.params import ParamsError, parse_params
 
     augment = {"train": [{"name": "NoSuchTransform"}]}
     raw = {"train": {"models": {"d2l_resnet11": {"augment": augment}}}}

@@ -9,11 +9,11 @@ import torch
 from conftest import run_stages
 from PIL import Image
 
-from pipeline.loaders import EpochSampler, LeafDataset, create_loader
-from pipeline.paths import ENSEMBLE_DIR, FOLDS_FILE, SUBMISSION_FILE
-from pipeline.schema import ModelParams
-from pipeline.tables import load_table
-from pipeline.transforms import build_transforms
+from pipeline.config.paths import ENSEMBLE_DIR, FOLDS_FILE, SUBMISSION_FILE
+from pipeline.config.schema import ModelParams
+from pipeline.data.loaders import EpochSampler, LeafDataset, create_loader
+from pipeline.data.tables import load_table
+from pipeline.data.transforms import build_transforms
 
 
 def test_two_runs_give_identical_logits_and_submission(finished_run, tmp_path, tiny_params):

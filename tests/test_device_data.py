@@ -9,13 +9,13 @@ import pytest
 import torch
 from test_resume import cell_outputs, write_params
 
-from pipeline.console import PipelineError
-from pipeline.device_data import ResidentImages, augment_path, fold_data
-from pipeline.images import load_image_cache
-from pipeline.loaders import build_loaders
-from pipeline.params import load_params, resolve_cache_size
-from pipeline.paths import FOLDS_FILE, PREPARED_TEST
-from pipeline.schema import ModelParams
+from pipeline.config.params import load_params, resolve_cache_size
+from pipeline.config.paths import FOLDS_FILE, PREPARED_TEST
+from pipeline.config.schema import ModelParams
+from pipeline.data.device_data import ResidentImages, augment_path, fold_data
+from pipeline.data.images import load_image_cache
+from pipeline.data.loaders import build_loaders
+from pipeline.io.console import PipelineError
 from pipeline.stages import train
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

@@ -15,12 +15,12 @@ import torch
 import yaml
 from conftest import ROOT
 
-from pipeline import distributed
-from pipeline.console import PipelineError
-from pipeline.loaders import create_loader, shard_range
-from pipeline.params import ParamsError, parse_params
-from pipeline.paths import fold_dir, fold_results_dir, last_checkpoint_path
+from pipeline.config.params import ParamsError, parse_params
+from pipeline.config.paths import fold_dir, fold_results_dir, last_checkpoint_path
+from pipeline.data.loaders import create_loader, shard_range
+from pipeline.io.console import PipelineError
 from pipeline.stages import cache, generate, prepare, split
+from pipeline.training import distributed
 
 # No BatchNorm: torch's SyncBatchNorm is CUDA-only, so on CPU each process would normalise with
 # its own half of the batch (see distributed.sync_batchnorm).
@@ -29,8 +29,11 @@ TRAIN_ARGS = ["--model", MODEL, "--fold", str(FOLD)]
 # Wraps train's atomic writes to log which rank made each, then runs the stage as -m would.
 RECORD_WRITES = """
 import os
-from pipeline import cells, checkpoint, files, live
-from pipeline.console import run
+from pipeline.ensemble import cells
+from pipeline.training import checkpoint
+from pipeline.io import files
+from pipeline.training import live
+from pipeline.io.console import run
 from pipeline.stages import train
 
 def recorded(path, atomic_path=files.atomic_path):

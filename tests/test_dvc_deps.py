@@ -49,7 +49,9 @@ def test_stages_never_import_stages():
 
 
 def test_schema_imports_nothing_from_the_project():
-    assert import_closure(ROOT, Path("pipeline/schema.py")) == {Path("pipeline/schema.py")}
+    assert import_closure(ROOT, Path("pipeline/config/schema.py")) == {
+        Path("pipeline/config/schema.py")
+    }
 
 
 def test_no_import_cycles():
@@ -65,11 +67,17 @@ def test_no_import_cycles():
 @pytest.mark.parametrize(
     ("edited", "reruns"),
     [
-        ("pipeline/tta.py", {"train", "pseudo"}),
-        ("pipeline/scoring.py", {"meta", "ensemble", "pseudo"}),
+        ("pipeline/training/tta.py", {"train", "pseudo"}),
+        ("pipeline/ensemble/scoring.py", {"meta", "ensemble", "pseudo"}),
     ],
 )
 def test_an_edit_reruns_only_the_stages_that_run_it(edited, reruns):
     """Editing a TTA view reruns train and what follows it; editing scoring reruns meta too."""
     direct = {name for name, stage in STAGES.items() if Path(edited) in code_deps(stage)}
     assert direct == reruns
+
+
+def test_the_library_is_grouped_by_concern():
+    """pipeline/ holds only folders: stages/, tools/ and one folder per concern of the library."""
+    flat = sorted(p.name for p in (ROOT / "pipeline").glob("*.py") if p.name != "__init__.py")
+    assert flat == [], f"modules outside a concern's folder: {flat}"

@@ -7,11 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline import members, paths, scoring
-from pipeline.console import PipelineError
-from pipeline.files import write_csv, write_json
-from pipeline.params import parse_params
-from pipeline.paths import CLASSES_FILE, FOLDS_FILE, OOF_NAME, TEST_LOGITS_NAME
+from pipeline.config import paths
+from pipeline.config.params import parse_params
+from pipeline.config.paths import CLASSES_FILE, FOLDS_FILE, OOF_NAME, TEST_LOGITS_NAME
+from pipeline.ensemble import members, scoring
+from pipeline.io.console import PipelineError
+from pipeline.io.files import write_csv, write_json
 from pipeline.stages import ensemble as ens
 
 

@@ -13,8 +13,8 @@ from PIL import Image
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.neighbors import NearestCentroid
 
-from pipeline import synthetic
-from pipeline.schema import GenerateParams
+from pipeline.config.schema import GenerateParams
+from pipeline.data import synthetic
 from pipeline.stages import generate
 
 SMALL = GenerateParams(num_species=4, images_per_species=8, image_size=48, test_share=0.25, seed=3)

@@ -11,10 +11,10 @@ import pytest
 import yaml
 from helpers.projects import install_fake_kaggle, write_prepared_project
 
-from pipeline import kaggle_api
-from pipeline.console import PipelineError
-from pipeline.params import parse_params
-from pipeline.submission import SubmissionError, submission_record
+from pipeline.competition.inputs import kaggle_api
+from pipeline.competition.submission import SubmissionError, submission_record
+from pipeline.config.params import parse_params
+from pipeline.io.console import PipelineError
 from pipeline.tools import kaggle
 
 # Records its arguments; `competitions download` writes <competition>.zip into -p, as kaggle does.

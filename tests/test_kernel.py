@@ -13,9 +13,9 @@ from conftest import TINY_OVERRIDES
 from helpers.projects import install_fake_kaggle
 from nbclient import NotebookClient
 
-from pipeline.console import PipelineError
-from pipeline.schema import GenerateParams
-from pipeline.synthetic import generate_dataset
+from pipeline.config.schema import GenerateParams
+from pipeline.data.synthetic import generate_dataset
+from pipeline.io.console import PipelineError
 from pipeline.tools import kaggle, validate
 from pipeline.tools.presets import flow
 

@@ -84,7 +84,7 @@ def test_added_and_removed_models_read_like_dvc_exp_run_overrides():
 
 
 def test_cli_prints_the_table_from_a_saved_file(capsys):
-    from pipeline.cli import main
+    from pipeline.tools.cli import main
 
     main(["leaderboard", "--json-file", str(CANNED)])
     lines = capsys.readouterr().out.splitlines()

@@ -20,7 +20,7 @@ def python(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
 
 def test_validate_and_submission_import_no_heavy_module():
     code = (
-        "import sys, pipeline.tools.validate, pipeline.submission; "
+        "import sys, pipeline.tools.validate, pipeline.competition.submission; "
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
     result = python("-c", code)

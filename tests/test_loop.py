@@ -8,12 +8,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from pipeline import engine
-from pipeline.device import resolve_num_workers
-from pipeline.engine import create_trainer, train_one_epoch
-from pipeline.loaders import create_loader
-from pipeline.running_metrics import DivergedError
-from pipeline.schema import ModelParams
+from pipeline.config.schema import ModelParams
+from pipeline.data.loaders import create_loader
+from pipeline.training import engine
+from pipeline.training.device import resolve_num_workers
+from pipeline.training.engine import create_trainer, train_one_epoch
+from pipeline.training.running_metrics import DivergedError
 
 CPU = torch.device("cpu")
 
@@ -151,7 +151,7 @@ def test_the_loop_trains_what_the_old_loop_trained(run_copy, monkeypatch):
 def test_on_cuda_a_look_shows_the_previous_copy_once_it_has_arrived(monkeypatch):
     """The CUDA branch of HostCopy, with a fake event: never waits, never shows a copy that has
     not arrived, and starts no copy while one is on its way."""
-    from pipeline import running_metrics
+    from pipeline.training import running_metrics
 
     arrived = {"now": False}
 

@@ -12,12 +12,18 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline import paths
-from pipeline.features import OUTLINE_FEATURES, image_features
-from pipeline.files import read_json
-from pipeline.params import ParamsError, parse_params
-from pipeline.paths import ENSEMBLE_METRICS, META_METRICS, OOF_NAME, PSEUDO_DIR, TEST_LOGITS_NAME
-from pipeline.schema import MetaParams
+from pipeline.config import paths
+from pipeline.config.params import ParamsError, parse_params
+from pipeline.config.paths import (
+    ENSEMBLE_METRICS,
+    META_METRICS,
+    OOF_NAME,
+    PSEUDO_DIR,
+    TEST_LOGITS_NAME,
+)
+from pipeline.config.schema import MetaParams
+from pipeline.ensemble.features import OUTLINE_FEATURES, image_features
+from pipeline.io.files import read_json
 from pipeline.stages import ensemble, meta, pseudo
 
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pipeline.console import PipelineError
-from pipeline.models import _REGISTRY, create_model, is_known_model
+from pipeline.io.console import PipelineError
+from pipeline.models.registry import _REGISTRY, create_model, is_known_model
 
 # One of each family: the project's own, torchvision's, timm's.
 NAMES = sorted(_REGISTRY) + ["tv:resnet18", "tv-resnet18", "resnet18", "resnet18.a1_in1k"]

@@ -3,8 +3,8 @@ import copy
 import pytest
 import yaml
 
-from pipeline.checks import CHECKS
-from pipeline.params import ParamsError, load_params, parse_params
+from pipeline.config.checks import CHECKS
+from pipeline.config.params import ParamsError, load_params, parse_params
 
 MINIMAL = {"train": {"models": {"d2l_resnet11": {}}}}
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import run
 
-from pipeline.submission import submission_problems
+from pipeline.competition.submission import submission_problems
 
 pytestmark = pytest.mark.e2e
 

@@ -11,15 +11,15 @@ import pytest
 import torch
 import yaml
 
-from pipeline import meta_model, prediction
-from pipeline.console import PipelineError
-from pipeline.features import feature_table
-from pipeline.files import read_json, write_json
-from pipeline.params import load_params
-from pipeline.paths import CLASSES_FILE, ENSEMBLE_DIR, ENSEMBLE_METRICS, PREPARED_TEST
-from pipeline.scoring import log_softmax
+from pipeline.config.params import load_params
+from pipeline.config.paths import CLASSES_FILE, ENSEMBLE_DIR, ENSEMBLE_METRICS, PREPARED_TEST
+from pipeline.data.tables import load_table
+from pipeline.ensemble import meta_model, prediction
+from pipeline.ensemble.features import feature_table
+from pipeline.ensemble.scoring import log_softmax
+from pipeline.io.console import PipelineError
+from pipeline.io.files import read_json, write_json
 from pipeline.stages import ensemble, meta
-from pipeline.tables import load_table
 from pipeline.tools import predict
 
 

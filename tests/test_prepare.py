@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.competition import InputDataError
-from pipeline.console import PipelineError
-from pipeline.params import ParamsError
+from pipeline.competition.inputs import InputDataError
+from pipeline.config.params import ParamsError
+from pipeline.data.tables import load_table
+from pipeline.io.console import PipelineError
 from pipeline.stages import check as check_stage
 from pipeline.stages import prepare as prepare_stage
-from pipeline.tables import load_table
 
 try:
     from helpers import images as imgs
@@ -471,7 +471,7 @@ def test_valid_folder(workdir, comp, capsys):
 
 
 def test_prepare_function_returns_the_tables(workdir, comp):
-    from pipeline.schema import DataParams
+    from pipeline.config.schema import DataParams
 
     classes, train, test = prepare_stage.prepare(DataParams(root=COMP))
     assert classes == comp.classes
@@ -578,8 +578,8 @@ def test_rerun_replaces_previous_output_entirely(workdir, comp):
 
 
 def test_relative_data_root_is_the_project_roots_not_the_cwds(workdir, comp, monkeypatch):
-    from pipeline.paths import data_root
-    from pipeline.schema import DataParams
+    from pipeline.config.paths import data_root
+    from pipeline.config.schema import DataParams
 
     sub = workdir / "notebooks"
     sub.mkdir()

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.checks import CHECKS
-from pipeline.console import PipelineError
-from pipeline.params import ParamsError, parse_params
+from pipeline.config.checks import CHECKS
+from pipeline.config.params import ParamsError, parse_params
+from pipeline.io.console import PipelineError
 from pipeline.tools import presets
 from pipeline.tools.presets import flow, load_preset, merged_params, preset_overrides
 

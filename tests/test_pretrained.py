@@ -7,11 +7,11 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from pipeline.checks import CHECKS
-from pipeline.console import PipelineError
-from pipeline.models import create_model
-from pipeline.params import ParamsError, parse_params
-from pipeline.weights import find_weights_file
+from pipeline.config.checks import CHECKS
+from pipeline.config.params import ParamsError, parse_params
+from pipeline.io.console import PipelineError
+from pipeline.models.registry import create_model
+from pipeline.models.weights import find_weights_file
 
 NAME = "resnet18"
 HEAD = "fc."  # timm's resnet18: default_cfg["classifier"]

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.console import PipelineError
-from pipeline.paths import PREPARED_TRAIN
-from pipeline.schema import ModelParams
+from pipeline.config.paths import PREPARED_TRAIN
+from pipeline.config.schema import ModelParams
+from pipeline.io.console import PipelineError
 from pipeline.tools import preview
 
 SIZE = 32

@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline.files import write_csv
-from pipeline.scoring import average, log_softmax
+from pipeline.competition.submission import read_submission, submission_problems
+from pipeline.ensemble.scoring import average, log_softmax
+from pipeline.io.files import write_csv
 from pipeline.stages.split import assign_folds
 from pipeline.stages.submit import make_submission
-from pipeline.submission import read_submission, submission_problems
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

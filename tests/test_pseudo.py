@@ -10,12 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import pseudo_labels, scoring
-from pipeline.cells import read_cell
-from pipeline.console import PipelineError
-from pipeline.files import read_json
-from pipeline.params import ParamsError, parse_params
-from pipeline.paths import (
+from pipeline.config.params import ParamsError, parse_params
+from pipeline.config.paths import (
     ENSEMBLE_DIR,
     OOF_LOGITS_NAME,
     OOF_NAME,
@@ -25,7 +21,11 @@ from pipeline.paths import (
     SUBMISSION_FILE,
     TEST_LOGITS_NAME,
 )
-from pipeline.schema import EnsembleParams, ModelParams, PseudoParams
+from pipeline.config.schema import EnsembleParams, ModelParams, PseudoParams
+from pipeline.ensemble import pseudo_labels, scoring
+from pipeline.ensemble.cells import read_cell
+from pipeline.io.console import PipelineError
+from pipeline.io.files import read_json
 from pipeline.stages import ensemble as ens
 from pipeline.stages import pseudo, submit
 

@@ -16,15 +16,15 @@ from test_resume import FOLD, LAST, MODEL, cell_outputs, copy_run, metric_histor
 from test_train import lrs
 from torch import nn
 
-from pipeline import engine, fitting, optim
-from pipeline.engine import create_mixup, create_trainer, mix_batch, optimizer_step
-from pipeline.fitting import epoch_best
-from pipeline.models import create_model
-from pipeline.optim import create_optimizer
-from pipeline.params import parse_params
-from pipeline.paths import CHECKPOINT_NAME, fold_dir, fold_results_dir
-from pipeline.schema import MixupParams, ModelParams, OptimizerParams, SchedulerParams
+from pipeline.config.params import parse_params
+from pipeline.config.paths import CHECKPOINT_NAME, fold_dir, fold_results_dir
+from pipeline.config.schema import MixupParams, ModelParams, OptimizerParams, SchedulerParams
+from pipeline.models.registry import create_model
 from pipeline.stages import train
+from pipeline.training import engine, fitting, optim
+from pipeline.training.engine import create_mixup, create_trainer, mix_batch, optimizer_step
+from pipeline.training.fitting import epoch_best
+from pipeline.training.optim import create_optimizer
 
 CPU = torch.device("cpu")
 

@@ -17,9 +17,9 @@ import torch
 import yaml
 from conftest import ROOT
 
-from pipeline.console import PipelineError
-from pipeline.d2l_resnet import D2LResNet
-from pipeline.paths import fold_dir, fold_results_dir, last_checkpoint_path
+from pipeline.config.paths import fold_dir, fold_results_dir, last_checkpoint_path
+from pipeline.io.console import PipelineError
+from pipeline.models.d2l_resnet import D2LResNet
 from pipeline.stages import train
 
 MODEL, FOLD = "d2l_resnet11", 0

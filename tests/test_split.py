@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from pipeline.console import PipelineError
+from pipeline.io.console import PipelineError
 from pipeline.stages.split import assign_folds
 
 

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from helpers.projects import write_prepared_project
 
-from pipeline.console import PipelineError
-from pipeline.files import file_md5
-from pipeline.params import load_params
+from pipeline.competition.submission import SubmissionError, submission_problems
+from pipeline.config.params import load_params
+from pipeline.io.console import PipelineError
+from pipeline.io.files import file_md5
 from pipeline.stages import submit as submit_stage
 from pipeline.stages.submit import make_submission
-from pipeline.submission import SubmissionError, submission_problems
 
 CLASSES = ["acer", "betula", "quercus"]
 COLUMNS = ["image", "label"]
@@ -43,7 +43,7 @@ def test_custom_header_follows_params():
 
 def test_submission_problems_is_still_importable_from_submit():
     # tests/test_pipeline.py (and users' scripts) import it from here.
-    from pipeline.submission import submission_problems as from_submit
+    from pipeline.competition.submission import submission_problems as from_submit
 
     assert from_submit is submission_problems
 

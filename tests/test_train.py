@@ -6,10 +6,10 @@ import torch
 from helpers.run_if import RunIf
 from torch import nn
 
-from pipeline.console import PipelineError
-from pipeline.device import amp_context, configure_determinism, resolve_device
-from pipeline.optim import create_optimizer, create_scheduler
-from pipeline.schema import OptimizerParams, SchedulerParams
+from pipeline.config.schema import OptimizerParams, SchedulerParams
+from pipeline.io.console import PipelineError
+from pipeline.training.device import amp_context, configure_determinism, resolve_device
+from pipeline.training.optim import create_optimizer, create_scheduler
 
 
 def lrs(params: SchedulerParams, epochs=10, steps=4) -> list[float]:
@@ -62,7 +62,7 @@ def test_missing_cuda_is_a_clear_error(monkeypatch):
 
 
 def test_seeded_runs_repeat():
-    from pipeline.device import seed_everything
+    from pipeline.training.device import seed_everything
 
     seed_everything(3)
     first = (torch.rand(3), np.random.rand(3))

@@ -11,8 +11,8 @@ from helpers.run_if import RunIf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pipeline.schema import GEOMETRIC_VIEWS, ModelParams, TtaParams, view_scale
-from pipeline.tta import apply_view, average_views, predict_logits
+from pipeline.config.schema import GEOMETRIC_VIEWS, ModelParams, TtaParams, view_scale
+from pipeline.training.tta import apply_view, average_views, predict_logits
 
 INVERSE = {
     "identity": "identity",

@@ -14,13 +14,13 @@ import pytest
 import yaml
 from helpers.projects import write_prepared_project
 
-from pipeline.console import format_problems, run
-from pipeline.submission import (
+from pipeline.competition.submission import (
     SubmissionError,
     check_submission,
     read_submission,
     submission_problems,
 )
+from pipeline.io.console import format_problems, run
 from pipeline.tools import validate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

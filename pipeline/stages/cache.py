@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.console import parse_stage_args, run
-from pipeline.files import atomic_path, remove_stale_temps, write_csv, write_json
-from pipeline.images import write_images
-from pipeline.params import load_params, resolve_cache_size
-from pipeline.paths import (
+from pipeline.config.params import load_params, resolve_cache_size
+from pipeline.config.paths import (
     CACHE_DIR,
     CACHE_IMAGES,
     CACHE_INDEX,
@@ -30,7 +27,10 @@ from pipeline.paths import (
     PREPARED_TEST,
     PREPARED_TRAIN,
 )
-from pipeline.tables import read_input_table
+from pipeline.data.images import write_images
+from pipeline.data.tables import read_input_table
+from pipeline.io.console import parse_stage_args, run
+from pipeline.io.files import atomic_path, remove_stale_temps, write_csv, write_json
 
 
 def images_to_cache() -> pd.DataFrame:

@@ -5,8 +5,8 @@
 The first stage of the pipeline: every other stage depends on its marker, data/params_checked.txt,
 so `dvc repro` (and `dvc exp run -S key=value`) runs it first and stops here on a bad setting,
 before DVC deletes the outputs of a stage it would rerun (a trained cell, its metrics and
-plots). It checks what every stage checks on load (pipeline.params) plus the backbones, the
-`pretrained:` weight paths and the transforms (pipeline.checks), and that `data.root` exists
+plots). It checks what every stage checks on load (pipeline.config.params) plus the backbones, the
+`pretrained:` weight paths and the transforms (pipeline.config.checks), and that `data.root` exists
 (unless it is the folder stage generate writes), naming what to do when it does not.
 
 The marker's text never changes, so a stage reruns for its own params only, never because the
@@ -16,11 +16,11 @@ leaves no output deleted either.
 
 from __future__ import annotations
 
-from pipeline.checks import load_checked_params
-from pipeline.competition import check_data_root
-from pipeline.console import parse_stage_args, run
-from pipeline.files import write_text
-from pipeline.paths import PARAMS_CHECKED
+from pipeline.competition.inputs import check_data_root
+from pipeline.config.checks import load_checked_params
+from pipeline.config.paths import PARAMS_CHECKED
+from pipeline.io.console import parse_stage_args, run
+from pipeline.io.files import write_text
 
 MARKER_TEXT = (
     "params.yaml passed stage check (the schema, backbones and transforms).\n"

@@ -12,11 +12,11 @@ the same bytes; ensemble and pseudo rerun only when a listed cell changed.
 
 from __future__ import annotations
 
-from pipeline.console import PipelineError, parse_stage_args, run
-from pipeline.files import file_md5, write_json
-from pipeline.params import load_params
-from pipeline.paths import CELLS_MANIFEST, fold_dir
-from pipeline.schema import META_MODEL, Params
+from pipeline.config.params import load_params
+from pipeline.config.paths import CELLS_MANIFEST, fold_dir
+from pipeline.config.schema import META_MODEL, Params
+from pipeline.io.console import PipelineError, parse_stage_args, run
+from pipeline.io.files import file_md5, write_json
 
 
 def listed_cells(params: Params) -> list[tuple[str, int]]:

@@ -27,11 +27,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.console import parse_stage_args, run
-from pipeline.files import atomic_path, write_csv, write_json
-from pipeline.members import ensemble_members, load_models, members_setup
-from pipeline.params import load_params
-from pipeline.paths import (
+from pipeline.config.params import load_params
+from pipeline.config.paths import (
     CLASSES_FILE,
     CONFUSION_FILE,
     ENSEMBLE_DIR,
@@ -39,7 +36,9 @@ from pipeline.paths import (
     FOLDS_FILE,
     PER_CLASS_FILE,
 )
-from pipeline.scoring import (
+from pipeline.data.tables import check_targets, read_class_list, read_input_table
+from pipeline.ensemble.members import ensemble_members, load_models, members_setup
+from pipeline.ensemble.scoring import (
     accuracy,
     average,
     confusion_rows,
@@ -47,7 +46,8 @@ from pipeline.scoring import (
     per_class_accuracy,
     weigh_models,
 )
-from pipeline.tables import check_targets, read_class_list, read_input_table
+from pipeline.io.console import parse_stage_args, run
+from pipeline.io.files import atomic_path, write_csv, write_json
 
 
 def ensemble(

@@ -16,10 +16,10 @@ background, shape jitter and petiole. Image N is drawn from its own random strea
 
 from __future__ import annotations
 
-from pipeline.console import parse_stage_args, run
-from pipeline.params import load_params
-from pipeline.paths import SYNTHETIC_DIR
-from pipeline.synthetic import generate_dataset, held_out_per_species
+from pipeline.config.params import load_params
+from pipeline.config.paths import SYNTHETIC_DIR
+from pipeline.data.synthetic import generate_dataset, held_out_per_species
+from pipeline.io.console import parse_stage_args, run
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,7 +7,7 @@ Every network sees its images fitted to one square, so it cannot tell a leaf sca
 outline, measured on the original pixels, carry much of the class (on leaf-silhouettes this
 regression alone scores 0.95 OOF, the default network 0.57: BENCHMARKS.md). This stage
 measures them once per image on its original pixels and fits one multinomial logistic
-regression per fold, on the folds the networks train on (pipeline.meta_model), writing
+regression per fold, on the folds the networks train on (pipeline.ensemble.meta_model), writing
 models/meta/fold<k>/ (oof.npz and test_logits.npy, as stage train does, so stage `ensemble`
 weighs it as one more model; and the fitted regression, model.pkl and model.json, so that
 pipeline.tools.predict applies it to new images).
@@ -35,17 +35,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.cells import write_cells
-from pipeline.console import parse_stage_args, run
-from pipeline.features import feature_table
-from pipeline.files import atomic_path, remove_stale_temps, write_json
-from pipeline.meta_model import ABSENT_CLASS_LOG_PROB, fit_folds, fit_models, fold_logits
-from pipeline.params import load_params
-from pipeline.paths import CLASSES_FILE, FOLDS_FILE, META_DIR, META_METRICS, PREPARED_TEST
-from pipeline.scoring import accuracy
-from pipeline.tables import check_targets, read_class_list, read_input_table
+from pipeline.config.params import load_params
+from pipeline.config.paths import CLASSES_FILE, FOLDS_FILE, META_DIR, META_METRICS, PREPARED_TEST
+from pipeline.data.tables import check_targets, read_class_list, read_input_table
+from pipeline.ensemble.cells import write_cells
+from pipeline.ensemble.features import feature_table
+from pipeline.ensemble.meta_model import ABSENT_CLASS_LOG_PROB, fit_folds, fit_models, fold_logits
+from pipeline.ensemble.scoring import accuracy
+from pipeline.io.console import parse_stage_args, run
+from pipeline.io.files import atomic_path, remove_stale_temps, write_json
 
-__all__ = ["ABSENT_CLASS_LOG_PROB", "fit_folds", "main"]  # the fitting is pipeline.meta_model's
+__all__ = [
+    "ABSENT_CLASS_LOG_PROB",
+    "fit_folds",
+    "main",
+]  # the fitting is pipeline.ensemble.meta_model's
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.competition import (
+from pipeline.competition.inputs import (
     InputDataError,
     check_cells,
     check_classes,
@@ -31,11 +31,11 @@ from pipeline.competition import (
     read_table,
     resolve_paths,
 )
-from pipeline.console import parse_stage_args, run
-from pipeline.files import atomic_path, write_csv, write_json
-from pipeline.params import load_params
-from pipeline.paths import PREPARED_DIR, data_root
-from pipeline.schema import DataParams
+from pipeline.config.params import load_params
+from pipeline.config.paths import PREPARED_DIR, data_root
+from pipeline.config.schema import DataParams
+from pipeline.io.console import parse_stage_args, run
+from pipeline.io.files import atomic_path, write_csv, write_json
 
 
 def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:

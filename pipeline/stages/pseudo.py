@@ -33,22 +33,8 @@ import pandas as pd
 import torch
 from dvclive import Live
 
-from pipeline.cells import load_ensemble_oof, read_cell
-from pipeline.checkpoint import load_trained
-from pipeline.console import PipelineError, parse_stage_args, run
-from pipeline.device import (
-    configure_determinism,
-    resolve_device,
-    seed_everything,
-    use_channels_last,
-)
-from pipeline.device_data import fold_data
-from pipeline.engine import Trainer, create_trainer
-from pipeline.files import atomic_path, write_json
-from pipeline.fitting import fit_and_predict
-from pipeline.members import ensemble_members, fold_test_logits
-from pipeline.params import load_params
-from pipeline.paths import (
+from pipeline.config.params import load_params
+from pipeline.config.paths import (
     CLASSES_FILE,
     FOLDS_FILE,
     OOF_LOGITS_NAME,
@@ -58,16 +44,30 @@ from pipeline.paths import (
     PSEUDO_METRICS,
     TEST_LOGITS_NAME,
 )
-from pipeline.pseudo_labels import (
+from pipeline.config.schema import META_MODEL, ModelParams, Params
+from pipeline.data.device_data import fold_data
+from pipeline.data.tables import check_targets, read_class_list, read_input_table
+from pipeline.ensemble.cells import load_ensemble_oof, read_cell
+from pipeline.ensemble.members import ensemble_members, fold_test_logits
+from pipeline.ensemble.pseudo_labels import (
     confident_labels,
     fine_tune_settings,
     round_metrics,
     with_pseudo_rows,
 )
-from pipeline.running_metrics import DivergedError
-from pipeline.schema import META_MODEL, ModelParams, Params
-from pipeline.scoring import accuracy, combine
-from pipeline.tables import check_targets, read_class_list, read_input_table
+from pipeline.ensemble.scoring import accuracy, combine
+from pipeline.io.console import PipelineError, parse_stage_args, run
+from pipeline.io.files import atomic_path, write_json
+from pipeline.training.checkpoint import load_trained
+from pipeline.training.device import (
+    configure_determinism,
+    resolve_device,
+    seed_everything,
+    use_channels_last,
+)
+from pipeline.training.engine import Trainer, create_trainer
+from pipeline.training.fitting import fit_and_predict
+from pipeline.training.running_metrics import DivergedError
 
 
 def fit_in_scratch(

@@ -13,11 +13,11 @@ from __future__ import annotations
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from pipeline.console import PipelineError, parse_stage_args, run
-from pipeline.files import write_csv
-from pipeline.params import load_params
-from pipeline.paths import FOLDS_FILE, PREPARED_TRAIN
-from pipeline.tables import read_input_table
+from pipeline.config.params import load_params
+from pipeline.config.paths import FOLDS_FILE, PREPARED_TRAIN
+from pipeline.data.tables import read_input_table
+from pipeline.io.console import PipelineError, parse_stage_args, run
+from pipeline.io.files import write_csv
 
 # How many classes a message lists by name before it gives only the count.
 CLASSES_SHOWN = 5

@@ -6,11 +6,11 @@ The logits are the ensemble's (data/ensemble/), or the pseudo-label round's (dat
 `pseudo.enabled` is true and the round fine-tuned the models; the printed line says which.
 
 Rows follow test.csv's order with its image names as given; labels are training classes; the
-header is `data.image_col,data.label_col`. The file is checked (by `pipeline.submission`, the
-same check `leaf validate` runs) before it is written, and written atomically,
-so an invalid submission never reaches submissions/. Next to it, submissions/submission.json
-records the params and OOF accuracy it was made with and its md5: what `leaf kaggle
-submit` describes the upload with.
+header is `data.image_col,data.label_col`. The file is checked (by
+`pipeline.competition.submission`, the same check `leaf validate` runs) before it is written,
+and written atomically, so an invalid submission never reaches submissions/. Next to it,
+submissions/submission.json records the params and OOF accuracy it was made with and its md5:
+what `leaf kaggle submit` describes the upload with.
 """
 
 from __future__ import annotations
@@ -20,10 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.console import PipelineError, format_problems, parse_stage_args, run
-from pipeline.files import write_csv, write_json
-from pipeline.params import load_params
-from pipeline.paths import (
+from pipeline.competition.submission import (
+    SubmissionError,
+    load_reference,
+    submission_problems,
+    submission_record,
+)
+from pipeline.config.params import load_params
+from pipeline.config.paths import (
     ENSEMBLE_DIR,
     ENSEMBLE_METRICS,
     PSEUDO_DIR,
@@ -32,13 +36,9 @@ from pipeline.paths import (
     SUBMISSION_RECORD,
     TEST_LOGITS_NAME,
 )
-from pipeline.submission import (
-    SubmissionError,
-    load_reference,
-    submission_problems,
-    submission_record,
-)
-from pipeline.tables import corrupt, load_input_array, read_input_json
+from pipeline.data.tables import corrupt, load_input_array, read_input_json
+from pipeline.io.console import PipelineError, format_problems, parse_stage_args, run
+from pipeline.io.files import write_csv, write_json
 
 
 def choose_predictions(pseudo_enabled: bool) -> tuple[Path, str]:

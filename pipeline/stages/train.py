@@ -16,7 +16,7 @@ only those coordinates; every hyperparameter is `train.defaults` merged with
   written it shrinks to a marker of the finished run, and the next run starts over.
 
 With `train.deterministic: true` a resumed run is bit-identical to an uninterrupted one on CPU:
-data order and augmentation are pure functions of (seed, epoch, sample), see pipeline.loaders.
+data order and augmentation are pure functions of (seed, epoch, sample), see pipeline.data.loaders.
 """
 
 from __future__ import annotations
@@ -29,25 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import distributed
-from pipeline.cells import save_cell
-from pipeline.checkpoint import mark_complete, run_fingerprint
-from pipeline.console import PipelineError, parse_stage_args, run
-from pipeline.device import (
-    compile_model,
-    configure_determinism,
-    resolve_device,
-    seed_everything,
-    use_channels_last,
-)
-from pipeline.device_data import fold_data
-from pipeline.engine import create_trainer, evaluate
-from pipeline.files import remove_stale_temps
-from pipeline.fitting import fit_and_predict
-from pipeline.live import open_live
-from pipeline.models import create_model
-from pipeline.params import load_params
-from pipeline.paths import (
+from pipeline.config.params import load_params
+from pipeline.config.paths import (
     CLASSES_FILE,
     FOLDS_FILE,
     PREPARED_TEST,
@@ -55,9 +38,26 @@ from pipeline.paths import (
     fold_results_dir,
     last_checkpoint_path,
 )
-from pipeline.running_metrics import DivergedError
-from pipeline.schema import ModelParams, Params
-from pipeline.tables import check_targets, read_class_list, read_input_table
+from pipeline.config.schema import ModelParams, Params
+from pipeline.data.device_data import fold_data
+from pipeline.data.tables import check_targets, read_class_list, read_input_table
+from pipeline.ensemble.cells import save_cell
+from pipeline.io.console import PipelineError, parse_stage_args, run
+from pipeline.io.files import remove_stale_temps
+from pipeline.models.registry import create_model
+from pipeline.training import distributed
+from pipeline.training.checkpoint import mark_complete, run_fingerprint
+from pipeline.training.device import (
+    compile_model,
+    configure_determinism,
+    resolve_device,
+    seed_everything,
+    use_channels_last,
+)
+from pipeline.training.engine import create_trainer, evaluate
+from pipeline.training.fitting import fit_and_predict
+from pipeline.training.live import open_live
+from pipeline.training.running_metrics import DivergedError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import subprocess
 
-from pipeline import console
-from pipeline.dvc_cli import dvc_executable
+from pipeline.competition.dvc_cli import dvc_executable
+from pipeline.io import console
 
 KEEP = (
     "Experiment",

@@ -29,15 +29,20 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from pipeline import console
-from pipeline.console import PipelineError, command_parser, progress
-from pipeline.dvc_cli import dvc_add
-from pipeline.files import atomic_path, file_md5
-from pipeline.kaggle_api import call_kaggle, kaggle_executable
-from pipeline.params import PARAMS_FILE, load_params
-from pipeline.paths import SUBMISSION_FILE
-from pipeline.schema import DataParams
-from pipeline.submission import SubmissionError, check_submission, load_reference, read_record
+from pipeline.competition.dvc_cli import dvc_add
+from pipeline.competition.kaggle_api import call_kaggle, kaggle_executable
+from pipeline.competition.submission import (
+    SubmissionError,
+    check_submission,
+    load_reference,
+    read_record,
+)
+from pipeline.config.params import PARAMS_FILE, load_params
+from pipeline.config.paths import SUBMISSION_FILE
+from pipeline.config.schema import DataParams
+from pipeline.io import console
+from pipeline.io.console import PipelineError, command_parser, progress
+from pipeline.io.files import atomic_path, file_md5
 from pipeline.tools import kernel
 from pipeline.tools.validate import add_reference_arguments
 

@@ -28,10 +28,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.console import PipelineError
-from pipeline.files import write_json, write_text
-from pipeline.kaggle_notebook import create_notebook
-from pipeline.params import PARAMS_FILE
+from pipeline.competition.kaggle_notebook import create_notebook
+from pipeline.config.params import PARAMS_FILE
+from pipeline.io.console import PipelineError
+from pipeline.io.files import write_json, write_text
 from pipeline.tools.presets import add_set_argument, load_preset, preset_path
 
 COMMANDS = ("notebook", "push")

@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline import console
-from pipeline.console import PipelineError, command_parser
-from pipeline.dvc_cli import exp_show_json
-from pipeline.paths import ENSEMBLE_METRICS
+from pipeline.competition.dvc_cli import exp_show_json
+from pipeline.config.paths import ENSEMBLE_METRICS
+from pipeline.io import console
+from pipeline.io.console import PipelineError, command_parser
 
 PARAMS_SOURCE = "params.yaml"
 ACCURACY_KEYS = ("oof_accuracy_fitted_cross",)

@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import console
-from pipeline.console import PipelineError, command_parser, positive_int, progress
-from pipeline.files import check_writable, write_csv
-from pipeline.images import ImageReadError, load_image
-from pipeline.params import load_params
-from pipeline.prediction import find_cells, predict_images
-from pipeline.scoring import log_softmax
+from pipeline.config.params import load_params
+from pipeline.data.images import ImageReadError, load_image
+from pipeline.ensemble.prediction import find_cells, predict_images
+from pipeline.ensemble.scoring import log_softmax
+from pipeline.io import console
+from pipeline.io.console import PipelineError, command_parser, positive_int, progress
+from pipeline.io.files import check_writable, write_csv
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 

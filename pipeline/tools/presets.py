@@ -32,11 +32,11 @@ from typing import Any
 
 import yaml
 
-from pipeline import console
-from pipeline.console import PipelineError
-from pipeline.files import write_bytes, write_text
-from pipeline.params import PARAMS_FILE, parse_params
-from pipeline.schema import deep_merge
+from pipeline.config.params import PARAMS_FILE, parse_params
+from pipeline.config.schema import deep_merge
+from pipeline.io import console
+from pipeline.io.console import PipelineError
+from pipeline.io.files import write_bytes, write_text
 
 PRESETS_DIR = Path("presets")
 MODELS = ("train", "models")  # a preset's mapping here replaces params.yaml's whole
@@ -252,7 +252,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def prepare(args: argparse.Namespace) -> tuple[dict, dict, list[str], list[str]]:
     """(base, merged, -S overrides, dvc command) for `args`; the merged params validated."""
-    from pipeline.checks import CHECKS  # imports the model registry: only when needed
+    from pipeline.config.checks import CHECKS  # imports the model registry: only when needed
 
     path = preset_path(args.name)
     preset = load_preset(path)
@@ -283,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
         write_text(PARAMS_FILE, yaml.safe_dump(merged, sort_keys=False, allow_unicode=True))
         print(f"wrote {PARAMS_FILE} ({len(overrides)} overrides of {args.name}); run dvc repro")
         return 0
-    from pipeline.competition import check_data_root  # reads images: only when it runs
+    from pipeline.competition.inputs import check_data_root  # reads images: only when it runs
 
     check_data_root(merged["data"]["root"])  # as stage check would, before DVC starts
     print(shlex.join(command), flush=True)

@@ -21,15 +21,15 @@ import pandas as pd
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline import console
-from pipeline.console import PipelineError, command_parser, positive_int
-from pipeline.files import atomic_path, check_writable
-from pipeline.loaders import LeafDataset
-from pipeline.params import load_params
-from pipeline.paths import AUGMENT_GRID, PREPARED_TRAIN
-from pipeline.schema import AugmentParams, ModelParams, Params
-from pipeline.tables import read_input_table
-from pipeline.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+from pipeline.config.params import load_params
+from pipeline.config.paths import AUGMENT_GRID, PREPARED_TRAIN
+from pipeline.config.schema import AugmentParams, ModelParams, Params
+from pipeline.data.loaders import LeafDataset
+from pipeline.data.tables import read_input_table
+from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+from pipeline.io import console
+from pipeline.io.console import PipelineError, command_parser, positive_int
+from pipeline.io.files import atomic_path, check_writable
 
 MIN_CELL = 128  # small images are enlarged (nearest neighbour: pixels stay visible) to this
 GAP = 4

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import console
-from pipeline.console import command_parser
-from pipeline.params import PARAMS_FILE, load_params
-from pipeline.schema import DataParams
-from pipeline.submission import check_submission, load_reference
+from pipeline.competition.submission import check_submission, load_reference
+from pipeline.config.params import PARAMS_FILE, load_params
+from pipeline.config.schema import DataParams
+from pipeline.io import console
+from pipeline.io.console import command_parser
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

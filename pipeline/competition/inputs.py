@@ -1,0 +1,207 @@
+"""Reading and checking a competition folder (train.csv, test.csv, images/) before any work."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+
+from pipeline.config.paths import SYNTHETIC_DIR, data_root
+from pipeline.data.images import ImageReadError, load_image
+from pipeline.data.tables import read_text_csv
+from pipeline.io.console import PipelineError, format_problems, progress
+from pipeline.io.files import file_md5
+
+# pandas' default missing-value markers (read_csv's na_values), compared case-insensitively. Kept
+# as text by read_table, but a label spelled like this is a missing label, not a class "NaN".
+MISSING_MARKERS = frozenset(
+    {"#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan", "1.#ind", "1.#qnan", "<na>"}
+    | {"n/a", "na", "nan", "null", "none"}
+)
+
+
+# Decoding at a reduced DCT scale still walks the whole JPEG stream, so truncation is caught.
+CHECK_DECODE_SIDE = 32
+
+
+class InputDataError(PipelineError):
+    """The competition data is inconsistent; the message names the file and rows."""
+
+
+def read_table(path: Path, required: list[str]) -> pd.DataFrame:
+    """Read a CSV as strings (BOM and padding stripped) and check its columns."""
+    if not path.is_file():
+        raise InputDataError(
+            f"{path}: file not found (check data.root and the CSV names in params.yaml)"
+        )
+    if path.stat().st_size == 0:
+        raise InputDataError(f"{path}: empty file (0 bytes); expected a CSV with a header row")
+    frame = read_text_csv(path, error=InputDataError)  # row numbers match the file's lines
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise InputDataError(
+            f"{path}: missing column(s) {missing}; found {list(frame.columns)} "
+            "(set data.image_col / data.label_col in params.yaml)"
+        )
+    frame = frame[required].apply(lambda column: column.str.strip())
+    return frame[(frame != "").any(axis=1)]  # drop blank lines, keeping each row's line number
+
+
+def _row(index: int) -> str:
+    return f"row {index + 2}"  # +1 for the header, +1 for 1-based line numbers
+
+
+def _fail(path: Path, problems: list[str]) -> None:
+    if problems:
+        raise InputDataError(f"{path}: {len(problems)} problem(s):\n{format_problems(problems)}")
+
+
+def check_cells(frame: pd.DataFrame, path: Path, columns: list[str]) -> None:
+    """No empty cells."""
+    _fail(
+        path,
+        [
+            f"{_row(i)}: empty {column!r}"
+            for column in columns
+            for i in frame.index[frame[column] == ""]
+        ],
+    )
+
+
+def check_labels(labels: pd.Series, path: Path, column: str) -> None:
+    """No label spelled as a missing value (`NaN`, `NA`, `null`, ...)."""
+    marked = labels[labels.str.casefold().isin(MISSING_MARKERS)]
+    _fail(
+        path,
+        [
+            f"{_row(i)}: {column!r} is {label!r}, a missing-value marker; give the class name "
+            "or drop the row"
+            for i, label in marked.items()
+        ],
+    )
+
+
+# How many class names a message lists before it gives only the count.
+CLASSES_SHOWN = 5
+
+
+def check_not_empty(frame: pd.DataFrame, path: Path, what: str) -> None:
+    """At least one row below the header."""
+    if frame.empty:
+        raise InputDataError(f"{path}: no {what}s, only a header; list at least one per row")
+
+
+def check_classes(labels: pd.Series, path: Path, column: str) -> None:
+    """At least two classes, and no two labels that differ only in case (`Acer`, `acer`)."""
+    names = sorted(labels.unique())
+    if len(names) < 2:
+        raise InputDataError(
+            f"{path}: every row has {column} {names[0]!r}; a classifier needs at least 2 classes"
+        )
+    spellings: dict[str, list[str]] = {}
+    for name in names:
+        spellings.setdefault(name.casefold(), []).append(name)
+    clashes = [group for group in spellings.values() if len(group) > 1]
+    if clashes:
+        listed = "; ".join(" and ".join(map(repr, group)) for group in clashes[:CLASSES_SHOWN])
+        if len(clashes) > CLASSES_SHOWN:
+            listed += f"; and {len(clashes) - CLASSES_SHOWN} more"
+        raise InputDataError(
+            f"{path}: {len(clashes)} group(s) of {column}s differ only in case: {listed}; "
+            "they would be separate classes: spell each class one way"
+        )
+
+
+def check_duplicates(frame: pd.DataFrame, path: Path) -> None:
+    """No image file listed twice, whatever the spelling (`images/1.jpg`, `./images/1.jpg`)."""
+    duplicated = frame[frame["path"].duplicated(keep=False)]
+    _fail(
+        path,
+        [
+            f"{frame.image[rows[0]]!r} is listed more than once ({', '.join(map(_row, rows))})"
+            for _, rows in duplicated.groupby("path").groups.items()
+        ],
+    )
+
+
+def resolve_paths(images: pd.Series, root: Path, table: Path) -> list[str]:
+    """Image cells → file paths under `root`; a path that leaves the root is refused."""
+    problems, paths = [], []
+    for i, image in images.items():
+        relative = PurePosixPath(image.replace("\\", "/"))
+        if relative.is_absolute() or ".." in relative.parts:
+            problems.append(f"{_row(i)}: image path {image!r} must stay inside {root}")
+        paths.append(os.path.normpath(root / relative))
+    _fail(table, problems)
+    return paths
+
+
+def check_images(paths: pd.Series, table: Path, desc: str, max_megapixels: float) -> list[str]:
+    """Hash every image and decode it once; return the md5 hashes in order."""
+
+    def check(path: str) -> str | Exception:
+        try:
+            digest = file_md5(path)
+            load_image(path, min_side=CHECK_DECODE_SIDE, max_megapixels=max_megapixels)
+            return digest
+        except FileNotFoundError:
+            return ImageReadError(f"{path}: image file not found")
+        except OSError as err:  # a directory, no permission, ...
+            return ImageReadError(f"{path}: cannot read image ({err})")
+        except ImageReadError as err:
+            return err
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        results = list(progress(pool.map(check, paths), total=len(paths), desc=desc, unit="img"))
+    _fail(
+        table,
+        [
+            f"{_row(i)}: {result}"
+            for i, result in zip(paths.index, results, strict=False)
+            if isinstance(result, Exception)
+        ],
+    )
+    return results  # type: ignore[return-value]
+
+
+def check_sample_submission(path: Path, test_images: pd.Series, columns: list[str]) -> None:
+    """The sample submission, when shipped, must list test.csv's images in the same order."""
+    sample = read_table(path, columns)
+    if not sample[columns[0]].reset_index(drop=True).equals(test_images.reset_index(drop=True)):
+        raise InputDataError(
+            f"{path}: its {columns[0]!r} column does not match test.csv row for row"
+        )
+
+
+def check_data_root(root: str) -> None:
+    """`data.root` is a folder, or the one stage generate writes (it does not exist before).
+
+    Stage check runs this, so a missing competition folder stops the pipeline before DVC
+    deletes stage prepare's outputs to rerun it.
+    """
+    path = data_root(root)
+    if path.is_dir() or path.resolve() == data_root(SYNTHETIC_DIR).resolve():
+        return
+    raise PipelineError(
+        f"data.root = {root!r}: no such folder ({path.resolve()}). Get the competition: "
+        "`leaf kaggle download` (Classify Leaves, into data/classify-leaves), `dvc pull` (a "
+        "folder that was dvc-added and pushed to a remote), or set data.root to the folder "
+        "holding train.csv, test.csv and images/"
+    )
+
+
+def check_image_folder(images: pd.Series, root: Path, table: Path) -> None:
+    """One clear error when the table's image cells lack the images/ folder their files are in
+    (a CSV written without it), instead of one `image file not found` per row."""
+    missing = [image for image in images if not (root / image).exists()]
+    under_images = [image for image in missing if (root / "images" / image).is_file()]
+    if under_images:
+        raise InputDataError(
+            f"{table}: {len(missing)} of {len(images)} image files not found under {root}, "
+            f"but {len(under_images)} of them are in {root / 'images'} (e.g. "
+            f"{under_images[0]!r} is {root / 'images' / under_images[0]}): write the column as "
+            "images/<file>, as Kaggle's train.csv does"
+        )

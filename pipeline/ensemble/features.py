@@ -1,0 +1,168 @@
+"""Image statistics for stage meta: size, object shape and contour descriptors, outline
+curvature, colour."""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from pipeline.data.images import load_image
+from pipeline.io.console import progress
+
+# An object pixel differs from the background by more than this share of the grey range.
+OBJECT_CONTRAST = 0.25
+CONTOUR_FEATURES = (
+    "solidity",
+    "log_hull_perimeter_ratio",
+    "log_elongation",
+    "log_roughness",
+    "polygon_vertices",
+)
+# The outline group: the contour resampled at OUTLINE_POINTS points equally spaced along it;
+# at each scale s, the turning angle between the chords to the points s before and s after
+# (s / OUTLINE_POINTS of the perimeter: 1/512, a margin tooth, up to 1/16, a lobe).
+OUTLINE_POINTS = 512
+OUTLINE_SCALES = (1, 2, 4, 8, 16, 32)
+OUTLINE_BINS = 12
+OUTLINE_FEATURES = tuple(
+    f"turn{scale}_{name}"
+    for scale in OUTLINE_SCALES
+    for name in [f"bin{b}" for b in range(OUTLINE_BINS)] + ["std", "mean_abs"]
+)
+
+
+def size_features(height: int, width: int) -> dict[str, float]:
+    return {
+        "log_width": math.log(width),
+        "log_height": math.log(height),
+        "log_aspect": math.log(width / height),
+    }
+
+
+def object_mask(grey: np.ndarray) -> np.ndarray:
+    """The pixels that differ from the border's median grey by more than OBJECT_CONTRAST."""
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    return np.abs(grey - np.median(border)) > OBJECT_CONTRAST * 255
+
+
+def shape_features(mask: np.ndarray, contour: np.ndarray | None) -> dict[str, float]:
+    """Area and outline length of the object in original pixels, and its outline's form
+    (`contour`: the mask's largest outer contour, `largest_contour`)."""
+    area = int(mask.sum())
+    outline = int((mask[1:] != mask[:-1]).sum() + (mask[:, 1:] != mask[:, :-1]).sum())
+    return {
+        "log_object_area": math.log1p(area),
+        "object_share": area / mask.size,
+        "log_outline": math.log1p(outline),
+        "outline_per_sqrt_area": outline / math.sqrt(area + 1),
+        **contour_features(contour),
+    }
+
+
+def contour_features(contour: np.ndarray | None) -> dict[str, float]:
+    """Scale-free descriptors of the largest object's outer contour (zeros without an object).
+
+    solidity: area over its convex hull's (lobes and notches lower it); log_hull_perimeter_ratio:
+    how much longer the contour is than its hull; log_elongation: log of the ratio of the second
+    moments' principal axes; log_roughness: how much longer the contour is than its polygon
+    simplified to 1 % of its length (teeth and serrations); polygon_vertices: that polygon's
+    corner count.
+    """
+    if contour is None:
+        return dict.fromkeys(CONTOUR_FEATURES, 0.0)
+    hull = cv2.convexHull(contour)
+    perimeter = cv2.arcLength(contour, True)
+    polygon = cv2.approxPolyDP(contour, 0.01 * perimeter, True)
+    moments = cv2.moments(contour)
+    spread = np.array([[moments["mu20"], moments["mu11"]], [moments["mu11"], moments["mu02"]]])
+    minor, major = np.linalg.eigvalsh(spread)
+    return {
+        "solidity": cv2.contourArea(contour) / max(cv2.contourArea(hull), 1.0),
+        "log_hull_perimeter_ratio": math.log(
+            max(perimeter, 1.0) / max(cv2.arcLength(hull, True), 1.0)
+        ),
+        "log_elongation": math.log((major + 1.0) / (minor + 1.0)),
+        "log_roughness": math.log(max(perimeter, 1.0) / max(cv2.arcLength(polygon, True), 1.0)),
+        "polygon_vertices": float(len(polygon)),
+    }
+
+
+def largest_contour(mask: np.ndarray) -> np.ndarray | None:
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    return max(contours, key=cv2.contourArea) if contours else None
+
+
+def resample_contour(contour: np.ndarray, points: int) -> np.ndarray:
+    """(points, 2) positions equally spaced along the closed contour's length."""
+    xy = contour[:, 0, :].astype(np.float64)
+    closed = np.vstack([xy, xy[:1]])
+    along = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(closed, axis=0).T))])
+    at = np.linspace(0.0, along[-1], points, endpoint=False)
+    return np.stack([np.interp(at, along, closed[:, 0]), np.interp(at, along, closed[:, 1])], 1)
+
+
+def turning_angles(points: np.ndarray, scale: int) -> np.ndarray:
+    """Signed angle (radians) between the chords from `scale` points before and to `scale` after."""
+    ahead = np.roll(points, -scale, axis=0) - points
+    behind = points - np.roll(points, scale, axis=0)
+    cross = behind[:, 0] * ahead[:, 1] - behind[:, 1] * ahead[:, 0]
+    return np.arctan2(cross, (behind * ahead).sum(axis=1))
+
+
+def outline_features(contour: np.ndarray | None) -> dict[str, float]:
+    """Histograms of the outline's curvature at six scales, free of position, size and turn.
+
+    Per scale: the share of points in each of OUTLINE_BINS bins of sign(a) * sqrt(|a| / pi),
+    the square root spreading the many small angles of a smooth margin over more bins, and the
+    angles' standard deviation and mean magnitude. Zeros without an object.
+    """
+    if contour is None or len(contour) < 3:
+        return dict.fromkeys(OUTLINE_FEATURES, 0.0)
+    points = resample_contour(contour, OUTLINE_POINTS)
+    values = []
+    for scale in OUTLINE_SCALES:
+        angles = turning_angles(points, scale)
+        warped = np.sign(angles) * np.sqrt(np.abs(angles) / math.pi)
+        counts, _ = np.histogram(warped, bins=OUTLINE_BINS, range=(-1.0, 1.0))
+        values += [*(counts / len(angles)), angles.std(), np.abs(angles).mean()]
+    return dict(zip(OUTLINE_FEATURES, map(float, values), strict=True))
+
+
+def colour_features(rgb: np.ndarray) -> dict[str, float]:
+    pixels = rgb.reshape(-1, 3) / 255
+    means, stds = pixels.mean(axis=0), pixels.std(axis=0)
+    return {
+        **{f"mean_{channel}": float(value) for channel, value in zip("rgb", means, strict=True)},
+        **{f"std_{channel}": float(value) for channel, value in zip("rgb", stds, strict=True)},
+    }
+
+
+def image_features(path: str, groups: list[str]) -> dict[str, float]:
+    """The `groups` of features of one image file, at its full resolution."""
+    rgb = load_image(path)
+    features = {}
+    if "size" in groups:
+        features |= size_features(*rgb.shape[:2])
+    if "shape" in groups or "outline" in groups:
+        mask = object_mask(rgb.mean(axis=2))
+        contour = largest_contour(mask)
+    if "shape" in groups:
+        features |= shape_features(mask, contour)
+    if "outline" in groups:
+        features |= outline_features(contour)
+    if "colour" in groups:
+        features |= colour_features(rgb)
+    return features
+
+
+def feature_table(paths: pd.Series, groups: list[str]) -> pd.DataFrame:
+    """One row of features per path, decoded in threads (PIL releases the GIL)."""
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        rows = pool.map(lambda path: image_features(path, groups), paths)
+        rows = list(progress(rows, total=len(paths), desc="meta", unit="img"))
+    return pd.DataFrame(rows)

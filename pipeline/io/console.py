@@ -1,0 +1,111 @@
+"""How every stage and tool ends (one `error:` paragraph, never a traceback); progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from tqdm import tqdm
+
+from pipeline.config.params import ParamsError
+
+T = TypeVar("T")
+QUIET_ENV = "LEAF_QUIET"
+
+
+class PipelineError(Exception):
+    """A problem the user can fix (bad params, bad input data); printed without a traceback."""
+
+
+MAX_PROBLEMS_SHOWN = 10
+
+
+def format_problems(problems: list[str], limit: int = MAX_PROBLEMS_SHOWN) -> str:
+    """The first `limit` problems as an indented list, then how many more there are."""
+    lines = [f"  - {problem}" for problem in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"  ... and {len(problems) - limit} more")
+    return "\n".join(lines)
+
+
+def run(main: Callable[[list[str] | None], object]) -> None:
+    """Run a stage's `main()`; turn a user's error into `error: ...` on stderr and exit code 2."""
+    try:
+        main(None)
+    except (PipelineError, ParamsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def first_line(doc: str | None) -> str:
+    """The first non-blank line of a docstring: a command's one-line description."""
+    return next((line.strip() for line in (doc or "").splitlines() if line.strip()), "")
+
+
+def command_parser(
+    prog: str,
+    doc: str | None,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.ArgumentParser:
+    """An argument parser named `prog`, described by `doc`'s first line, with `add_arguments`."""
+    parser = argparse.ArgumentParser(prog=prog, description=first_line(doc))
+    if add_arguments is not None:
+        add_arguments(parser)
+    return parser
+
+
+def parse_stage_args(
+    argv: list[str] | None,
+    doc: str | None,
+    prog: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """Parse a stage's command line before it reads params or files.
+
+    `--help` prints the usage (`prog`, `doc`'s first line) and exits 0; an unknown flag exits 2
+    naming it. `argv` None means sys.argv[1:], as `run(main)` passes it.
+    """
+    return command_parser(prog, doc, add_arguments).parse_args(argv)
+
+
+def positive_int(text: str) -> int:
+    """An argparse `type=`: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def quiet() -> bool:
+    """Whether progress bars are off: `LEAF_QUIET=1`, or `CI` set and stderr not a terminal.
+
+    `LEAF_QUIET=0` turns them back on, in CI too.
+    """
+    setting = os.environ.get(QUIET_ENV, "").strip().lower()
+    if setting:
+        return setting not in ("0", "false", "no", "off")
+    return bool(os.environ.get("CI")) and not sys.stderr.isatty()
+
+
+def progress(iterable: Iterable[T], **kwargs) -> tqdm:
+    """Wrap `iterable` in a tqdm progress bar (rate and ETA on stderr) unless `quiet()`.
+
+    Args:
+        iterable: what to iterate over; pass `total=` for iterables without a length.
+        **kwargs: passed to `tqdm` (`desc`, `unit`, `total`, `leave`, ...). An explicit
+            `disable=True` keeps the bar off even when not quiet.
+
+    Returns:
+        The tqdm wrapper; it yields the same items, so `.set_postfix()` works when shown.
+    """
+    kwargs["disable"] = quiet() or kwargs.get("disable", False)
+    return tqdm(iterable, **kwargs)

@@ -1,0 +1,186 @@
+"""Training one cell on several processes (GPUs, machines) with torch.distributed.
+
+    torchrun --nproc_per_node=4 -m pipeline.stages.train --model d2l_resnet11 --fold 0
+
+torchrun starts the processes and gives each RANK (its place among all of them), WORLD_SIZE
+(how many there are) and LOCAL_RANK (its place on its machine). Without those variables every
+helper here describes a single process and no process group is made, so `python -m
+pipeline.train` runs as it always did.
+
+The processes share each global batch of `batch_size` (see data.EpochSampler) and average
+their gradients (DistributedDataParallel), so together they take the steps one process would.
+Evaluation splits a dataset into contiguous shards, one per process, and `gather_rows` puts
+the predictions back together in dataset order.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from pipeline.io.console import QUIET_ENV, PipelineError
+
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def launched() -> bool:
+    """Whether torchrun started this process."""
+    return all(name in os.environ for name in TORCHRUN_VARIABLES)
+
+
+def setup(device: torch.device) -> torch.device:
+    """Join torchrun's process group if torchrun started this process; returns its device.
+
+    CUDA processes talk through NCCL, each on GPU `LOCAL_RANK`; CPU processes through gloo.
+    Only rank 0 prints and shows progress bars, so the log reads as one process's.
+
+    Args:
+        device: `train.device`, resolved.
+
+    Raises:
+        PipelineError: the device cannot be shared out among the processes.
+    """
+    if not launched():
+        return device
+    device = process_device(device, int(os.environ["LOCAL_RANK"]))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    atexit.register(cleanup)
+    if not is_main():
+        os.environ[QUIET_ENV] = "1"
+        sys.stdout = open(os.devnull, "w")  # for the life of the process
+    return device
+
+
+def process_device(device: torch.device, local_rank: int) -> torch.device:
+    """The device of process `local_rank` on its machine: its own GPU, or the CPU."""
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise PipelineError(
+            f"train.device resolves to {device.type}, which torchrun cannot share among "
+            "processes; set train.device to cuda or cpu"
+        )
+    if device.index is not None:
+        raise PipelineError(
+            f"train.device = '{device}' pins one GPU, but under torchrun each process uses "
+            "cuda:LOCAL_RANK; set train.device to cuda (or auto)"
+        )
+    visible = torch.cuda.device_count()
+    if local_rank >= visible:
+        raise PipelineError(
+            f"torchrun started a process with LOCAL_RANK={local_rank}, but this machine has "
+            f"{visible} visible GPU(s); set --nproc_per_node to at most {visible}"
+        )
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+def cleanup() -> None:
+    """Leave the process group (registered to run at exit by `setup`)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    """Whether this process writes the outputs: rank 0, or the only process."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Wait until every process gets here (no-op in a single process)."""
+    if not dist.is_initialized():
+        return
+    on_gpu = dist.get_backend() == "nccl"
+    dist.barrier(device_ids=[torch.cuda.current_device()] if on_gpu else None)
+
+
+def gather(obj: Any) -> list[Any]:
+    """Every process's `obj`, in rank order; `[obj]` in a single process."""
+    if not dist.is_initialized():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's `obj`, on every process; `obj` itself in a single process."""
+    if not dist.is_initialized():
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def gather_rows(rows: np.ndarray) -> np.ndarray:
+    """Every process's `rows` (of any length) stacked in rank order, e.g. a shard's predictions.
+
+    For the shards of `data.shard_range` that is the dataset's order.
+    """
+    parts = gather(rows)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def sum_across(values: tuple[float, ...]) -> tuple[float, ...]:
+    """Each of `values` summed over the processes (e.g. losses and counts of their batches)."""
+    return tuple(sum(column) for column in zip(*gather(values), strict=True))
+
+
+def check_batch_size(
+    batch_size: int, train_images: int, key: str, processes: int | None = None
+) -> None:
+    """Check that a global batch splits evenly among the processes and that the fold holds one.
+
+    Args:
+        batch_size: the global batch size.
+        train_images: the images of the fold's training split.
+        key: the params key of the batch size, for the message.
+        processes: how many share the batch; by default the world size.
+    """
+    processes = processes or world_size()
+    if batch_size % processes:
+        raise PipelineError(
+            f"{key}.batch_size = {batch_size} does not split evenly among the {processes} "
+            f"processes torchrun started; make it a multiple of {processes}"
+        )
+    if processes > 1 and train_images < batch_size:
+        raise PipelineError(
+            f"{key}.batch_size = {batch_size} is more than the {train_images} training images "
+            f"of the fold, and {processes} processes train on whole batches only; lower it"
+        )
+
+
+def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """BatchNorm statistics over the global batch rather than each process's share.
+
+    CUDA only: torch's SyncBatchNorm has no CPU kernel, so on CPU (gloo) each process
+    normalises with its own share's statistics.
+    """
+    if not dist.is_initialized() or device.type != "cuda":
+        return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def wrap(model: nn.Module, device: torch.device) -> DistributedDataParallel | None:
+    """`model` in DistributedDataParallel, which averages gradients; None in a single process."""
+    if not dist.is_initialized():
+        return None
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )

@@ -1,0 +1,131 @@
+"""The training loop: resume, epochs, the best epoch, a checkpoint after each; then prediction.
+
+`fit_and_predict` is the one fit-then-predict sequence, run by stage train for a cell and by
+stage pseudo for each fine-tuned cell.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from dvclive import Live
+
+from pipeline.config.schema import ModelParams
+from pipeline.training import distributed
+from pipeline.training.checkpoint import CheckpointWriter, resume, rng_states
+from pipeline.training.engine import Trainer, run_epoch
+from pipeline.training.live import log_epoch
+from pipeline.training.tta import predict_gathered
+
+
+def epoch_best(metrics: dict[str, float]) -> tuple[str, float, float]:
+    """This epoch's better weights, `raw` or `ema`, with their validation accuracy and loss.
+
+    Accuracy decides; a tie goes to the lower loss, then to the raw weights.
+    """
+    candidates = [("raw", metrics["valid/acc"], metrics["valid/loss"])]
+    if "valid_ema/acc" in metrics:
+        candidates.append(("ema", metrics["valid_ema/acc"], metrics["valid_ema/loss"]))
+    return max(candidates, key=lambda candidate: (candidate[1], -candidate[2]))
+
+
+def describe_epoch(metrics: dict[str, float]) -> str:
+    ema = f" (ema {metrics['valid_ema/acc']:.4f})" if "valid_ema/acc" in metrics else ""
+    return (
+        f"train loss {metrics['train/loss']:.4f} acc {metrics['train/acc']:.4f} | valid loss "
+        f"{metrics['valid/loss']:.4f} acc {metrics['valid/acc']:.4f}{ema} | lr "
+        f"{metrics['lr']:.2e}"
+    )
+
+
+def fit(
+    trainer: Trainer,
+    loaders: dict,
+    hp: ModelParams,
+    valid_targets: np.ndarray,
+    live: Live,
+    checkpoint_path: Path,
+    fingerprint: dict[str, Any],
+) -> dict:
+    """The training loop: resumes from `checkpoint_path`, and saves it after every epoch (the
+    write overlapping the next epoch, see CheckpointWriter).
+
+    The best epoch has the highest validation accuracy (then the lowest loss) of the raw
+    weights or, with `ema.enabled`, of their moving average, whichever validates better.
+
+    Returns:
+        The best epoch's validation accuracy (`acc`) and loss (`loss`), number (`epoch`),
+        which weights won (`weights`: `raw` or `ema`) and those weights (`state`).
+    """
+    done, best, history = resume(trainer, live, checkpoint_path, fingerprint, hp.epochs)
+    with CheckpointWriter() as writer:
+        for epoch in range(done + 1, hp.epochs + 1):
+            best = fit_epoch(trainer, loaders, hp, valid_targets, live, epoch, best, history)
+            if distributed.is_main():  # every process holds the same state: rank 0 saves it
+                writer.save(
+                    checkpoint_path,
+                    {
+                        "fingerprint": fingerprint,
+                        "complete": False,
+                        "epoch": epoch,
+                        "best": best,
+                        "history": history,
+                        "trainer": trainer.state_dict(),
+                        "rng": rng_states(trainer.device),
+                    },
+                )
+    return best
+
+
+def fit_epoch(
+    trainer: Trainer,
+    loaders: dict,
+    hp: ModelParams,
+    valid_targets: np.ndarray,
+    live: Live,
+    epoch: int,
+    best: dict,
+    history: list[dict[str, float]],
+) -> dict:
+    """Train and validate epoch `epoch`, log it (appending to `history`); the best so far."""
+    start = time.perf_counter()
+    metrics = run_epoch(trainer, loaders, valid_targets, epoch, hp.epochs)
+    log_epoch(live, metrics)
+    history.append(metrics)
+    weights, acc, loss = epoch_best(metrics)
+    improved = (acc, -loss) > (best["acc"], -best["loss"])
+    if improved:
+        model = trainer.ema.module if weights == "ema" else trainer.model
+        state = copy.deepcopy(model.state_dict())
+        best = {"acc": acc, "loss": loss, "epoch": epoch, "weights": weights, "state": state}
+    seconds = time.perf_counter() - start
+    marker = ("  *" + (" ema" if weights == "ema" else "")) if improved else ""
+    print(f"epoch {epoch:>3}/{hp.epochs}  {describe_epoch(metrics)} | {seconds:.1f}s{marker}")
+    return best
+
+
+def fit_and_predict(
+    trainer: Trainer,
+    loaders: dict,
+    hp: ModelParams,
+    valid_targets: np.ndarray,
+    live: Live,
+    checkpoint_path: Path,
+    fingerprint: dict[str, Any],
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """`fit`, then the best weights' OOF and test logits with the model's TTA views.
+
+    Returns:
+        `fit`'s best epoch, and the logits of the validation and test loaders' images in
+        their order (every process gets all of them under torchrun).
+    """
+    best = fit(trainer, loaders, hp, valid_targets, live, checkpoint_path, fingerprint)
+    model, autocast, device = trainer.model, trainer.autocast, trainer.device
+    model.load_state_dict(best["state"])
+    oof = predict_gathered(model, loaders["valid"], autocast, device, hp.tta, "OOF (TTA)")
+    test = predict_gathered(model, loaders["test"], autocast, device, hp.tta, "test (TTA)")
+    return best, oof, test
