@@ -78,10 +78,7 @@ def _split_name(name: str, override: dict) -> str | None:
 def _check_models(params: Params) -> list[str]:
     """Each model's merged settings validate (backbones and transforms: pipeline.config.checks)."""
     problems = []
-    for name, override in params.train.models.items():
-        if override is not None and not isinstance(override, dict):
-            problems.append(f"train.models.{name} = {override!r}: must be a mapping or {{}}")
-            continue
+    for name, override in params.train.models.items():  # the schema made each a dict or None
         split = _split_name(name, override or {})
         if split:
             problems.append(split)
