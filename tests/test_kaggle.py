@@ -11,7 +11,7 @@ import pytest
 import yaml
 from helpers.projects import install_fake_kaggle, write_prepared_project
 
-from pipeline.competition.inputs import kaggle_api
+from pipeline.competition import kaggle_api
 from pipeline.competition.submission import SubmissionError, submission_record
 from pipeline.config.params import parse_params
 from pipeline.io.console import PipelineError

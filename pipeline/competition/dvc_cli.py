@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline.io.commands import run_command
 from pipeline.io.console import PipelineError
 
 
@@ -61,15 +62,15 @@ def dvc_add(dest: Path) -> str:
 def exp_show_json(extra: list[str] | None = None) -> list[dict[str, Any]]:
     """`dvc exp show --json` (plus `extra` flags), parsed; a failure is one error."""
     cmd = [dvc_executable(), "exp", "show", "--json", *(extra or [])]
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True)
-    except OSError as err:
-        raise PipelineError(f"cannot run dvc: {err}") from None
-    if result.returncode != 0:
-        raise PipelineError(
-            f"`dvc exp show --json` failed (exit code {result.returncode}): "
-            f"{(result.stderr or result.stdout).strip()}"
-        )
+    result = run_command(
+        cmd,
+        lambda failed: (
+            f"`dvc exp show --json` failed (exit code {failed.returncode}): "
+            f"{(failed.stderr or failed.stdout).strip()}"
+        ),
+        capture_output=True,
+        text=True,
+    )
     try:
         return json.loads(result.stdout or "[]")
     except json.JSONDecodeError as err:

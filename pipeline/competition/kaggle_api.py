@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from pipeline.io.commands import run_command
 from pipeline.io.console import PipelineError
 
 TOKEN_FILES = ("kaggle.json", "access_token", "access_token.txt", "credentials.json")
@@ -49,14 +49,12 @@ def kaggle_executable() -> str:
 
 def call_kaggle(args: list[str], competition: str) -> None:
     """Run `kaggle ARGS` with its output on the terminal; a failure becomes one error."""
-    try:
-        result = subprocess.run([kaggle_executable(), *args])
-    except OSError as err:
-        raise PipelineError(f"cannot run kaggle: {err}") from None
-    if result.returncode != 0:
-        raise PipelineError(
+    run_command(
+        [kaggle_executable(), *args],
+        lambda failed: (
             f"`kaggle {' '.join(args[:2])} -c {competition}` failed (exit code "
-            f"{result.returncode}; its output is above). Check the competition name, that you "
+            f"{failed.returncode}; its output is above). Check the competition name, that you "
             f"accepted its rules at https://www.kaggle.com/competitions/{competition}/rules, "
             "and your credentials"
-        )
+        ),
+    )

@@ -177,10 +177,16 @@ def load_params(
 ) -> Params:
     """Read and validate params.yaml (see `parse_params` for `checks`)."""
     path = Path(path)
+    raw = read_yaml(path, "not found; run the stages from the project root")
+    return parse_params(raw, source=str(path), checks=checks)
+
+
+def read_yaml(path: Path, missing: str = "not found") -> Any:
+    """A YAML file's data; a missing file (`missing` says why it matters) or bad YAML is one
+    ParamsError."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ParamsError(f"{path}: not found; run the stages from the project root") from None
+        raise ParamsError(f"{path}: {missing}") from None
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
-    return parse_params(raw, source=str(path), checks=checks)

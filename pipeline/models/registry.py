@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 
 from torch import nn
 
@@ -37,88 +37,34 @@ def torchvision_name(name: str) -> str | None:
     return None
 
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    _REGISTRY[fn.__name__] = fn
-    return fn
-
-
-# The d2l course's nets (pipeline/models/d2l_resnet.py, pipeline/models/d2l.py); none has
-# pretrained weights.
-
-
-@register_model
-def d2l_resnet18(num_classes: int, **kwargs) -> nn.Module:
-    """The course's ResNet-18: two residual blocks in each of four stages."""
-    return D2LResNet((2, 2, 2, 2), num_classes, **kwargs)
-
-
-@register_model
-def d2l_resnet11(num_classes: int, **kwargs) -> nn.Module:
-    """The smaller variant used for Classify Leaves in the course: 2, 1, 1, 1 blocks (11 layers)."""
-    return D2LResNet((2, 1, 1, 1), num_classes, **kwargs)
-
-
-@register_model
-def d2l_resnet18_small(num_classes: int, **kwargs) -> nn.Module:
-    """ResNet-18 with the small-input stem (3x3 stride 1, no max-pool): for 32-96 px images."""
-    return D2LResNet((2, 2, 2, 2), num_classes, small_stem=True, **kwargs)
-
-
-@register_model
-def d2l_resnet11_small(num_classes: int, **kwargs) -> nn.Module:
-    """ResNet-11 with the small-input stem: a 64 px leaf enters the first stage at 64 x 64."""
-    return D2LResNet((2, 1, 1, 1), num_classes, small_stem=True, **kwargs)
-
-
-@register_model
-def d2l_resnet11_wide(num_classes: int, **kwargs) -> nn.Module:
-    """ResNet-11 at 1.5x width (96 to 768 channels instead of 64 to 512)."""
-    return D2LResNet((2, 1, 1, 1), num_classes, **{"width": 96, **kwargs})
-
-
-@register_model
-def d2l_resnet11_slim(num_classes: int, **kwargs) -> nn.Module:
-    """ResNet-11 at half width (32 to 256 channels): about a third of the compute on a CPU."""
-    return D2LResNet((2, 1, 1, 1), num_classes, **{"width": 32, **kwargs})
-
-
-@register_model
-def d2l_lenet(num_classes: int, **kwargs) -> nn.Module:
-    """LeNet-5: two conv5-sigmoid-avgpool layers, then dense 120 and 84."""
-    return LeNet(num_classes, **kwargs)
-
-
-@register_model
-def d2l_alexnet(num_classes: int, **kwargs) -> nn.Module:
-    """AlexNet: five convs, then dense 4096-4096 with dropout."""
-    return AlexNet(num_classes, **kwargs)
-
-
-@register_model
-def d2l_vgg11(num_classes: int, **kwargs) -> nn.Module:
-    """VGG-11: the course's conv_arch ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))."""
-    return VGG(VGG11_ARCH, num_classes, **kwargs)
-
-
-@register_model
-def d2l_vgg11_small(num_classes: int, **kwargs) -> nn.Module:
-    """VGG-11 with the course's 4x narrower convs (16 to 128 channels), as it trains it."""
-    return VGG(VGG11_SMALL_ARCH, num_classes, **kwargs)
-
-
-@register_model
-def d2l_nin(num_classes: int, **kwargs) -> nn.Module:
-    """Network in Network: NiN blocks and a global average pool, no dense layer."""
-    return NiN(num_classes, **kwargs)
-
-
-@register_model
-def d2l_googlenet(num_classes: int, **kwargs) -> nn.Module:
-    """GoogLeNet: nine Inception blocks in three stages."""
-    return GoogLeNet(num_classes, **kwargs)
+# The d2l course's nets (pipeline/models/d2l_resnet.py, pipeline/models/d2l.py): name -> the
+# builder of (num_classes, **kwargs). None has pretrained weights.
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    # The course's ResNet-18: two residual blocks in each of four stages.
+    "d2l_resnet18": partial(D2LResNet, (2, 2, 2, 2)),
+    # The smaller variant the course uses for Classify Leaves: 2, 1, 1, 1 blocks (11 layers).
+    "d2l_resnet11": partial(D2LResNet, (2, 1, 1, 1)),
+    # The small-input stem (3x3 stride 1, no max-pool), for 32-96 px images: a 64 px leaf
+    # enters the first stage at 64 x 64.
+    "d2l_resnet18_small": partial(D2LResNet, (2, 2, 2, 2), small_stem=True),
+    "d2l_resnet11_small": partial(D2LResNet, (2, 1, 1, 1), small_stem=True),
+    # ResNet-11 at 1.5x width (96 to 768 channels instead of 64 to 512), and at half width
+    # (32 to 256): about a third of the compute on a CPU.
+    "d2l_resnet11_wide": partial(D2LResNet, (2, 1, 1, 1), width=96),
+    "d2l_resnet11_slim": partial(D2LResNet, (2, 1, 1, 1), width=32),
+    # LeNet-5: two conv5-sigmoid-avgpool layers, then dense 120 and 84.
+    "d2l_lenet": LeNet,
+    # AlexNet: five convs, then dense 4096-4096 with dropout.
+    "d2l_alexnet": AlexNet,
+    # VGG-11: the course's conv_arch ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512)), and with
+    # its 4x narrower convs (16 to 128 channels), as the course trains it.
+    "d2l_vgg11": partial(VGG, VGG11_ARCH),
+    "d2l_vgg11_small": partial(VGG, VGG11_SMALL_ARCH),
+    # Network in Network: NiN blocks and a global average pool, no dense layer.
+    "d2l_nin": NiN,
+    # GoogLeNet: nine Inception blocks in three stages.
+    "d2l_googlenet": GoogLeNet,
+}
 
 
 def create_model(

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.config.params import PARAMS_FILE, parse_params
+from pipeline.config.params import PARAMS_FILE, parse_params, read_yaml
 from pipeline.config.schema import deep_merge
 from pipeline.io import console
 from pipeline.io.console import PipelineError
@@ -43,12 +43,7 @@ MODELS = ("train", "models")  # a preset's mapping here replaces params.yaml's w
 
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: not found") from None
-    except yaml.YAMLError as err:
-        raise PipelineError(f"{path}: not valid YAML: {err}") from None
+    data = read_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
