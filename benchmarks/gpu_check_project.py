@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from gpu_check_runner import TRAIN_SECONDS_PREFIX  # noqa: E402
 from throughput import write_jpegs  # noqa: E402
 
-from pipeline.tools.presets import merged_params  # noqa: E402
+from pipeline.config.presets import merged_params  # noqa: E402
 
 EPOCH_LINE = re.compile(r"^epoch\s+(\d+)/(\d+) .*\| ([\d.]+)s", re.MULTILINE)
 TRAIN_SECONDS_LINE = re.compile(rf"^{re.escape(TRAIN_SECONDS_PREFIX)} ([\d.]+)$", re.MULTILINE)

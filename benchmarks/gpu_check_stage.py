@@ -33,7 +33,7 @@ from gpu_check_project import (
     train_seconds,
 )
 
-from pipeline.tools.presets import merged_params
+from pipeline.config.presets import merged_params
 
 PRESET = ROOT / "presets" / "classify-leaves-gpu.yaml"
 FOLDS, FULL_EPOCHS = 5, 30  # what the preset trains per network

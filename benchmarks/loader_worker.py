@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import write_jpegs  # noqa: E402
 
 from pipeline.config.params import parse_params  # noqa: E402
+from pipeline.config.presets import load_preset, merged_params  # noqa: E402
 from pipeline.data.images import ImageCache, write_images  # noqa: E402
 from pipeline.data.loaders import LeafDataset  # noqa: E402
 from pipeline.data.transforms import build_transforms  # noqa: E402
-from pipeline.tools.presets import load_preset, merged_params  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

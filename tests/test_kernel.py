@@ -13,11 +13,11 @@ from conftest import TINY_OVERRIDES
 from helpers.projects import install_fake_kaggle
 from nbclient import NotebookClient
 
+from pipeline.config.presets import flow
 from pipeline.config.schema import GenerateParams
 from pipeline.data.synthetic import generate_dataset
 from pipeline.io.console import PipelineError
 from pipeline.tools import kaggle, validate
-from pipeline.tools.presets import flow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SLUG = "leaf-pipeline-classify-leaves"

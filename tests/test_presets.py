@@ -12,9 +12,9 @@ import yaml
 
 from pipeline.config.checks import CHECKS
 from pipeline.config.params import ParamsError, parse_params
+from pipeline.config.presets import flow, load_preset, merged_params, preset_overrides
 from pipeline.io.console import PipelineError
 from pipeline.tools import presets
-from pipeline.tools.presets import flow, load_preset, merged_params, preset_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
