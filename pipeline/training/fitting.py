@@ -42,45 +42,6 @@ def describe_epoch(metrics: dict[str, float]) -> str:
     )
 
 
-def fit(
-    trainer: Trainer,
-    loaders: dict,
-    hp: ModelParams,
-    valid_targets: np.ndarray,
-    live: Live,
-    checkpoint_path: Path,
-    fingerprint: dict[str, Any],
-) -> dict:
-    """The training loop: resumes from `checkpoint_path`, and saves it after every epoch (the
-    write overlapping the next epoch, see CheckpointWriter).
-
-    The best epoch has the highest validation accuracy (then the lowest loss) of the raw
-    weights or, with `ema.enabled`, of their moving average, whichever validates better.
-
-    Returns:
-        The best epoch's validation accuracy (`acc`) and loss (`loss`), number (`epoch`),
-        which weights won (`weights`: `raw` or `ema`) and those weights (`state`).
-    """
-    done, best, history = resume(trainer, live, checkpoint_path, fingerprint, hp.epochs)
-    with CheckpointWriter() as writer:
-        for epoch in range(done + 1, hp.epochs + 1):
-            best = fit_epoch(trainer, loaders, hp, valid_targets, live, epoch, best, history)
-            if distributed.is_main():  # every process holds the same state: rank 0 saves it
-                writer.save(
-                    checkpoint_path,
-                    {
-                        "fingerprint": fingerprint,
-                        "complete": False,
-                        "epoch": epoch,
-                        "best": best,
-                        "history": history,
-                        "trainer": trainer.state_dict(),
-                        "rng": rng_states(trainer.device),
-                    },
-                )
-    return best
-
-
 def fit_epoch(
     trainer: Trainer,
     loaders: dict,
@@ -117,13 +78,36 @@ def fit_and_predict(
     checkpoint_path: Path,
     fingerprint: dict[str, Any],
 ) -> tuple[dict, np.ndarray, np.ndarray]:
-    """`fit`, then the best weights' OOF and test logits with the model's TTA views.
+    """The training loop, then the best weights' OOF and test logits with the model's TTA views.
+
+    The loop resumes from `checkpoint_path` and saves it after every epoch (the write
+    overlapping the next epoch, see CheckpointWriter). The best epoch has the highest validation
+    accuracy (then the lowest loss) of the raw weights or, with `ema.enabled`, of their moving
+    average, whichever validates better.
 
     Returns:
-        `fit`'s best epoch, and the logits of the validation and test loaders' images in
-        their order (every process gets all of them under torchrun).
+        The best epoch's validation accuracy (`acc`) and loss (`loss`), number (`epoch`),
+        which weights won (`weights`: `raw` or `ema`) and those weights (`state`); and the
+        logits of the validation and test loaders' images in their order (every process gets
+        all of them under torchrun).
     """
-    best = fit(trainer, loaders, hp, valid_targets, live, checkpoint_path, fingerprint)
+    done, best, history = resume(trainer, live, checkpoint_path, fingerprint, hp.epochs)
+    with CheckpointWriter() as writer:
+        for epoch in range(done + 1, hp.epochs + 1):
+            best = fit_epoch(trainer, loaders, hp, valid_targets, live, epoch, best, history)
+            if distributed.is_main():  # every process holds the same state: rank 0 saves it
+                writer.save(
+                    checkpoint_path,
+                    {
+                        "fingerprint": fingerprint,
+                        "complete": False,
+                        "epoch": epoch,
+                        "best": best,
+                        "history": history,
+                        "trainer": trainer.state_dict(),
+                        "rng": rng_states(trainer.device),
+                    },
+                )
     model, autocast, device = trainer.model, trainer.autocast, trainer.device
     model.load_state_dict(best["state"])
     oof = predict_gathered(model, loaders["valid"], autocast, device, hp.tta, "OOF (TTA)")
