@@ -19,9 +19,9 @@ from PIL import Image
 from test_params import MINIMAL
 from test_params import with_change as change_minimal
 
+from pipeline.config.model_settings import ModelParams
 from pipeline.config.params import ParamsError, load_params, parse_params, resolve_cache_size
 from pipeline.config.paths import CACHE_DIR, CACHE_IMAGES, CACHE_MANIFEST, FOLDS_FILE, PREPARED_TEST
-from pipeline.config.schema import ModelParams
 from pipeline.data.images import ImageCache, load_image_cache, write_images
 from pipeline.data.loaders import (
     DeviceLoader,

@@ -9,8 +9,8 @@ import torch
 from conftest import run_stages
 from PIL import Image
 
+from pipeline.config.model_settings import ModelParams
 from pipeline.config.paths import ENSEMBLE_DIR, FOLDS_FILE, SUBMISSION_FILE
-from pipeline.config.schema import ModelParams
 from pipeline.data.loaders import EpochSampler, LeafDataset, create_loader
 from pipeline.data.tables import load_table
 from pipeline.data.transforms import build_transforms

@@ -9,9 +9,9 @@ import pytest
 import torch
 from test_resume import cell_outputs, write_params
 
+from pipeline.config.model_settings import ModelParams
 from pipeline.config.params import load_params, resolve_cache_size
 from pipeline.config.paths import FOLDS_FILE, PREPARED_TEST
-from pipeline.config.schema import ModelParams
 from pipeline.data.device_data import ResidentImages, augment_path, fold_data
 from pipeline.data.images import load_image_cache
 from pipeline.data.loaders import build_loaders

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from pipeline.config.schema import ModelParams
+from pipeline.config.model_settings import ModelParams
 from pipeline.data.loaders import create_loader
 from pipeline.training import engine
 from pipeline.training.device import resolve_num_workers

@@ -16,9 +16,14 @@ from test_resume import FOLD, LAST, MODEL, cell_outputs, copy_run, metric_histor
 from test_train import lrs
 from torch import nn
 
+from pipeline.config.model_settings import (
+    MixupParams,
+    ModelParams,
+    OptimizerParams,
+    SchedulerParams,
+)
 from pipeline.config.params import parse_params
 from pipeline.config.paths import CHECKPOINT_NAME, fold_dir, fold_results_dir
-from pipeline.config.schema import MixupParams, ModelParams, OptimizerParams, SchedulerParams
 from pipeline.models.registry import create_model
 from pipeline.stages import train
 from pipeline.training import engine, fitting, optim

@@ -19,8 +19,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from pipeline.config.model_settings import ModelParams
 from pipeline.config.params import resolve_cache_size
-from pipeline.config.schema import ModelParams, Params
+from pipeline.config.schema import Params
 from pipeline.data.batch_augment import BatchAugment, batch_form_gap
 from pipeline.data.images import ImageCache, load_image_cache
 from pipeline.data.loaders import EpochSampler, build_loaders, fold_tables, shard_range

@@ -12,8 +12,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from pipeline.config.model_settings import ModelParams
 from pipeline.config.params import resolve_cache_size
-from pipeline.config.schema import LoaderParams, ModelParams, Params
+from pipeline.config.schema import LoaderParams, Params
 from pipeline.data.images import ImageCache, load_image, load_image_cache
 from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 from pipeline.training import distributed

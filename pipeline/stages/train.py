@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.config.model_settings import ModelParams
 from pipeline.config.params import load_params
 from pipeline.config.paths import (
     CLASSES_FILE,
@@ -38,7 +39,7 @@ from pipeline.config.paths import (
     fold_results_dir,
     last_checkpoint_path,
 )
-from pipeline.config.schema import ModelParams, Params
+from pipeline.config.schema import Params
 from pipeline.data.device_data import fold_data
 from pipeline.data.tables import check_targets, read_class_list, read_input_table
 from pipeline.ensemble.cells import save_cell

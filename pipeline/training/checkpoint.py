@@ -15,9 +15,10 @@ import pydantic
 import torch
 from dvclive import Live
 
+from pipeline.config.model_settings import ModelParams
 from pipeline.config.params import resolve_cache_size
 from pipeline.config.paths import CHECKPOINT_NAME, CLASSES_FILE, FOLDS_FILE, PREPARED_TEST, fold_dir
-from pipeline.config.schema import ModelParams, Params
+from pipeline.config.schema import Params
 from pipeline.io.console import PipelineError
 from pipeline.io.files import file_md5, write_bytes
 from pipeline.models.registry import create_model
