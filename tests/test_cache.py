@@ -22,7 +22,7 @@ from test_params import with_change as change_minimal
 from pipeline.config.model_settings import ModelParams
 from pipeline.config.params import ParamsError, load_params, parse_params, resolve_cache_size
 from pipeline.config.paths import CACHE_DIR, CACHE_IMAGES, CACHE_MANIFEST, FOLDS_FILE, PREPARED_TEST
-from pipeline.data.images import ImageCache, load_image_cache, write_images
+from pipeline.data.images import ImageCache, load_image_cache, read_cache_size, write_images
 from pipeline.data.loaders import (
     DeviceLoader,
     LeafDataset,
@@ -30,6 +30,7 @@ from pipeline.data.loaders import (
     create_loader,
     loader_kwargs,
 )
+from pipeline.data.settings import data_settings
 from pipeline.data.tables import load_table
 from pipeline.data.transforms import IMAGENET_STD, build_transforms
 from pipeline.io.console import PipelineError
@@ -187,10 +188,20 @@ def test_cache_off_writes_a_manifest_and_training_decodes_the_files(prepared):
     params = load_params()
     hp = params.train.for_model("d2l_resnet11")
     folds, test = load_table(FOLDS_FILE), load_table(PREPARED_TEST)
-    loaders = build_loaders(params, hp, folds, test, 0, torch.device("cpu"))
+    data = data_settings(params, torch.device("cpu"))
+    assert data.cache is None and data.cache_size is None
+    loaders = build_loaders(hp, folds, test, 0, torch.device("cpu"), data)
     assert all(loader.dataset.cache is None for loader in loaders.values())
     summary = train.main(["--model", "d2l_resnet11", "--fold", "0"])
     assert 0.0 <= summary["oof_acc"] <= 1.0
+
+
+def test_the_cache_size_is_read_from_its_manifest(cached):
+    """What the loaders and the resume fingerprint use is the size the cache was built at."""
+    assert read_cache_size() == 32
+    assert load_image_cache(32).size == 32
+    assert load_image_cache(32).select(load_table(PREPARED_TEST)).size == 32
+    assert data_settings(load_params(), torch.device("cpu")).cache_size == 32
 
 
 def test_a_cache_built_with_other_settings_is_an_error(cached):

@@ -11,7 +11,8 @@ from PIL import Image
 
 from pipeline.config.model_settings import ModelParams
 from pipeline.config.paths import ENSEMBLE_DIR, FOLDS_FILE, SUBMISSION_FILE
-from pipeline.data.loaders import EpochSampler, LeafDataset, create_loader
+from pipeline.data.loaders import LeafDataset, create_loader
+from pipeline.data.samplers import EpochSampler
 from pipeline.data.tables import load_table
 from pipeline.data.transforms import build_transforms
 
