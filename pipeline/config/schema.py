@@ -75,7 +75,7 @@ class SplitParams(Strict):
 class LoaderParams(Strict):
     """DataLoader settings; none of them changes the data stream (see pipeline.data.loaders)."""
 
-    # auto: chosen for the machine by pipeline.data.loaders.resolve_num_workers
+    # auto: chosen for the machine by pipeline.training.device.resolve_num_workers
     num_workers: Literal["auto"] | Annotated[int, Field(ge=0)] = "auto"
     pin_memory: bool = True  # on CUDA only: page-locked batches copy to the GPU asynchronously
     persistent_workers: bool = True  # with workers: keep them between epochs
