@@ -12,7 +12,7 @@ from functools import partial
 
 import torch
 
-from pipeline.config.schema import ModelParams
+from pipeline.config.model_settings import ModelParams
 from pipeline.models.registry import create_model
 from pipeline.training.device import (
     amp_context,
@@ -46,7 +46,7 @@ def small_trainer(cfg, device: torch.device, dtype: torch.dtype | None, steps: i
     trainer = create_trainer(model, hp, steps, device)
     if dtype is not None:
         autocast = partial(torch.autocast, device_type=device.type, dtype=dtype)
-        scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         trainer = dataclasses.replace(trainer, autocast=autocast, scaler=scaler)
     return trainer
 
@@ -74,7 +74,7 @@ def amp_training(cfg, device: torch.device, dtype: torch.dtype) -> dict:
     losses = train_steps(trainer, images, targets, cfg.amp_steps, cfg.amp_batch)
     window = max(1, len(losses) // 10)
     first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
-    scale = trainer.scaler.get_scale() if trainer.scaler is not None else None
+    scale = trainer.scaler.get_scale() if trainer.scaler.is_enabled() else None
     bad = sum(not torch.isfinite(torch.tensor(loss)) for loss in losses)
     finite_scale = scale is None or (0 < scale < float("inf"))
     return {

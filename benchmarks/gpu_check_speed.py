@@ -28,7 +28,7 @@ from throughput import (
     write_jpegs,
 )
 
-from pipeline.config.schema import ModelParams, TtaParams
+from pipeline.config.model_settings import ModelParams, TtaParams
 from pipeline.data.images import ImageCache, write_images
 from pipeline.models.registry import create_model
 from pipeline.training.device import compile_model, configure_determinism, seed_everything
@@ -99,10 +99,10 @@ def ours_train(model_name, batch, compiled, cfg, data, device) -> dict:
     if not compiled:  # an eval-mode compile would cost another warm-up
         valid = our_loader(cache, paths, targets, args, False, device)
         tta = TtaParams(views=TTA_VIEWS)
-        predict_logits(model, valid, trainer.autocast, device, tta)
+        predict_logits(model, valid, trainer.autocast, tta)
         synchronize(device)
         start = time.perf_counter()
-        predict_logits(model, valid, trainer.autocast, device, tta)
+        predict_logits(model, valid, trainer.autocast, tta)
         synchronize(device)
         row["infer_tta_img_s"] = round(len(paths) / (time.perf_counter() - start), 1)
     row["loader_share_of_ceiling"] = round(row["train_ours_img_s"] / row["ceiling_img_s"], 3)

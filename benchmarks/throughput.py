@@ -52,13 +52,8 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config.schema import (
-    AugmentParams,
-    GenerateParams,
-    LoaderParams,
-    ModelParams,
-    TransformSpec,
-)
+from pipeline.config.model_settings import AugmentParams, ModelParams, TransformSpec
+from pipeline.config.schema import GenerateParams, LoaderParams
 from pipeline.data.images import (
     ImageCache,
     write_images,  # noqa: E402
@@ -245,13 +240,9 @@ def time_steps(
             loss = loss_fn(logits, targets)
         if train:
             optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            scaler.scale(loss).backward()  # a disabled scaler passes both through
+            scaler.step(optimizer)
+            scaler.update()
         seen += len(images)
     synchronize(device)
     return seen / (time.perf_counter() - start)

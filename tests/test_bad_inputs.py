@@ -244,7 +244,7 @@ def test_single_image_class_does_not_advise_one_fold():
 
 
 def test_divergence_on_cpu_does_not_suggest_amp():
-    from pipeline.config.schema import ModelParams
+    from pipeline.config.model_settings import ModelParams
     from pipeline.stages.train import explain_failures
     from pipeline.training.running_metrics import DivergedError
 

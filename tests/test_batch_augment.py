@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from pipeline.config.schema import TransformSpec
+from pipeline.config.model_settings import TransformSpec
 from pipeline.data.batch_augment import BatchAugment, batch_form_gap, mix32, normalise, uniforms
 from pipeline.data.batch_colour import (
     adjust_brightness,

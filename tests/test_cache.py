@@ -19,17 +19,15 @@ from PIL import Image
 from test_params import MINIMAL
 from test_params import with_change as change_minimal
 
+from pipeline.config.model_settings import ModelParams
 from pipeline.config.params import ParamsError, load_params, parse_params, resolve_cache_size
 from pipeline.config.paths import CACHE_DIR, CACHE_IMAGES, CACHE_MANIFEST, FOLDS_FILE, PREPARED_TEST
-from pipeline.config.schema import ModelParams
-from pipeline.data.images import ImageCache, load_image_cache, write_images
+from pipeline.data.images import ImageCache, load_image_cache, read_cache_size, write_images
 from pipeline.data.loaders import (
-    DeviceLoader,
     LeafDataset,
     build_loaders,
-    create_loader,
-    loader_kwargs,
 )
+from pipeline.data.settings import data_settings
 from pipeline.data.tables import load_table
 from pipeline.data.transforms import IMAGENET_STD, build_transforms
 from pipeline.io.console import PipelineError
@@ -187,10 +185,20 @@ def test_cache_off_writes_a_manifest_and_training_decodes_the_files(prepared):
     params = load_params()
     hp = params.train.for_model("d2l_resnet11")
     folds, test = load_table(FOLDS_FILE), load_table(PREPARED_TEST)
-    loaders = build_loaders(params, hp, folds, test, 0, torch.device("cpu"))
+    data = data_settings(params, torch.device("cpu"))
+    assert data.cache is None and data.cache_size is None
+    loaders = build_loaders(hp, folds, test, 0, torch.device("cpu"), data)
     assert all(loader.dataset.cache is None for loader in loaders.values())
     summary = train.main(["--model", "d2l_resnet11", "--fold", "0"])
     assert 0.0 <= summary["oof_acc"] <= 1.0
+
+
+def test_the_cache_size_is_read_from_its_manifest(cached):
+    """What the loaders and the resume fingerprint use is the size the cache was built at."""
+    assert read_cache_size() == 32
+    assert load_image_cache(32).size == 32
+    assert load_image_cache(32).select(load_table(PREPARED_TEST)).size == 32
+    assert data_settings(load_params(), torch.device("cpu")).cache_size == 32
 
 
 def test_a_cache_built_with_other_settings_is_an_error(cached):
@@ -249,37 +257,7 @@ def test_bad_cache_and_loader_params_name_the_key(path, value, expected):
 
 
 # ----------------------------------------------------------------------------------------------
-# Loader and device settings
-
-
-def test_loader_settings_follow_params_and_device():
-    params = parse_params(with_change("train.loader.num_workers", 2))
-    cpu = loader_kwargs(params.train.loader, torch.device("cpu"))
-    assert cpu["pin_memory"] is False and cpu["num_workers"] == 2
-    assert loader_kwargs(params.train.loader, torch.device("cuda"))["pin_memory"] is True
-    assert device.use_channels_last("auto", torch.device("cpu")) is False
-    assert device.use_channels_last("auto", torch.device("cuda")) is True
-    assert device.use_channels_last(True, torch.device("cpu")) is True
-    data = dataset(pd.DataFrame({"path": ["a"] * 6}), ModelParams(), train=True)
-    workers = create_loader(data, 4, train=True, seed=0, num_workers=1, prefetch_factor=3)
-    assert workers.persistent_workers and workers.prefetch_factor == 3 and workers.drop_last
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_device_loader_batches_equal_the_normalised_items(tmp_path, channels_last):
-    table = write_odd_images(tmp_path / "images")
-    hp = ModelParams(image_size=24, augment={"train": [{"name": "HorizontalFlip", "p": 0.5}]})
-    normalised = dataset(table, hp, train=True)
-    raw = LeafDataset(table.path, None, build_transforms(hp, True, normalize=False), 24, seed=3)
-    assert raw[0][0].dtype == torch.uint8 and raw[0][0].shape == (24, 24, 3)
-    loader = DeviceLoader(create_loader(raw, 5, train=False, seed=0), "cpu", channels_last)
-    assert len(loader) == 1 and loader.batch_size == 5 and loader.dataset is raw
-    images, targets = next(iter(loader))
-    expected = torch.stack([normalised[index][0] for index in range(5)])
-    assert images.dtype == torch.float32 and torch.allclose(images, expected, atol=1e-5)
-    assert targets.tolist() == [-1] * 5
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    assert images.is_contiguous(memory_format=layout)
+# Compiling
 
 
 def test_compiled_model_never_recompiles_across_batches():

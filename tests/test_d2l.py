@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from pipeline.config.checks import backbone_problems
+from pipeline.config.model_settings import OptimizerParams
 from pipeline.config.params import parse_params
-from pipeline.config.schema import OptimizerParams
 from pipeline.io.console import PipelineError
 from pipeline.models.registry import _REGISTRY, create_model, head_parameters, is_known_model
 from pipeline.training.optim import create_optimizer

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from pipeline.config.schema import ModelParams, TransformSpec
+from pipeline.config.model_settings import ModelParams, TransformSpec
 from pipeline.data.images import ImageReadError, load_image, to_rgb
 from pipeline.data.tables import load_table
 from pipeline.data.transforms import (

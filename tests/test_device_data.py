@@ -9,12 +9,13 @@ import pytest
 import torch
 from test_resume import cell_outputs, write_params
 
+from pipeline.config.model_settings import ModelParams
 from pipeline.config.params import load_params, resolve_cache_size
 from pipeline.config.paths import FOLDS_FILE, PREPARED_TEST
-from pipeline.config.schema import ModelParams
 from pipeline.data.device_data import ResidentImages, augment_path, fold_data
 from pipeline.data.images import load_image_cache
 from pipeline.data.loaders import build_loaders
+from pipeline.data.settings import data_settings
 from pipeline.io.console import PipelineError
 from pipeline.stages import train
 
@@ -55,8 +56,9 @@ def both_paths(run_copy) -> tuple:
     params = load_params()
     hp = params.train.for_model("d2l_resnet11")
     folds, test = fold_tables()
-    batches, path, why = fold_data(params, hp, folds, test, 0, CPU)
-    loaders = build_loaders(params, hp, folds, test, 0, CPU)
+    data = data_settings(params, CPU)
+    batches, path, why = fold_data(hp, folds, test, 0, CPU, data)
+    loaders = build_loaders(hp, folds, test, 0, CPU, data)
     return batches, loaders, path, why, hp, folds
 
 
@@ -103,7 +105,8 @@ def test_asking_for_the_device_path_with_an_unbatchable_policy_is_a_clear_error(
     params = load_params()
     folds, test = fold_tables()
     with pytest.raises(PipelineError, match="GaussNoise has no batch form.*augment_on: auto"):
-        fold_data(params, params.train.for_model("d2l_resnet11"), folds, test, 0, CPU)
+        hp = params.train.for_model("d2l_resnet11")
+        fold_data(hp, folds, test, 0, CPU, data_settings(params, CPU))
 
 
 def test_stage_train_trains_and_predicts_through_the_device_path(run_copy, capsys):

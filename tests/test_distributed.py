@@ -17,7 +17,8 @@ from conftest import ROOT
 
 from pipeline.config.params import ParamsError, parse_params
 from pipeline.config.paths import fold_dir, fold_results_dir, last_checkpoint_path
-from pipeline.data.loaders import create_loader, shard_range
+from pipeline.data.loaders import create_loader
+from pipeline.data.samplers import shard_range
 from pipeline.io.console import PipelineError
 from pipeline.stages import cache, generate, prepare, split
 from pipeline.training import distributed

@@ -48,6 +48,12 @@ def test_model_overrides_merge_deeply():
     assert params.train.for_model("d2l_resnet11").epochs == params.train.defaults.epochs
 
 
+def test_each_models_settings_are_merged_once_on_load():
+    params = parse_params(with_change("train.models.resnet18", {"epochs": 3}))
+    assert params.train.for_model("resnet18") is params.train.for_model("resnet18")
+    assert params.train.for_model("not_listed") == params.train.defaults
+
+
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from pipeline.config.model_settings import ModelParams
 from pipeline.config.paths import PREPARED_TRAIN
-from pipeline.config.schema import ModelParams
 from pipeline.io.console import PipelineError
 from pipeline.tools import preview
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipeline.config.model_settings import ModelParams
 from pipeline.config.params import ParamsError, parse_params
 from pipeline.config.paths import (
     ENSEMBLE_DIR,
@@ -21,7 +22,7 @@ from pipeline.config.paths import (
     SUBMISSION_FILE,
     TEST_LOGITS_NAME,
 )
-from pipeline.config.schema import EnsembleParams, ModelParams, PseudoParams
+from pipeline.config.schema import EnsembleParams, PseudoParams
 from pipeline.ensemble import pseudo_labels, scoring
 from pipeline.ensemble.cells import read_cell
 from pipeline.io.console import PipelineError

@@ -3,7 +3,6 @@ the onecycle schedule, their params.yaml schema, and a training run with all of 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -16,13 +15,18 @@ from test_resume import FOLD, LAST, MODEL, cell_outputs, copy_run, metric_histor
 from test_train import lrs
 from torch import nn
 
+from pipeline.config.model_settings import (
+    MixupParams,
+    ModelParams,
+    OptimizerParams,
+    SchedulerParams,
+)
 from pipeline.config.params import parse_params
 from pipeline.config.paths import CHECKPOINT_NAME, fold_dir, fold_results_dir
-from pipeline.config.schema import MixupParams, ModelParams, OptimizerParams, SchedulerParams
 from pipeline.models.registry import create_model
 from pipeline.stages import train
 from pipeline.training import engine, fitting, optim
-from pipeline.training.engine import create_mixup, create_trainer, mix_batch, optimizer_step
+from pipeline.training.engine import create_mixup, create_trainer, mix_batch
 from pipeline.training.fitting import epoch_best
 from pipeline.training.optim import create_optimizer
 
@@ -112,63 +116,6 @@ def test_mixing_is_off_by_default():
     trainer = create_trainer(nn.Linear(4, 3), ModelParams(amp=False), 4, CPU)
     assert trainer.mixup is None and trainer.train_loss_fn is trainer.loss_fn
     assert trainer.ema is None and trainer.grad_clip_norm is None
-
-
-# ----------------------------------------------------------------------------------------------
-# EMA, gradient clipping
-
-
-def small_net() -> nn.Module:
-    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
-
-
-def train_steps(trainer, steps: int) -> None:
-    for _ in range(steps):
-        loss = 100 * trainer.model(torch.randn(6, 4)).logsumexp(1).mean()  # large gradients
-        optimizer_step(trainer, loss)
-
-
-def test_ema_moves_towards_the_weights_by_one_minus_decay_each_step():
-    torch.manual_seed(0)
-    hp = ModelParams(amp=False, ema={"enabled": True, "decay": 0.9, "warmup": False})
-    trainer = create_trainer(small_net(), hp, 10, CPU)
-    train_steps(trainer, 1)  # timm's first update copies the weights
-    before = {k: v.clone() for k, v in trainer.ema.module.state_dict().items()}
-    train_steps(trainer, 1)
-    weights = trainer.model.state_dict()
-    for name, ema in trainer.ema.module.state_dict().items():
-        if ema.is_floating_point():  # weights and BatchNorm running statistics
-            torch.testing.assert_close(ema, 0.9 * before[name] + 0.1 * weights[name])
-    assert not torch.equal(trainer.ema.module[0].weight, trainer.model[0].weight)
-
-
-def test_ema_is_part_of_the_resumable_state():
-    hp = ModelParams(amp=False, ema={"enabled": True, "decay": 0.5})
-    trainer = create_trainer(small_net(), hp, 10, CPU)
-    train_steps(trainer, 3)
-    fresh = create_trainer(small_net(), hp, 10, CPU)
-    fresh.load_state_dict(trainer.state_dict())
-    for name, value in trainer.ema.state_dict().items():
-        assert torch.equal(fresh.ema.state_dict()[name], value), name
-
-
-def grad_norm(model: nn.Module) -> float:
-    return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])).item()
-
-
-@pytest.mark.parametrize("scaled", [False, True])
-def test_grad_clipping_bounds_the_gradient_norm(scaled):
-    torch.manual_seed(0)
-    trainer = create_trainer(small_net(), ModelParams(amp=False), 10, CPU)
-    train_steps(trainer, 1)
-    assert grad_norm(trainer.model) > 5
-
-    clipped = create_trainer(small_net(), ModelParams(amp=False, grad_clip_norm=0.5), 10, CPU)
-    if scaled:  # what fp16 training does: clipping must see the unscaled gradients
-        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
-        clipped = dataclasses.replace(clipped, scaler=scaler)
-    train_steps(clipped, 1)
-    assert grad_norm(clipped.model) == pytest.approx(0.5, rel=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,17 @@ import torch
 from helpers.run_if import RunIf
 from torch import nn
 
-from pipeline.config.schema import OptimizerParams, SchedulerParams
+from pipeline.config.model_settings import OptimizerParams, SchedulerParams
 from pipeline.io.console import PipelineError
-from pipeline.training.device import amp_context, configure_determinism, resolve_device
+from pipeline.training.device import (
+    amp_context,
+    configure_determinism,
+    resolve_device,
+    resolve_num_workers,
+)
 from pipeline.training.optim import create_optimizer, create_scheduler
+
+CPU = torch.device("cpu")
 
 
 def lrs(params: SchedulerParams, epochs=10, steps=4) -> list[float]:
@@ -51,7 +58,16 @@ def test_cpu_runs_in_fp32_without_a_scaler():
     autocast, scaler = amp_context(torch.device("cpu"), enabled=True)
     with autocast():
         out = nn.Linear(2, 2)(torch.ones(1, 2))
-    assert out.dtype == torch.float32 and scaler is None
+    assert out.dtype == torch.float32 and not scaler.is_enabled()
+
+
+def test_auto_workers_suit_the_machine():
+    cuda = torch.device("cuda")
+    assert resolve_num_workers("auto", CPU, cores=2)[0] == 0
+    assert resolve_num_workers("auto", CPU, cores=16)[0] == 4
+    assert resolve_num_workers("auto", cuda, cores=64)[0] == 16
+    assert resolve_num_workers("auto", cuda, cores=8)[0] == 8
+    assert resolve_num_workers(3, CPU) == (3, "train.loader.num_workers")
 
 
 def test_missing_cuda_is_a_clear_error(monkeypatch):
@@ -108,7 +124,8 @@ def test_cuda_mixed_precision_trains_a_step():
         out = model(torch.randn(4, 8, device=device))
     expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     assert out.dtype == expected
-    assert (scaler is None) == (expected == torch.bfloat16)
+    assert scaler.is_enabled() == (expected == torch.float16)
     loss = out.float().logsumexp(1).mean()
-    (scaler.scale(loss) if scaler else loss).backward()
-    (scaler.step(optimizer), scaler.update()) if scaler else optimizer.step()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()

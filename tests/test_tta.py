@@ -11,7 +11,7 @@ from helpers.run_if import RunIf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pipeline.config.schema import GEOMETRIC_VIEWS, ModelParams, TtaParams, view_scale
+from pipeline.config.model_settings import GEOMETRIC_VIEWS, ModelParams, TtaParams, view_scale
 from pipeline.training.tta import apply_view, average_views, predict_logits
 
 INVERSE = {
@@ -123,7 +123,7 @@ def test_predict_averages_the_views_for_every_image(batch, space):
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 12 * 12, 4))
     loader = DataLoader(TensorDataset(batch, torch.zeros(len(batch))), batch_size=2)
     tta = TtaParams(views=["identity", "hflip", "scale0.9"], average=space)
-    logits = predict_logits(model, loader, contextlib.nullcontext, torch.device("cpu"), tta)
+    logits = predict_logits(model, loader, contextlib.nullcontext, tta)
 
     with torch.no_grad():
         views = torch.stack([model(apply_view(batch, view)) for view in tta.views])

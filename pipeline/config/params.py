@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from pipeline.config.schema import META_MODEL, ModelParams, Params
+from pipeline.config.model_settings import ModelParams
+from pipeline.config.schema import META_MODEL, Params
 
 PARAMS_FILE = Path("params.yaml")
 

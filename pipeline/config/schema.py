@@ -1,8 +1,9 @@
-"""The params.yaml schema: typed, frozen groups, one per stage, plus the TTA view names.
+"""The params.yaml schema: typed, frozen groups, one per stage.
 
-It imports nothing from the project, so every module can depend on it. `pipeline.config.params`
-loads and validates the file against it; per-model settings are `train.defaults` deep-merged with
-`train.models.<name>` (`TrainParams.for_model`).
+It imports nothing from the project but the model settings (pipeline.config.model_settings,
+which imports nothing), so every module can depend on it. `pipeline.config.params` loads and
+validates the file against it; each model's settings are `train.defaults` deep-merged with
+`train.models.<name>` once, on load (`TrainParams.for_model`).
 """
 
 from __future__ import annotations
@@ -13,22 +14,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
-    ValidationInfo,
+    PrivateAttr,
+    ValidationError,
     field_validator,
     model_validator,
 )
 
+from pipeline.config.model_settings import ModelParams, PositiveInt, Strict
+
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
-
-
-PositiveInt = Annotated[int, Field(gt=0)]
-
-
-NonNegativeFloat = Annotated[float, Field(ge=0)]
 
 
 def distinct(what: str) -> AfterValidator:
@@ -43,10 +39,6 @@ def distinct(what: str) -> AfterValidator:
 
 
 Folds = Annotated[list[Annotated[int, Field(ge=0)]], distinct("fold numbers")]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class BaseParams(Strict):
@@ -80,149 +72,10 @@ class SplitParams(Strict):
     shuffle: bool = True
 
 
-class OptimizerParams(Strict):
-    name: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: Annotated[float, Field(gt=0)] = 1e-3
-    weight_decay: NonNegativeFloat = 0.05
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    head_lr: Annotated[float, Field(gt=0)] | None = None  # the classifier head's; None: lr
-
-
-class SchedulerParams(Strict):
-    name: Literal["cosine", "onecycle", "constant"] = "cosine"
-    warmup_epochs: NonNegativeFloat = 1.0
-    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.01  # cosine's floor
-    div_factor: Annotated[float, Field(ge=1)] = 25.0  # onecycle starts at lr / div_factor
-    final_div_factor: Annotated[float, Field(ge=1)] = 1e4  # and ends at start / final_div_factor
-
-
-class TransformSpec(BaseModel):
-    """One albumentations transform: `{name: HorizontalFlip, p: 0.5}`; other keys are its args."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-    name: str
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-
-class AugmentParams(Strict):
-    train: list[TransformSpec] = []
-    eval: list[TransformSpec] = []
-
-
-class MixupParams(Strict):
-    """timm's batch MixUp/CutMix (timm.data.Mixup); off while both alphas are 0."""
-
-    mixup_alpha: NonNegativeFloat = 0.0
-    cutmix_alpha: NonNegativeFloat = 0.0
-    prob: Annotated[float, Field(ge=0, le=1)] = 1.0
-    switch_prob: Annotated[float, Field(ge=0, le=1)] = 0.5
-
-    @property
-    def enabled(self) -> bool:
-        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
-
-
-class EmaParams(Strict):
-    """An exponential moving average of the weights (timm.utils.ModelEmaV3), updated per step."""
-
-    enabled: bool = False
-    decay: Annotated[float, Field(ge=0, lt=1)] = 0.999
-    warmup: bool = True
-
-
-GEOMETRIC_VIEWS = ("identity", "hflip", "vflip", "rot90", "rot180", "rot270", "transpose")
-SCALE_VIEW = re.compile(r"scale(\d+(?:\.\d+)?)")
-
-
-SCALE_LIMITS = (0.5, 2.0)
-ALLOWED_VIEWS = ", ".join(GEOMETRIC_VIEWS) + (
-    f", scale<f> with {SCALE_LIMITS[0]} <= f <= {SCALE_LIMITS[1]} "
-    "(scale0.9 zooms in, scale1.1 zooms out)"
-)
-
-
-def view_scale(view: str) -> float | None:
-    """The zoom factor of a `scale<f>` view, or None for a geometric view.
-
-    Raises:
-        ValueError: `view` is neither, naming the allowed views.
-    """
-    if view in GEOMETRIC_VIEWS:
-        return None
-    match = SCALE_VIEW.fullmatch(view)
-    if match and SCALE_LIMITS[0] <= float(match[1]) <= SCALE_LIMITS[1]:
-        return float(match[1])
-    raise ValueError(f"unknown TTA view {view!r}; allowed: {ALLOWED_VIEWS}")
-
-
-def _known_view(view: str) -> str:
-    view_scale(view)
-    return view
-
-
-class TtaParams(Strict):
-    """Test-time augmentation: the views averaged at prediction, and in which space."""
-
-    views: list[Annotated[str, AfterValidator(_known_view)]] = ["identity"]
-    average: Literal["logits", "probs"] = "logits"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _views_shorthand(cls, value: Any) -> Any:
-        # `tta: [identity, hflip]` means `tta: {views: [identity, hflip]}`; checkpoints written
-        # before `average` existed store it that way.
-        return {"views": value} if isinstance(value, list) else value
-
-    @field_validator("views")
-    @classmethod
-    def _views_not_empty(cls, views: list[str]) -> list[str]:
-        if not views:
-            raise ValueError(f"needs at least one view; allowed: {ALLOWED_VIEWS}")
-        return views
-
-
-class ModelParams(Strict):
-    """Everything one (model, fold) training run depends on; see params.yaml for meanings."""
-
-    backbone: str | None = None
-    # True: the timm/torchvision hub; a path: a local weights file or folder
-    # (pipeline.models.weights)
-    pretrained: bool | Annotated[str, Field(min_length=1)] = False
-    image_size: Annotated[int, Field(ge=16, le=1024)] = 64
-    keep_aspect: bool = True
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 64
-    optimizer: OptimizerParams = OptimizerParams()
-    scheduler: SchedulerParams = SchedulerParams()
-    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    drop_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    mixup: MixupParams = MixupParams()
-    ema: EmaParams = EmaParams()
-    grad_clip_norm: Annotated[float, Field(gt=0)] | None = None
-    amp: bool = True
-    augment: AugmentParams = AugmentParams()
-    tta: TtaParams = TtaParams()
-
-    @field_validator("mixup")
-    @classmethod
-    def _mixup_pairs_whole_batches(cls, mixup: MixupParams, info: ValidationInfo) -> MixupParams:
-        batch_size = info.data.get("batch_size")
-        if mixup.enabled and batch_size is not None and batch_size % 2:
-            # timm's batch mode mixes row i with row n-1-i, so it needs an even batch.
-            raise ValueError(
-                f"needs an even batch_size, but batch_size is {batch_size}; "
-                "make it even or set mixup_alpha and cutmix_alpha to 0"
-            )
-        return mixup
-
-
 class LoaderParams(Strict):
     """DataLoader settings; none of them changes the data stream (see pipeline.data.loaders)."""
 
-    # auto: chosen for the machine by pipeline.data.loaders.resolve_num_workers
+    # auto: chosen for the machine by pipeline.training.device.resolve_num_workers
     num_workers: Literal["auto"] | Annotated[int, Field(ge=0)] = "auto"
     pin_memory: bool = True  # on CUDA only: page-locked batches copy to the GPU asynchronously
     persistent_workers: bool = True  # with workers: keep them between epochs
@@ -241,6 +94,8 @@ class TrainParams(Strict):
     compile: bool = False
     deterministic: bool = False
     defaults: ModelParams = ModelParams()
+    # Each model's merged settings, or why they are invalid (reported by pipeline.config.params).
+    _merged: dict[str, ModelParams | ValidationError] = PrivateAttr(default_factory=dict)
 
     @field_validator("device")
     @classmethod
@@ -267,10 +122,27 @@ class TrainParams(Strict):
             )
         return models
 
+    @model_validator(mode="after")
+    def _merge_models(self) -> TrainParams:
+        for name, override in self.models.items():
+            try:
+                merged = deep_merge(self.defaults.model_dump(), override or {})
+                self._merged[name] = ModelParams.model_validate(merged)
+            except ValidationError as err:
+                self._merged[name] = err
+        return self
+
     def for_model(self, name: str) -> ModelParams:
-        """`defaults` deep-merged with this model's overrides (already validated on load)."""
-        merged = deep_merge(self.defaults.model_dump(), self.models.get(name) or {})
-        return ModelParams.model_validate(merged)
+        """`defaults` deep-merged with this model's overrides, as merged on load (`defaults`
+        for a name train.models lacks).
+
+        Raises:
+            ValidationError: the merged settings are invalid.
+        """
+        merged = self._merged.get(name, self.defaults)
+        if isinstance(merged, ValidationError):
+            raise merged
+        return merged
 
 
 class EnsembleParams(Strict):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.config.schema import TransformSpec
+from pipeline.config.model_settings import TransformSpec
 from pipeline.data.batch_colour import COLOUR_OPS, colour_step, device_constant
 from pipeline.data.batch_geometry import Step, compose, sample
 from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD

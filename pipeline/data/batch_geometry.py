@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pipeline.config.schema import TransformSpec
+from pipeline.config.model_settings import TransformSpec
 from pipeline.data.batch_colour import between
 
 

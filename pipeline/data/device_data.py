@@ -19,14 +19,15 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from pipeline.config.params import resolve_cache_size
-from pipeline.config.schema import ModelParams, Params
+from pipeline.config.model_settings import ModelParams
 from pipeline.data.batch_augment import BatchAugment, batch_form_gap
-from pipeline.data.images import ImageCache, load_image_cache
-from pipeline.data.loaders import EpochSampler, build_loaders, fold_tables, shard_range
+from pipeline.data.images import ImageCache
+from pipeline.data.loaders import build_loaders, fold_tables
+from pipeline.data.samplers import EpochSampler, shard_range
+from pipeline.data.settings import DataSettings
 from pipeline.io.console import PipelineError
 from pipeline.training import distributed
-from pipeline.training.device import amp_dtype, resolve_num_workers, use_channels_last
+from pipeline.training.device import amp_dtype
 
 UPLOAD_CHUNK = 1024  # images per host-to-device copy while loading the cache
 
@@ -149,26 +150,20 @@ class DeviceBatches:
 
 
 def build_device_batches(
-    params: Params,
     hp: ModelParams,
     folds: pd.DataFrame,
     test: pd.DataFrame,
     fold: int,
     device: torch.device,
+    data: DataSettings,
 ) -> dict[str, DeviceBatches]:
     """Train, validation and test batches for one fold, from the cache held on `device`.
 
     The counterpart of loaders.build_loaders (same arguments, same tables and batch sizes).
     """
-    cache = load_image_cache(resolve_cache_size(params))
-    resident = ResidentImages(cache, device, hp.image_size)
-    seed, batch = params.base.seed, hp.batch_size
+    resident = ResidentImages(data.cache, device, hp.image_size)
     dtype = amp_dtype(device, hp.amp) or torch.float32
-    memory_format = (
-        torch.channels_last
-        if use_channels_last(params.train.channels_last, device)
-        else torch.contiguous_format
-    )
+    memory_format = torch.channels_last if data.channels_last else torch.contiguous_format
     batches = {}
     for name, table in fold_tables(folds, test, fold).items():
         train = name == "train"
@@ -176,12 +171,12 @@ def build_device_batches(
         targets = table.target.to_numpy() if name != "test" else np.full(len(table), -1)
         batches[name] = DeviceBatches(
             resident,
-            resident.rows_of(cache.select(table)),
+            resident.rows_of(data.cache.select(table)),
             torch.from_numpy(targets.astype(np.int64)).to(device),
-            BatchAugment(specs, hp.image_size, hp.keep_aspect, seed),
-            batch if train else 2 * batch,
+            BatchAugment(specs, hp.image_size, hp.keep_aspect, data.seed),
+            hp.batch_size if train else 2 * hp.batch_size,
             train=train,
-            seed=seed,
+            seed=data.seed,
             dtype=dtype,
             memory_format=memory_format,
             rank=distributed.rank(),
@@ -191,12 +186,12 @@ def build_device_batches(
 
 
 def fold_data(
-    params: Params,
     hp: ModelParams,
     folds: pd.DataFrame,
     test: pd.DataFrame,
     fold: int,
     device: torch.device,
+    data: DataSettings,
 ) -> tuple[dict, str, str]:
     """One fold's train, validation and test batches by `train.loader.augment_on`.
 
@@ -206,13 +201,12 @@ def fold_data(
     Raises:
         PipelineError: `augment_on: device` where the policy or the setup has no device form.
     """
-    setting = params.train.loader.augment_on
     try:
-        path, why = augment_path(setting, device, hp, params.cache.enabled)
+        path, why = augment_path(data.loader.augment_on, device, hp, data.cache is not None)
     except ValueError as err:
         raise PipelineError(f"{err}; set train.loader.augment_on: auto or workers") from None
     if path == "device":
-        return build_device_batches(params, hp, folds, test, fold, device), path, why
-    workers, workers_why = resolve_num_workers(params.train.loader.num_workers, device)
-    loaders = build_loaders(params, hp, folds, test, fold, device)
+        return build_device_batches(hp, folds, test, fold, device, data), path, why
+    workers, workers_why = data.workers
+    loaders = build_loaders(hp, folds, test, fold, device, data)
     return loaders, path, f"{why}; {workers} workers ({workers_why})"

@@ -133,13 +133,15 @@ class ImageCache:
     workers map it themselves instead of receiving a pickled copy.
     """
 
-    def __init__(self, path: Path | str, index: pd.DataFrame):
+    def __init__(self, path: Path | str, index: pd.DataFrame, size: int | None = None):
         """
         Args:
             path: the .npy array.
             index: the images held, in order: the array `row`, `path`, `md5`, `height`, `width`.
+            size: the side S the images were fitted to, as the cache's manifest.json records it.
         """
         self.path = Path(path)
+        self.size = size
         self.index = index.reset_index(drop=True)
         self.rows = self.index["row"].to_numpy()
         self.shapes = self.index[["height", "width"]].to_numpy()
@@ -187,17 +189,17 @@ class ImageCache:
                 f"{len(missing)} image(s) are not in {CACHE_DIR} or changed since it was built "
                 f"(first: {missing[0]}); rebuild it: dvc repro cache"
             )
-        return ImageCache(self.path, self.index.iloc[[position[key] for key in keys]])
+        selected = self.index.iloc[[position[key] for key in keys]]
+        return ImageCache(self.path, selected, self.size)
 
 
-def load_image_cache(size: int | None) -> ImageCache | None:
-    """Stage `cache`'s images, checked to be fitted to `size`; None when `size` is None (off).
+def read_cache_size() -> int | None:
+    """The side stage `cache` fitted its images to, from its manifest.json; None: it holds none
+    (built with cache.enabled false).
 
     Raises:
-        PipelineError: the cache was not built, or was built with other settings.
+        PipelineError: the cache was not built, or its manifest is not one stage cache writes.
     """
-    if size is None:
-        return None
     if not CACHE_MANIFEST.exists():
         raise PipelineError(
             f"{CACHE_MANIFEST} not found: build the cache (dvc repro cache, or python -m "
@@ -206,11 +208,26 @@ def load_image_cache(size: int | None) -> ImageCache | None:
     manifest = read_input_json(CACHE_MANIFEST)
     if not (isinstance(manifest, dict) and {"enabled", "image_size"} <= manifest.keys()):
         raise corrupt(CACHE_MANIFEST, "expected a JSON object with enabled and image_size")
-    built = manifest["image_size"] if manifest["enabled"] else None
-    if built != size:
-        held = f"{built} px images" if built else "no images (cache.enabled was false)"
+    return manifest["image_size"] if manifest["enabled"] else None
+
+
+def load_image_cache(wanted: int | None) -> ImageCache | None:
+    """Stage `cache`'s images, at the size its manifest.json records; None when `wanted` is None.
+
+    Args:
+        wanted: the size the params ask for (pipeline.config.params.resolve_cache_size; None:
+            cache.enabled is false); a cache built at another is stale.
+
+    Raises:
+        PipelineError: the cache was not built, or was built with other settings.
+    """
+    if wanted is None:
+        return None
+    size = read_cache_size()
+    if size != wanted:
+        held = f"{size} px images" if size else "no images (cache.enabled was false)"
         raise PipelineError(
-            f"{CACHE_DIR} holds {held} but the params ask for {size} px; rebuild it: "
+            f"{CACHE_DIR} holds {held} but the params ask for {wanted} px; rebuild it: "
             "dvc repro cache"
         )
     index = read_input_table(CACHE_INDEX, ("path", "md5", "height", "width"))
@@ -223,7 +240,7 @@ def load_image_cache(size: int | None) -> ImageCache | None:
             f"{CACHE_INDEX}'s rows",
         )
     del images  # each process maps it again on first use
-    return ImageCache(CACHE_IMAGES, index.assign(row=np.arange(len(index))))
+    return ImageCache(CACHE_IMAGES, index.assign(row=np.arange(len(index))), size)
 
 
 def fit_image(path: str, size: int) -> np.ndarray:

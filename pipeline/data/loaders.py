@@ -1,4 +1,7 @@
-"""Datasets, samplers and loaders: a data stream that is a pure function of (seed, epoch, image)."""
+"""Datasets and loaders: a data stream that is a pure function of (seed, epoch, image).
+
+The order of each epoch is pipeline.data.samplers'.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +13,16 @@ import albumentations as A
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
-from pipeline.config.params import resolve_cache_size
-from pipeline.config.schema import LoaderParams, ModelParams, Params
-from pipeline.data.images import ImageCache, load_image, load_image_cache
+from pipeline.config.model_settings import ModelParams
+from pipeline.config.schema import LoaderParams
+from pipeline.data.images import ImageCache, load_image
+from pipeline.data.samplers import EpochSampler, shard_range
+from pipeline.data.settings import DataSettings
 from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 from pipeline.training import distributed
-from pipeline.training.device import resolve_num_workers, use_channels_last
+from pipeline.training.device import resolve_num_workers
 
 
 class LeafDataset(Dataset):
@@ -71,61 +76,17 @@ class LeafDataset(Dataset):
         return image, self.targets[index]
 
 
-class EpochSampler(Sampler[tuple[int, int]]):
-    """A fresh order every epoch, as a pure function of (seed, epoch), yielding (index, epoch).
+def loader_kwargs(
+    params: LoaderParams, device: torch.device, workers: int | None = None
+) -> dict[str, Any]:
+    """`create_loader`'s settings from `train.loader`, for batches that go to `device`.
 
-    Like DistributedSampler, call `set_epoch()` before iterating: the order no longer depends
-    on how many epochs the process has run, so a resumed run sees what an uninterrupted one saw.
-
-    Shared among `world_size` processes (under torchrun), the epoch's order is cut into whole
-    global batches of `batch_size` and process `rank` yields its contiguous slice of each, so
-    the processes' batches together are the ones a single process would train on.
+    `workers`: the count a run decided (DataSettings.workers); None: resolve_num_workers's.
     """
-
-    def __init__(
-        self, size: int, seed: int, *, batch_size: int = 1, rank: int = 0, world_size: int = 1
-    ):
-        if batch_size % world_size:
-            raise ValueError(f"batch_size {batch_size} does not split among {world_size} ranks")
-        self.size = size
-        self.seed = seed
-        self.epoch = 0
-        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        if self.world_size == 1:
-            return self.size
-        return self.size // self.batch_size * (self.batch_size // self.world_size)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.size, generator=generator).tolist()
-        if self.world_size > 1:
-            order = self.share(order)
-        return iter([(index, self.epoch) for index in order])
-
-    def share(self, order: list[int]) -> list[int]:
-        """This rank's slice of each whole global batch of `order` (a partial one is dropped)."""
-        local = self.batch_size // self.world_size
-        starts = range(0, len(order) - self.batch_size + 1, self.batch_size)
-        offset = self.rank * local
-        return [
-            index for start in starts for index in order[start + offset : start + offset + local]
-        ]
-
-
-def shard_range(size: int, rank: int, world_size: int) -> range:
-    """Process `rank`'s contiguous share of `size` items; shard lengths differ by one at most."""
-    return range(size * rank // world_size, size * (rank + 1) // world_size)
-
-
-def loader_kwargs(params: LoaderParams, device: torch.device) -> dict[str, Any]:
-    """`create_loader`'s settings from `train.loader`, for batches that go to `device`."""
+    if workers is None:
+        workers = resolve_num_workers(params.num_workers, device)[0]
     return {
-        "num_workers": resolve_num_workers(params.num_workers, device)[0],
+        "num_workers": workers,
         "pin_memory": params.pin_memory and device.type == "cuda",
         "persistent_workers": params.persistent_workers,
         "prefetch_factor": params.prefetch_factor,
@@ -261,47 +222,44 @@ def fold_tables(folds: pd.DataFrame, test: pd.DataFrame, fold: int) -> dict[str,
 
 
 def build_loaders(
-    params: Params,
-    model_params: ModelParams,
+    hp: ModelParams,
     folds: pd.DataFrame,
     test: pd.DataFrame,
     fold: int,
     device: torch.device,
+    data: DataSettings,
 ) -> dict[str, DeviceLoader]:
     """Train, validation and test loaders for one fold, reading stage cache's array if it is on.
 
     Workers send uint8 images; the batches are normalised on `device` (see DeviceLoader).
 
     Args:
-        params: the whole validated params.yaml (seed, train.loader, cache).
-        model_params: the cell's merged settings (image_size, batch_size, augmentation).
+        hp: the cell's merged settings (image_size, batch_size, augmentation).
         folds: folds.csv's table (path, md5, target, fold); fold `fold` is validation.
         test: the test table (path, md5).
         fold: the validation fold.
-        device: where the batches go (pinned memory and channels_last apply on CUDA).
+        device: where the batches go (pinned memory applies on CUDA).
+        data: the run's seed, loader settings, workers, memory format and cache.
     """
-    seed, batch = params.base.seed, model_params.batch_size
-    cache = load_image_cache(resolve_cache_size(params))
-    channels_last = use_channels_last(params.train.channels_last, device)
     loaders = {}
     for name, table in fold_tables(folds, test, fold).items():
         train = name == "train"
         dataset = LeafDataset(
             table.path,
             None if name == "test" else table.target,
-            build_transforms(model_params, train=train, normalize=False),
-            model_params.image_size,
-            seed=seed,
-            cache=cache.select(table) if cache else None,
+            build_transforms(hp, train=train, normalize=False),
+            hp.image_size,
+            seed=data.seed,
+            cache=data.cache.select(table) if data.cache else None,
         )
         loader = create_loader(
             dataset,
-            batch if train else 2 * batch,
+            hp.batch_size if train else 2 * hp.batch_size,
             train=train,
-            seed=seed,
-            **loader_kwargs(params.train.loader, device),
+            seed=data.seed,
+            **loader_kwargs(data.loader, device, data.workers[0]),
             rank=distributed.rank(),  # under torchrun: this process's share (see create_loader)
             world_size=distributed.world_size(),
         )
-        loaders[name] = DeviceLoader(loader, device, channels_last)
+        loaders[name] = DeviceLoader(loader, device, data.channels_last)
     return loaders

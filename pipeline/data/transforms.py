@@ -11,7 +11,7 @@ import numpy as np
 import pydantic
 from albumentations.pytorch import ToTensorV2
 
-from pipeline.config.schema import ModelParams, TransformSpec
+from pipeline.config.model_settings import ModelParams, TransformSpec
 from pipeline.data.images import fit_long_side, pad_to_square
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -137,7 +137,7 @@ def predict_cell(
     autocast, _ = amp_context(device, hp.amp)
     desc = f"{cell.model} fold {cell.fold}"
     return predict_logits(
-        model, DeviceLoader(loader, device, channels_last), autocast, device, hp.tta, desc
+        model, DeviceLoader(loader, device, channels_last), autocast, hp.tta, desc
     )
 
 

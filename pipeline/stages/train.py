@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.config.model_settings import ModelParams
 from pipeline.config.params import load_params
 from pipeline.config.paths import (
     CLASSES_FILE,
@@ -38,8 +39,9 @@ from pipeline.config.paths import (
     fold_results_dir,
     last_checkpoint_path,
 )
-from pipeline.config.schema import ModelParams, Params
+from pipeline.config.schema import Params
 from pipeline.data.device_data import fold_data
+from pipeline.data.settings import data_settings
 from pipeline.data.tables import check_targets, read_class_list, read_input_table
 from pipeline.ensemble.cells import save_cell
 from pipeline.io.console import PipelineError, parse_stage_args, run
@@ -52,7 +54,6 @@ from pipeline.training.device import (
     configure_determinism,
     resolve_device,
     seed_everything,
-    use_channels_last,
 )
 from pipeline.training.engine import create_trainer, evaluate
 from pipeline.training.fitting import fit_and_predict
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     check_targets(folds, len(classes), FOLDS_FILE)
     train_images = int((folds["fold"] != args.fold).sum())
     distributed.check_batch_size(hp.batch_size, train_images, f"train.models.{args.model}")
-    loaders, data_path, why = fold_data(params, hp, folds, test, args.fold, device)
+    data = data_settings(params, device)  # decided once: workers, memory format, the cache
+    loaders, data_path, why = fold_data(hp, folds, test, args.fold, device, data)
     valid_rows = np.flatnonzero(folds["fold"].to_numpy() == args.fold)
     valid_targets = folds["target"].to_numpy()[valid_rows]
 
@@ -145,13 +147,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model = create_model(
         hp.backbone or args.model, len(classes), hp.pretrained, drop_rate=hp.drop_rate
     ).to(device)
-    if use_channels_last(params.train.channels_last, device):
+    if data.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = distributed.sync_batchnorm(model, device)
     trainer = create_trainer(model, hp, len(loaders["train"]), device)
     if params.train.compile:  # after create_trainer: its EMA copy must stay uncompiled
         compile_model(model, loaders["valid"].batch_size)
-    fingerprint = run_fingerprint(params, hp, args.model, args.fold, device, data_path)
+    fingerprint = run_fingerprint(
+        args.model,
+        args.fold,
+        hp,
+        device,
+        seed=params.base.seed,
+        deterministic=params.train.deterministic,
+        cache_size=data.cache_size,
+        augment_on=data_path,
+    )
     print(
         f"train {args.model} fold {args.fold}: {loaders['train'].num_images} train / "
         f"{len(valid_rows)} valid images, {len(classes)} classes, {hp.epochs} epochs on {device}"

@@ -21,9 +21,10 @@ import pandas as pd
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from pipeline.config.model_settings import AugmentParams, ModelParams
 from pipeline.config.params import load_params
 from pipeline.config.paths import AUGMENT_GRID, PREPARED_TRAIN
-from pipeline.config.schema import AugmentParams, ModelParams, Params
+from pipeline.config.schema import Params
 from pipeline.data.loaders import LeafDataset
 from pipeline.data.tables import read_input_table
 from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms

@@ -15,9 +15,8 @@ import pydantic
 import torch
 from dvclive import Live
 
-from pipeline.config.params import resolve_cache_size
+from pipeline.config.model_settings import ModelParams
 from pipeline.config.paths import CHECKPOINT_NAME, CLASSES_FILE, FOLDS_FILE, PREPARED_TEST, fold_dir
-from pipeline.config.schema import ModelParams, Params
 from pipeline.io.console import PipelineError
 from pipeline.io.files import file_md5, write_bytes
 from pipeline.models.registry import create_model
@@ -34,11 +33,14 @@ class Resumable(Protocol):
 
 
 def run_fingerprint(
-    params: Params,
-    hp: ModelParams,
     model: str,
     fold: int,
+    hp: ModelParams,
     device: torch.device,
+    *,
+    seed: int,
+    deterministic: bool,
+    cache_size: int | None,
     augment_on: str = "workers",
 ) -> dict[str, Any]:
     """What one cell's training depends on: a checkpoint is resumed only if all of it matches.
@@ -48,22 +50,24 @@ def run_fingerprint(
     pipeline.data.loaders). The workers path adds no key, so its fingerprints stay as they were.
 
     Args:
-        params: the whole validated params.yaml.
-        hp: the cell's merged settings.
         model: the cell's key of train.models.
         fold: the cell's validation fold.
+        hp: the cell's merged settings.
         device: the resolved training device.
+        seed: base.seed.
+        deterministic: train.deterministic.
+        cache_size: the side of stage cache's images (its manifest's); None: no cache.
         augment_on: `device` or `workers`.
     """
     return {
         "model": model,
         "fold": fold,
-        "seed": params.base.seed,
+        "seed": seed,
         "model_params": hp.model_dump(mode="json"),
         "device": device.type,
         "world_size": distributed.world_size(),  # the steps match, the float rounding does not
-        "deterministic": params.train.deterministic,
-        "cache_size": resolve_cache_size(params),  # cached pixels differ from decoded ones
+        "deterministic": deterministic,
+        "cache_size": cache_size,  # cached pixels differ from decoded ones
         "folds_md5": file_md5(FOLDS_FILE),
         "test_md5": file_md5(PREPARED_TEST),
         **({"augment_on": augment_on} if augment_on != "workers" else {}),

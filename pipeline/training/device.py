@@ -76,14 +76,16 @@ def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def amp_context(
-    device: torch.device, enabled: bool
-) -> tuple[Callable, torch.amp.GradScaler | None]:
-    """Autocast for CUDA: bf16 where supported, else fp16 with a GradScaler; fp32 elsewhere."""
+def amp_context(device: torch.device, enabled: bool) -> tuple[Callable, torch.amp.GradScaler]:
+    """Autocast for CUDA: bf16 where supported, else fp16 with a GradScaler; fp32 elsewhere.
+
+    The scaler is enabled for fp16 only; a disabled one passes the loss and the step through
+    unchanged, so callers need no branch for it.
+    """
     dtype = amp_dtype(device, enabled)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     if dtype is None:
-        return contextlib.nullcontext, None
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+        return contextlib.nullcontext, scaler
     return partial(torch.autocast, device_type="cuda", dtype=dtype), scaler
 
 

@@ -7,7 +7,7 @@ torchrun starts the processes and gives each RANK (its place among all of them),
 helper here describes a single process and no process group is made, so `python -m
 pipeline.train` runs as it always did.
 
-The processes share each global batch of `batch_size` (see data.EpochSampler) and average
+The processes share each global batch of `batch_size` (see pipeline.data.samplers) and average
 their gradients (DistributedDataParallel), so together they take the steps one process would.
 Evaluation splits a dataset into contiguous shards, one per process, and `gather_rows` puts
 the predictions back together in dataset order.
@@ -131,7 +131,7 @@ def broadcast(obj: Any) -> Any:
 def gather_rows(rows: np.ndarray) -> np.ndarray:
     """Every process's `rows` (of any length) stacked in rank order, e.g. a shard's predictions.
 
-    For the shards of `data.shard_range` that is the dataset's order.
+    For the shards of `pipeline.data.samplers.shard_range` that is the dataset's order.
     """
     parts = gather(rows)
     return parts[0] if len(parts) == 1 else np.concatenate(parts)

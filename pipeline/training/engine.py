@@ -15,7 +15,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pipeline.config.schema import MixupParams, ModelParams, TtaParams
+from pipeline.config.model_settings import MixupParams, ModelParams, TtaParams
 from pipeline.io.console import progress
 from pipeline.models.registry import head_parameters
 from pipeline.training import distributed
@@ -38,7 +38,7 @@ class Trainer:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler | None
+    scaler: torch.amp.GradScaler  # disabled but for fp16
     autocast: Callable
     loss_fn: nn.Module
     train_loss_fn: nn.Module
@@ -54,7 +54,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
         }
 
@@ -62,8 +62,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None:
-            self.scaler.load_state_dict(state["scaler"])
+        self.scaler.load_state_dict(state["scaler"])  # a disabled scaler ignores it
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
 
@@ -143,16 +142,12 @@ def optimizer_step(trainer: Trainer, loss: torch.Tensor) -> None:
     """Backpropagate `loss`, then step the weights, the lr schedule and the EMA once."""
     optimizer, scaler = trainer.optimizer, trainer.scaler
     optimizer.zero_grad(set_to_none=True)
-    (scaler.scale(loss) if scaler is not None else loss).backward()
+    scaler.scale(loss).backward()
     if trainer.grad_clip_norm is not None:
-        if scaler is not None:
-            scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+        scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
         nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.grad_clip_norm)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
+    scaler.step(optimizer)
+    scaler.update()
     trainer.scheduler.step()
     if trainer.ema is not None:
         trainer.ema.update(trainer.model, step=trainer.scheduler.last_epoch)
@@ -184,8 +179,7 @@ def train_one_epoch(
     copy = HostCopy(device)
     bar = progress(loader, desc=desc, leave=False, unit="batch")
     for step, (images, targets) in enumerate(bar, start=1):
-        images = images.to(device, non_blocking=True)
-        targets = loss_targets = targets.to(device, non_blocking=True)
+        loss_targets = targets  # the loader has put both on the device
         if trainer.mixup is not None:
             images, loss_targets = mix_batch(trainer.mixup, images, targets)
             targets = loss_targets.argmax(1)
@@ -213,9 +207,7 @@ def validate(trainer: Trainer, loader: DataLoader, targets: np.ndarray) -> dict[
         weights["valid_ema"] = trainer.ema.module
     metrics = {}
     for prefix, model in weights.items():
-        logits = predict_gathered(
-            model, loader, trainer.autocast, trainer.device, TtaParams(), prefix
-        )
+        logits = predict_gathered(model, loader, trainer.autocast, TtaParams(), prefix)
         for name, value in evaluate(logits, targets, trainer.loss_fn).items():
             metrics[f"{prefix}/{name}"] = value
     return metrics

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from dvclive import Live
 
-from pipeline.config.schema import ModelParams
+from pipeline.config.model_settings import ModelParams
 from pipeline.training import distributed
 from pipeline.training.checkpoint import CheckpointWriter, resume, rng_states
 from pipeline.training.engine import Trainer, run_epoch
@@ -108,8 +108,8 @@ def fit_and_predict(
                         "rng": rng_states(trainer.device),
                     },
                 )
-    model, autocast, device = trainer.model, trainer.autocast, trainer.device
+    model, autocast = trainer.model, trainer.autocast
     model.load_state_dict(best["state"])
-    oof = predict_gathered(model, loaders["valid"], autocast, device, hp.tta, "OOF (TTA)")
-    test = predict_gathered(model, loaders["test"], autocast, device, hp.tta, "test (TTA)")
+    oof = predict_gathered(model, loaders["valid"], autocast, hp.tta, "OOF (TTA)")
+    test = predict_gathered(model, loaders["test"], autocast, hp.tta, "test (TTA)")
     return best, oof, test

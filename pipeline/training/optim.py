@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from pipeline.config.schema import OptimizerParams, SchedulerParams
+from pipeline.config.model_settings import OptimizerParams, SchedulerParams
 from pipeline.models.registry import head_parameters
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pipeline.config.schema import TtaParams, view_scale
+from pipeline.config.model_settings import TtaParams, view_scale
 from pipeline.io.console import progress
 from pipeline.training import distributed
 
@@ -74,16 +74,14 @@ def average_views(logits: torch.Tensor, space: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_logits(
-    model, loader, autocast, device: torch.device, tta: TtaParams, desc: str = "predict"
-) -> np.ndarray:
+def predict_logits(model, loader, autocast, tta: TtaParams, desc: str = "predict") -> np.ndarray:
     """Logits for every image in loader order, averaged over `tta.views` in `tta.average`'s
-    space (so log-probabilities when that is `probs`). They stay on the device until the pass
-    ends: one copy to the host, and no step waits for it."""
+    space (so log-probabilities when that is `probs`). The loader yields batches on the
+    model's device, in its memory format (DeviceLoader, DeviceBatches). They stay there until
+    the pass ends: one copy to the host, and no step waits for it."""
     model.eval()
     outputs = []
     for images, _ in progress(loader, desc=desc, leave=False, unit="batch"):
-        images = images.to(device, non_blocking=True)  # in the model's memory format already
         with autocast():
             views = torch.stack([model(apply_view(images, v)).float() for v in tta.views])
         outputs.append(average_views(views, tta.average))
@@ -94,11 +92,10 @@ def predict_gathered(
     model: nn.Module,
     loader: DataLoader,
     autocast: Callable,
-    device: torch.device,
     tta: TtaParams,
     desc: str,
 ) -> np.ndarray:
     """`predict_logits`, on this process's shard of the loader's images under torchrun; every
     process gets the logits of all of them, in dataset order."""
-    logits = predict_logits(model, loader, autocast, device, tta, desc)
+    logits = predict_logits(model, loader, autocast, tta, desc)
     return distributed.gather_rows(logits)
