@@ -26,6 +26,7 @@ from pipeline.data.images import ImageCache, load_image_cache, read_cache_size, 
 from pipeline.data.loaders import (
     LeafDataset,
     build_loaders,
+    fold_tables,
 )
 from pipeline.data.settings import data_settings
 from pipeline.data.tables import load_table
@@ -187,7 +188,7 @@ def test_cache_off_writes_a_manifest_and_training_decodes_the_files(prepared):
     folds, test = load_table(FOLDS_FILE), load_table(PREPARED_TEST)
     data = data_settings(params, torch.device("cpu"))
     assert data.cache is None and data.cache_size is None
-    loaders = build_loaders(hp, folds, test, 0, torch.device("cpu"), data)
+    loaders = build_loaders(hp, fold_tables(folds, test, 0), data)
     assert all(loader.dataset.cache is None for loader in loaders.values())
     summary = train.main(["--model", "d2l_resnet11", "--fold", "0"])
     assert 0.0 <= summary["oof_acc"] <= 1.0

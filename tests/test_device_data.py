@@ -14,7 +14,7 @@ from pipeline.config.params import load_params, resolve_cache_size
 from pipeline.config.paths import FOLDS_FILE, PREPARED_TEST
 from pipeline.data.device_data import ResidentImages, augment_path, fold_data
 from pipeline.data.images import load_image_cache
-from pipeline.data.loaders import build_loaders
+from pipeline.data.loaders import build_loaders, fold_tables
 from pipeline.data.settings import data_settings
 from pipeline.io.console import PipelineError
 from pipeline.stages import train
@@ -45,7 +45,7 @@ def test_auto_names_what_keeps_it_on_the_workers():
         augment_path("device", CUDA, noisy, cache_on=True)
 
 
-def fold_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.read_csv(FOLDS_FILE), pd.read_csv(PREPARED_TEST)
 
 
@@ -55,10 +55,10 @@ def both_paths(run_copy) -> tuple:
     write_params(run_copy, run_copy, loader={"augment_on": "device"})
     params = load_params()
     hp = params.train.for_model("d2l_resnet11")
-    folds, test = fold_tables()
+    folds, test = read_tables()
     data = data_settings(params, CPU)
-    batches, path, why = fold_data(hp, folds, test, 0, CPU, data)
-    loaders = build_loaders(hp, folds, test, 0, CPU, data)
+    batches, path, why = fold_data(hp, fold_tables(folds, test, 0), data)
+    loaders = build_loaders(hp, fold_tables(folds, test, 0), data)
     return batches, loaders, path, why, hp, folds
 
 
@@ -103,10 +103,10 @@ def test_asking_for_the_device_path_with_an_unbatchable_policy_is_a_clear_error(
     write_params(run_copy, run_copy, loader={"augment_on": "device"})
     write_params(run_copy, run_copy, augment={"train": [{"name": "GaussNoise"}], "eval": []})
     params = load_params()
-    folds, test = fold_tables()
+    tables = fold_tables(*read_tables(), 0)
     with pytest.raises(PipelineError, match="GaussNoise has no batch form.*augment_on: auto"):
         hp = params.train.for_model("d2l_resnet11")
-        fold_data(hp, folds, test, 0, CPU, data_settings(params, CPU))
+        fold_data(hp, tables, data_settings(params, CPU))
 
 
 def test_stage_train_trains_and_predicts_through_the_device_path(run_copy, capsys):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pipeline.config.model_settings import ModelParams
 from pipeline.data.batch_augment import BatchAugment, batch_form_gap
 from pipeline.data.images import ImageCache
-from pipeline.data.loaders import build_loaders, fold_tables
+from pipeline.data.loaders import build_loaders
 from pipeline.data.samplers import EpochSampler, shard_range
 from pipeline.data.settings import DataSettings
 from pipeline.io.console import PipelineError
@@ -150,22 +150,18 @@ class DeviceBatches:
 
 
 def build_device_batches(
-    hp: ModelParams,
-    folds: pd.DataFrame,
-    test: pd.DataFrame,
-    fold: int,
-    device: torch.device,
-    data: DataSettings,
+    hp: ModelParams, tables: dict[str, pd.DataFrame], data: DataSettings
 ) -> dict[str, DeviceBatches]:
-    """Train, validation and test batches for one fold, from the cache held on `device`.
+    """Train, validation and test batches for one fold, from the cache held on the device.
 
     The counterpart of loaders.build_loaders (same arguments, same tables and batch sizes).
     """
+    device = data.device
     resident = ResidentImages(data.cache, device, hp.image_size)
     dtype = amp_dtype(device, hp.amp) or torch.float32
     memory_format = torch.channels_last if data.channels_last else torch.contiguous_format
     batches = {}
-    for name, table in fold_tables(folds, test, fold).items():
+    for name, table in tables.items():
         train = name == "train"
         specs = hp.augment.train if train else hp.augment.eval
         targets = table.target.to_numpy() if name != "test" else np.full(len(table), -1)
@@ -186,12 +182,7 @@ def build_device_batches(
 
 
 def fold_data(
-    hp: ModelParams,
-    folds: pd.DataFrame,
-    test: pd.DataFrame,
-    fold: int,
-    device: torch.device,
-    data: DataSettings,
+    hp: ModelParams, tables: dict[str, pd.DataFrame], data: DataSettings
 ) -> tuple[dict, str, str]:
     """One fold's train, validation and test batches by `train.loader.augment_on`.
 
@@ -202,11 +193,11 @@ def fold_data(
         PipelineError: `augment_on: device` where the policy or the setup has no device form.
     """
     try:
-        path, why = augment_path(data.loader.augment_on, device, hp, data.cache is not None)
+        path, why = augment_path(data.loader.augment_on, data.device, hp, data.cache is not None)
     except ValueError as err:
         raise PipelineError(f"{err}; set train.loader.augment_on: auto or workers") from None
     if path == "device":
-        return build_device_batches(hp, folds, test, fold, device, data), path, why
+        return build_device_batches(hp, tables, data), path, why
     workers, workers_why = data.workers
-    loaders = build_loaders(hp, folds, test, fold, device, data)
+    loaders = build_loaders(hp, tables, data)
     return loaders, path, f"{why}; {workers} workers ({workers_why})"

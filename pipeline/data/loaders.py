@@ -222,12 +222,7 @@ def fold_tables(folds: pd.DataFrame, test: pd.DataFrame, fold: int) -> dict[str,
 
 
 def build_loaders(
-    hp: ModelParams,
-    folds: pd.DataFrame,
-    test: pd.DataFrame,
-    fold: int,
-    device: torch.device,
-    data: DataSettings,
+    hp: ModelParams, tables: dict[str, pd.DataFrame], data: DataSettings
 ) -> dict[str, DeviceLoader]:
     """Train, validation and test loaders for one fold, reading stage cache's array if it is on.
 
@@ -235,14 +230,13 @@ def build_loaders(
 
     Args:
         hp: the cell's merged settings (image_size, batch_size, augmentation).
-        folds: folds.csv's table (path, md5, target, fold); fold `fold` is validation.
-        test: the test table (path, md5).
-        fold: the validation fold.
-        device: where the batches go (pinned memory applies on CUDA).
-        data: the run's seed, loader settings, workers, memory format and cache.
+        tables: the fold's `train`, `valid` (path, md5, target) and `test` (path, md5) tables
+            (fold_tables).
+        data: the run's device (pinned memory applies on CUDA), seed, loader settings,
+            workers, memory format and cache.
     """
     loaders = {}
-    for name, table in fold_tables(folds, test, fold).items():
+    for name, table in tables.items():
         train = name == "train"
         dataset = LeafDataset(
             table.path,
@@ -257,9 +251,9 @@ def build_loaders(
             hp.batch_size if train else 2 * hp.batch_size,
             train=train,
             seed=data.seed,
-            **loader_kwargs(data.loader, device, data.workers[0]),
+            **loader_kwargs(data.loader, data.device, data.workers[0]),
             rank=distributed.rank(),  # under torchrun: this process's share (see create_loader)
             world_size=distributed.world_size(),
         )
-        loaders[name] = DeviceLoader(loader, device, data.channels_last)
+        loaders[name] = DeviceLoader(loader, data.device, data.channels_last)
     return loaders

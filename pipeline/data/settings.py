@@ -22,6 +22,7 @@ class DataSettings:
     """The data settings of one run on one device.
 
     Attributes:
+        device: where the batches go.
         seed: base.seed; the data stream is a pure function of it, the epoch and the image.
         loader: train.loader.
         workers: DataLoader workers for this machine, and why (resolve_num_workers).
@@ -29,6 +30,7 @@ class DataSettings:
         cache: stage cache's images, or None when cache.enabled is false.
     """
 
+    device: torch.device
     seed: int
     loader: LoaderParams
     workers: tuple[int, str]
@@ -48,6 +50,7 @@ def data_settings(params: Params, device: torch.device) -> DataSettings:
         PipelineError: the cache is on but was not built, or was built with other settings.
     """
     return DataSettings(
+        device=device,
         seed=params.base.seed,
         loader=params.train.loader,
         workers=resolve_num_workers(params.train.loader.num_workers, device),

@@ -46,6 +46,7 @@ from pipeline.config.paths import (
 )
 from pipeline.config.schema import META_MODEL, ModelParams, Params
 from pipeline.data.device_data import fold_data
+from pipeline.data.loaders import fold_tables
 from pipeline.data.settings import data_settings
 from pipeline.data.tables import check_targets, read_class_list, read_input_table
 from pipeline.ensemble.cells import load_ensemble_oof, read_cell
@@ -111,7 +112,8 @@ def fine_tune_cell(
         set (in test.csv order), both averaged over the model's TTA views.
     """
     hp = fine_tune_settings(params.train.for_model(model_name), params.pseudo)
-    loaders, _, _ = fold_data(hp, table, test, fold, device, data_settings(params, device))
+    tables = fold_tables(table, test, fold)
+    loaders, _, _ = fold_data(hp, tables, data_settings(params, device))
     valid_targets = table["target"].to_numpy()[table["fold"].to_numpy() == fold]
     model = load_trained(model_name, fold, hp, classes).to(device)
     if use_channels_last(params.train.channels_last, device):

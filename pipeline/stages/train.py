@@ -41,6 +41,7 @@ from pipeline.config.paths import (
 )
 from pipeline.config.schema import Params
 from pipeline.data.device_data import fold_data
+from pipeline.data.loaders import fold_tables
 from pipeline.data.settings import data_settings
 from pipeline.data.tables import check_targets, read_class_list, read_input_table
 from pipeline.ensemble.cells import save_cell
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     train_images = int((folds["fold"] != args.fold).sum())
     distributed.check_batch_size(hp.batch_size, train_images, f"train.models.{args.model}")
     data = data_settings(params, device)  # decided once: workers, memory format, the cache
-    loaders, data_path, why = fold_data(hp, folds, test, args.fold, device, data)
+    loaders, data_path, why = fold_data(hp, fold_tables(folds, test, args.fold), data)
     valid_rows = np.flatnonzero(folds["fold"].to_numpy() == args.fold)
     valid_targets = folds["target"].to_numpy()[valid_rows]
 
