@@ -86,3 +86,11 @@ def test_the_library_is_grouped_by_concern():
     """pipeline/ holds only folders: stages/, tools/ and one folder per concern of the library."""
     flat = sorted(p.name for p in (ROOT / "pipeline").glob("*.py") if p.name != "__init__.py")
     assert flat == [], f"modules outside a concern's folder: {flat}"
+
+
+def test_no_module_is_over_300_lines():
+    sizes = {
+        str(path.relative_to(ROOT)): len(path.read_text(encoding="utf-8").splitlines())
+        for path in (ROOT / "pipeline").rglob("*.py")
+    }
+    assert {path: lines for path, lines in sizes.items() if lines > 300} == {}
