@@ -58,14 +58,10 @@ from pipeline.ensemble.pseudo_labels import (
 from pipeline.ensemble.scoring import accuracy, combine
 from pipeline.io.console import PipelineError, parse_stage_args, run
 from pipeline.io.files import atomic_path, write_json
+from pipeline.training.cell_trainer import create_cell_trainer
 from pipeline.training.checkpoint import load_trained
-from pipeline.training.device import (
-    configure_determinism,
-    resolve_device,
-    seed_everything,
-    use_channels_last,
-)
-from pipeline.training.engine import Trainer, create_trainer
+from pipeline.training.device import configure_determinism, resolve_device, seed_everything
+from pipeline.training.engine import Trainer
 from pipeline.training.fitting import fit_and_predict
 from pipeline.training.running_metrics import DivergedError
 
@@ -112,10 +108,10 @@ def fine_tune_cell(
     hp = fine_tune_settings(params.train.for_model(model_name), params.pseudo)
     loaders, _, _ = fold_data(params, hp, table, test, fold, device)
     valid_targets = table["target"].to_numpy()[table["fold"].to_numpy() == fold]
-    model = load_trained(model_name, fold, hp, classes).to(device)
-    if use_channels_last(params.train.channels_last, device):
-        model = model.to(memory_format=torch.channels_last)
-    trainer = create_trainer(model, hp, len(loaders["train"]), device)
+    model = load_trained(model_name, fold, hp, classes)
+    trainer = create_cell_trainer(
+        model, hp, loaders, device, params.train.channels_last, params.train.compile
+    )
     print(
         f"pseudo {model_name} fold {fold}: fine-tuning on {loaders['train'].num_images} "
         f"images, {hp.epochs} epochs at lr {hp.optimizer.lr:.2e} on {device}"
