@@ -244,8 +244,9 @@ def test_fitting_weighs_test_logits_and_reports_both_accuracies(two_model_run):
     assert metrics["oof_accuracy_equal"] == metrics["oof_accuracy_fitted_cross"] == 1.0
     # Both models' test logits are the same per fold here; the weights still sum them.
     assert np.allclose(test, 0.5)
-    good, _, _ = members.load_model_logits("good", [0, 1], len(two_model_run), "logits")
-    bad, _, _ = members.load_model_logits("bad", [0, 1], len(two_model_run), "logits")
+    cells = members.read_cells(["good", "bad"], [0, 1], len(two_model_run))
+    by_model = members.model_logits(cells, len(two_model_run), "logits")
+    (good, _), (bad, _) = by_model["good"], by_model["bad"]
     expected = weights["good"] * good + weights["bad"] * bad
     np.testing.assert_allclose(oof, expected, rtol=1e-6)
 

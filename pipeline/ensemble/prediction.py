@@ -29,6 +29,7 @@ from pipeline.data.loaders import DeviceLoader, LeafDataset, create_loader, load
 from pipeline.data.transforms import build_transforms
 from pipeline.ensemble import meta_model
 from pipeline.ensemble.features import feature_table
+from pipeline.ensemble.members import fold_average
 from pipeline.ensemble.scoring import average
 from pipeline.io.console import PipelineError
 from pipeline.io.files import read_json
@@ -160,7 +161,6 @@ def predict_images(
         by_model.setdefault(cell.model, []).append(
             predict_cell(cell, checkpoint, paths, params, classes, device)
         )
-    model_logits = {model: average(logits, space) for model, logits in by_model.items()}
     folds = find_meta(params, len(classes))
     if folds:
         print(
@@ -169,7 +169,8 @@ def predict_images(
             file=sys.stderr,
         )
         features = feature_table(pd.Series([str(p) for p in paths]), folds[0].groups)
-        model_logits[META_MODEL] = meta_model.predict(folds, features, space)
+        by_model[META_MODEL] = [fold.log_probs(features) for fold in folds]
+    model_logits = {model: fold_average(logits, space) for model, logits in by_model.items()}
     weights = ensemble_weights(list(model_logits))
     return average(list(model_logits.values()), space, weights), classes
 

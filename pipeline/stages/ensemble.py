@@ -37,14 +37,19 @@ from pipeline.config.paths import (
     PER_CLASS_FILE,
 )
 from pipeline.data.tables import check_targets, read_class_list, read_input_table
-from pipeline.ensemble.members import ensemble_members, load_models, members_setup
+from pipeline.ensemble.members import (
+    combine_cells,
+    ensemble_members,
+    member_scores,
+    members_setup,
+    read_cells,
+)
 from pipeline.ensemble.scoring import (
     accuracy,
     average,
     confusion_rows,
     cross_fitted_accuracy,
     per_class_accuracy,
-    weigh_models,
 )
 from pipeline.io.console import parse_stage_args, run
 from pipeline.io.files import atomic_path, write_csv, write_json
@@ -73,8 +78,8 @@ def ensemble(
         setup: the run's key settings (`members_setup`), written after the accuracies.
     """
     targets = folds["target"].to_numpy()
-    oofs, tests, per_model = load_models(folds, models, fold_ids, space, num_classes)
-    oof, test, weights, scored = weigh_models(oofs, tests, targets, space, weighting, rounds)
+    cells = read_cells(models, fold_ids, len(folds), num_classes)
+    oofs, _, oof, test, weights, scored = combine_cells(cells, targets, space, weighting, rounds)
     scores = {"oof_accuracy": accuracy(oof[scored], targets[scored])}
     if weighting == "fit":
         fold_of_row = folds["fold"].to_numpy()[scored]
@@ -93,7 +98,7 @@ def ensemble(
         "num_models": len(models),
         "num_folds": len(fold_ids),
         "oof_images": int(scored.sum()),
-        "models": per_model,
+        "models": member_scores(cells, oofs, targets),
     }
     return oof, test, metrics
 

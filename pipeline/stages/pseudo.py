@@ -44,18 +44,18 @@ from pipeline.config.paths import (
     PSEUDO_METRICS,
     TEST_LOGITS_NAME,
 )
-from pipeline.config.schema import META_MODEL, ModelParams, Params
+from pipeline.config.schema import ModelParams, Params
 from pipeline.data.device_data import fold_data
 from pipeline.data.tables import check_targets, read_class_list, read_input_table
-from pipeline.ensemble.cells import load_ensemble_oof, read_cell
-from pipeline.ensemble.members import ensemble_members, fold_test_logits
+from pipeline.ensemble.cells import load_ensemble_oof
+from pipeline.ensemble.members import CellLogits, combine_cells, ensemble_members, read_cells
 from pipeline.ensemble.pseudo_labels import (
     confident_labels,
     fine_tune_settings,
     round_metrics,
     with_pseudo_rows,
 )
-from pipeline.ensemble.scoring import accuracy, combine
+from pipeline.ensemble.scoring import accuracy, average
 from pipeline.io.console import PipelineError, parse_stage_args, run
 from pipeline.io.files import atomic_path, write_json
 from pipeline.training.cell_trainer import create_cell_trainer
@@ -126,14 +126,16 @@ def fine_tune_cell(
 
 
 def label_folds(
-    params: Params, num_test: int, num_classes: int | None = None
+    params: Params, trained: dict[tuple[str, int], CellLogits], num_test: int
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Each fold's confidently labelled test rows and their labels (see the module docstring)."""
-    models, threshold = list(params.train.models), params.pseudo.threshold
+    networks, threshold = list(params.train.models), params.pseudo.threshold
     labels_by_fold = {}
     for fold in params.train.folds:
-        logits = fold_test_logits(models, fold, params.ensemble.average, num_classes, num_test)
-        rows, labels = labels_by_fold[fold] = confident_labels(logits, threshold)
+        tests = [trained[model, fold][2] for model in networks]
+        rows, labels = labels_by_fold[fold] = confident_labels(
+            average(tests, params.ensemble.average), threshold
+        )
         print(
             f"pseudo: fold {fold}: {len(rows)}/{num_test} test images labelled at confidence "
             f">= {threshold:g}" + ("" if len(rows) else "; its trained models stand")
@@ -152,7 +154,9 @@ def run_round(params: Params) -> tuple[dict, np.ndarray | None, np.ndarray | Non
     check_targets(folds, len(classes), FOLDS_FILE)
     fold_of_row = folds["fold"].to_numpy()
     rows_by_fold = {fold: np.flatnonzero(fold_of_row == fold) for fold in params.train.folds}
-    labels_by_fold = label_folds(params, len(test), len(classes))
+    members = ensemble_members(params)
+    trained = read_cells(members, params.train.folds, len(folds), len(classes), len(test))
+    labels_by_fold = label_folds(params, trained, len(test))
     labelled = {fold: len(rows) for fold, (rows, _) in labels_by_fold.items()}
     before = load_ensemble_oof(len(folds))
     targets = folds["target"].to_numpy()
@@ -161,17 +165,17 @@ def run_round(params: Params) -> tuple[dict, np.ndarray | None, np.ndarray | Non
 
     device = resolve_device(params.train.device)
     configure_determinism(params.train.deterministic, device)
-    cells = {}
+    cells = dict(trained)  # a fold that labels nothing, and stage meta's model, keep theirs
     for fold, (rows, labels) in labels_by_fold.items():
         table = with_pseudo_rows(folds, test, rows, labels)
-        for model in ensemble_members(params):
-            if model == META_MODEL or not len(rows):  # stage meta's model is not a network
-                cells[model, fold] = read_cell(model, fold)[1:]
-                continue
+        for model in params.train.models if len(rows) else []:
             seed_everything(params.base.seed)  # each cell as if it ran on its own
-            cells[model, fold] = fine_tune_cell(params, model, fold, table, test, classes, device)
-    oof, test_logits = combine(cells, rows_by_fold, targets, params.ensemble)
-    return round_metrics(before, oof, targets, rows_by_fold, labelled, len(test)), oof, test_logits
+            oof, test_logits = fine_tune_cell(params, model, fold, table, test, classes, device)
+            cells[model, fold] = rows_by_fold[fold], oof, test_logits
+    settings = params.ensemble
+    combined = combine_cells(cells, targets, settings.average, settings.weights, settings.rounds)
+    metrics = round_metrics(before, combined.oof, targets, rows_by_fold, labelled, len(test))
+    return metrics, combined.oof, combined.test
 
 
 def write_round(manifest: dict, oof: np.ndarray | None, test: np.ndarray | None) -> None:
