@@ -24,7 +24,7 @@ from pipeline.config.paths import (
     META_DIR,
     fold_dir,
 )
-from pipeline.config.schema import META_MODEL, Params
+from pipeline.config.schema import META_MODEL, LoaderParams, Params
 from pipeline.data.loaders import DeviceLoader, LeafDataset, create_loader, loader_kwargs
 from pipeline.data.transforms import build_transforms
 from pipeline.ensemble import meta_model
@@ -95,9 +95,11 @@ def predict_cell(
     cell: Cell,
     checkpoint: dict,
     paths: list[Path],
-    params: Params,
     classes: list[str],
     device: torch.device,
+    seed: int,
+    channels_last: bool,
+    loader_settings: LoaderParams,
 ) -> np.ndarray:
     """One checkpoint's logits for `paths`, averaged over its TTA views.
 
@@ -109,16 +111,18 @@ def predict_cell(
         cell: the (model, fold) cell.
         checkpoint: its best.pt, as stage `train` saves it (`load_checkpoint`).
         paths: readable image files.
-        params: for the loader's workers, the seed and train.channels_last.
         classes: the class names the network must have been trained on.
         device: where the model runs.
+        seed: `base.seed`, the loader's.
+        channels_last: whether the model and its batches are channels_last on `device`
+            (`use_channels_last`).
+        loader_settings: `train.loader`, for the loader's workers.
 
     Returns:
         Logits, (len(paths), number of classes), in `paths` order.
     """
     hp = trained_settings(checkpoint, cell.path)
     model = load_trained(cell.model, cell.fold, hp, classes, checkpoint).to(device).eval()
-    channels_last = use_channels_last(params.train.channels_last, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     dataset = LeafDataset(
@@ -126,14 +130,10 @@ def predict_cell(
         None,
         build_transforms(hp, train=False, normalize=False),
         hp.image_size,
-        seed=params.base.seed,
+        seed=seed,
     )
     loader = create_loader(
-        dataset,
-        2 * hp.batch_size,
-        train=False,
-        seed=params.base.seed,
-        **loader_kwargs(params.train.loader, device),
+        dataset, 2 * hp.batch_size, train=False, seed=seed, **loader_kwargs(loader_settings, device)
     )
     autocast, _ = amp_context(device, hp.amp)
     desc = f"{cell.model} fold {cell.fold}"
@@ -151,6 +151,7 @@ def predict_images(
     Checkpoints are loaded one at a time, so memory holds one model whatever the ensemble size.
     """
     device = resolve_device(params.train.device)
+    channels_last = use_channels_last(params.train.channels_last, device)
     space = params.ensemble.average
     classes = read_json(CLASSES_FILE) if CLASSES_FILE.is_file() else None
     by_model: dict[str, list[np.ndarray]] = {}
@@ -158,9 +159,17 @@ def predict_images(
         checkpoint = load_checkpoint(cell.path)
         if classes is None:
             classes = checkpoint.get("classes")
-        by_model.setdefault(cell.model, []).append(
-            predict_cell(cell, checkpoint, paths, params, classes, device)
+        logits = predict_cell(
+            cell,
+            checkpoint,
+            paths,
+            classes,
+            device,
+            params.base.seed,
+            channels_last,
+            params.train.loader,
         )
+        by_model.setdefault(cell.model, []).append(logits)
     folds = find_meta(params, len(classes))
     if folds:
         print(
