@@ -12,7 +12,7 @@ from pipeline.config.params import parse_params
 from pipeline.config.paths import CLASSES_FILE, FOLDS_FILE, OOF_NAME, TEST_LOGITS_NAME
 from pipeline.ensemble import members, scoring
 from pipeline.io.console import PipelineError
-from pipeline.io.files import write_csv, write_json
+from pipeline.io.files import read_json, write_csv, write_json
 from pipeline.stages import ensemble as ens
 
 
@@ -121,6 +121,14 @@ def test_main_writes_the_plot_tables(two_model_run, tiny_params, tmp_path):
         "metrics.json",
         "per_class.csv",
     ]  # written atomically: no temporary files left
+    # The weights leaf predict averages with sit beside the logits; the metrics report them too.
+    assert sorted(p.name for p in paths.ENSEMBLE_DIR.iterdir()) == [
+        "oof_logits.npy",
+        "test_logits.npy",
+        "weights.json",
+    ]
+    assert read_json(paths.ENSEMBLE_WEIGHTS) == metrics["weights"]
+    assert read_json(paths.ENSEMBLE_METRICS)["weights"] == metrics["weights"]
 
 
 def test_dvc_yaml_declares_the_plots():

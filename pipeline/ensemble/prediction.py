@@ -4,7 +4,7 @@ Every cell of train.models x train.folds with a best.pt is rebuilt from its chec
 (`checkpoint.load_trained`) and sees the images as training's test loader does; with
 `meta.enabled`, stage meta's per-fold regressions predict from the images' statistics. The
 logits are averaged like stage ensemble: over a model's folds, then over models with the
-weights it chose (results/ensemble/metrics.json).
+weights it chose (data/ensemble/weights.json).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from pipeline.config.paths import (
     CHECKPOINT_NAME,
     CLASSES_FILE,
-    ENSEMBLE_METRICS,
+    ENSEMBLE_WEIGHTS,
     META_DIR,
     fold_dir,
 )
@@ -185,15 +185,16 @@ def predict_images(
 
 
 def ensemble_weights(models: list[str]) -> list[float] | None:
-    """The model weights stage `ensemble` chose, renormalised over `models`.
+    """The model weights stage `ensemble` chose (data/ensemble/weights.json), renormalised
+    over `models`.
 
     Returns:
-        None (weigh the models alike) when results/ensemble/metrics.json is missing, lacks one
-        of `models`, or gives them all weight 0.
+        None (weigh the models alike) when weights.json is missing, lacks one of `models`, or
+        gives them all weight 0.
     """
-    if not ENSEMBLE_METRICS.is_file():
+    if not ENSEMBLE_WEIGHTS.is_file():
         return None
-    chosen = read_json(ENSEMBLE_METRICS).get("weights", {})
+    chosen = read_json(ENSEMBLE_WEIGHTS)
     if not all(model in chosen for model in models):
         return None
     weights = np.array([chosen[model] for model in models], dtype=np.float64)

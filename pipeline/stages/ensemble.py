@@ -5,7 +5,8 @@
 Reads every models/<model>/fold<k>/ listed by train.models × train.folds (and models/meta/, stage
 meta's logistic regression, when meta.enabled) and writes:
 - data/ensemble/: oof_logits.npy (the ensemble's out-of-fold logits, in folds.csv row order;
-  NaN for rows of folds not trained) and test_logits.npy (the ensemble's test logits);
+  NaN for rows of folds not trained), test_logits.npy (the ensemble's test logits) and
+  weights.json (each model's weight, which `leaf predict` averages its models with);
 - results/ensemble/metrics.json, the project's one headline metrics file: OOF accuracy for the
   ensemble (`oof_accuracy`, with the weights chosen; with `ensemble.weights: fit`,
   `oof_accuracy_fitted_cross`, each fold scored with weights fitted on the other folds: the
@@ -33,6 +34,7 @@ from pipeline.config.paths import (
     CONFUSION_FILE,
     ENSEMBLE_DIR,
     ENSEMBLE_METRICS,
+    ENSEMBLE_WEIGHTS,
     FOLDS_FILE,
     PER_CLASS_FILE,
 )
@@ -127,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         out.mkdir()
         np.save(out / "oof_logits.npy", oof)
         np.save(out / "test_logits.npy", test)
+        write_json(out / ENSEMBLE_WEIGHTS.name, metrics["weights"])
     write_json(ENSEMBLE_METRICS, metrics)
     write_csv(CONFUSION_FILE, confusion)
     write_csv(PER_CLASS_FILE, per_class)
