@@ -15,6 +15,7 @@ from pipeline.io.console import PipelineError
 
 # A cell's validation rows (of folds.csv), their OOF logits, and its test logits.
 CellLogits = tuple[np.ndarray, np.ndarray, np.ndarray]
+Cells = dict[tuple[str, int], CellLogits]  # (model, fold) -> the cell's logits
 
 
 class Combined(NamedTuple):
@@ -34,7 +35,7 @@ def read_cells(
     num_rows: int,
     num_classes: int | None = None,
     num_test: int | None = None,
-) -> dict[tuple[str, int], CellLogits]:
+) -> Cells:
     """Every (model, fold) cell's logits, checked to agree in classes and test rows.
 
     Args:
@@ -59,7 +60,7 @@ def read_cells(
 
 
 def model_logits(
-    cells: dict[tuple[str, int], CellLogits], num_rows: int, space: str
+    cells: Cells, num_rows: int, space: str
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each model's OOF logits (its folds' rows filled in, NaN elsewhere) and test logits
     (its folds' averaged alike in `space`), in the order the cells list the models."""
@@ -78,7 +79,7 @@ def fold_average(fold_logits: list[np.ndarray], space: str) -> np.ndarray:
 
 
 def combine_cells(
-    cells: dict[tuple[str, int], CellLogits],
+    cells: Cells,
     targets: np.ndarray,
     space: str,
     weighting: str = "equal",
@@ -100,9 +101,7 @@ def combine_cells(
     return Combined(oofs, tests, oof, test, weights, scored)
 
 
-def member_scores(
-    cells: dict[tuple[str, int], CellLogits], oofs: list[np.ndarray], targets: np.ndarray
-) -> dict[str, dict]:
+def member_scores(cells: Cells, oofs: list[np.ndarray], targets: np.ndarray) -> dict[str, dict]:
     """Each model's OOF accuracy on the rows it predicted, and per fold.
 
     Args:

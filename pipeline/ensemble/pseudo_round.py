@@ -21,7 +21,7 @@ from pipeline.config.schema import ModelParams, Params
 from pipeline.data.device_data import fold_data
 from pipeline.data.tables import check_targets, read_class_list, read_input_table
 from pipeline.ensemble.cells import load_ensemble_oof
-from pipeline.ensemble.members import CellLogits, combine_cells, ensemble_members, read_cells
+from pipeline.ensemble.members import Cells, combine_cells, ensemble_members, read_cells
 from pipeline.ensemble.pseudo_labels import (
     confident_labels,
     fine_tune_settings,
@@ -36,8 +36,6 @@ from pipeline.training.device import configure_determinism, resolve_device, seed
 from pipeline.training.engine import Trainer
 from pipeline.training.fitting import fit_and_predict
 from pipeline.training.running_metrics import DivergedError
-
-Cells = dict[tuple[str, int], CellLogits]
 
 
 def label_folds(
