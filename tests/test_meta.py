@@ -22,6 +22,7 @@ from pipeline.config.paths import (
     TEST_LOGITS_NAME,
 )
 from pipeline.config.schema import MetaParams
+from pipeline.ensemble import meta_model
 from pipeline.ensemble.features import OUTLINE_FEATURES, image_features
 from pipeline.io.files import read_json
 from pipeline.stages import ensemble, meta, pseudo
@@ -132,7 +133,7 @@ def test_each_fold_predicts_only_its_own_rows_from_the_others():
     x = pd.DataFrame({"f": [0.0, 0.1, 5.0, 5.1, 0.2, 5.2, 9.0, 0.05, 4.9]})
     folds = folds_table([0, 0, 1, 1, 0, 1, 2, 0, 1], [0, 0, 0, 0, 1, 1, 1, 1, 1])
     test = pd.DataFrame({"f": [0.0, 5.0]})
-    cells = meta.fit_folds(x, folds, test, [0, 1], MetaParams(C=100.0), num_classes=3)
+    cells = meta_model.fit_folds(x, folds, test, [0, 1], MetaParams(C=100.0), num_classes=3)
     assert sorted(cells) == [0, 1]
     for fold, (rows, oof, test_log_probs) in cells.items():
         assert (rows == np.flatnonzero(folds["fold"] == fold)).all()
@@ -143,8 +144,8 @@ def test_each_fold_predicts_only_its_own_rows_from_the_others():
         assert (oof.argmax(axis=1)[known] == targets[known]).all()
         assert (test_log_probs.argmax(axis=1) == [0, 1]).all()
     # Fold 0 trains on fold 1's rows, which hold class 2; fold 1 trains without it.
-    assert cells[1][1][:, 2].max() == pytest.approx(meta.ABSENT_CLASS_LOG_PROB)
-    assert cells[0][1][:, 2].max() > meta.ABSENT_CLASS_LOG_PROB
+    assert cells[1][1][:, 2].max() == pytest.approx(meta_model.ABSENT_CLASS_LOG_PROB)
+    assert cells[0][1][:, 2].max() > meta_model.ABSENT_CLASS_LOG_PROB
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,13 @@ import torch
 import yaml
 
 from pipeline.config.params import load_params
-from pipeline.config.paths import CLASSES_FILE, ENSEMBLE_DIR, ENSEMBLE_METRICS, PREPARED_TEST
+from pipeline.config.paths import (
+    CLASSES_FILE,
+    ENSEMBLE_DIR,
+    ENSEMBLE_METRICS,
+    ENSEMBLE_WEIGHTS,
+    PREPARED_TEST,
+)
 from pipeline.data.tables import load_table
 from pipeline.ensemble import meta_model, prediction
 from pipeline.ensemble.features import feature_table
@@ -88,10 +94,10 @@ def test_missing_checkpoints_are_skipped_with_a_warning(run_copy, capsys):
 def test_models_are_weighted_as_the_ensemble_chose(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert prediction.ensemble_weights(["a", "b"]) is None  # no ensemble run: equal weights
-    write_json(ENSEMBLE_METRICS, {"weights": {"a": 0.6, "b": 0.3, "c": 0.1}})
+    write_json(ENSEMBLE_WEIGHTS, {"a": 0.6, "b": 0.3, "c": 0.1})
     assert prediction.ensemble_weights(["a", "b"]) == pytest.approx([2 / 3, 1 / 3])
     assert prediction.ensemble_weights(["a", "d"]) is None  # a model the ensemble did not weigh
-    write_json(ENSEMBLE_METRICS, {"weights": {"a": 0.0, "b": 1.0}})
+    write_json(ENSEMBLE_WEIGHTS, {"a": 0.0, "b": 1.0})
     assert prediction.ensemble_weights(["a"]) is None
 
 

@@ -1,5 +1,5 @@
-"""Properties that hold for any input (hypothesis): the split, the ensemble average, and the
-submission writer with its validator."""
+"""Properties that hold for any input (hypothesis): the split, and the submission writer with its
+validator (the ensemble average's: test_scoring.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from pipeline.competition.submission import read_submission, submission_problems
-from pipeline.ensemble.scoring import average, log_softmax
 from pipeline.io.files import write_csv
 from pipeline.stages.split import assign_folds
 from pipeline.stages.submit import make_submission
@@ -63,63 +62,6 @@ def test_split_partitions_rows_and_stratifies_every_class(case):
 
     again = assign_folds(train, n_splits, shuffle, seed)
     assert again["fold"].tolist() == folds["fold"].tolist()
-
-
-# ----------------------------------------------------------------------------------------------
-# Ensemble average
-
-
-@st.composite
-def model_logits(draw) -> list[np.ndarray]:
-    """1-5 models' float32 logits of one (rows, classes) shape, in a realistic range."""
-    shape = (draw(st.integers(1, 8)), draw(st.integers(2, 6)))
-    # ±30 keeps every softmax probability above float32's smallest normal number.
-    elements = st.floats(-30, 30, width=32)
-    arrays = st.lists(hnp.arrays(np.float32, shape, elements=elements), min_size=1, max_size=5)
-    return draw(arrays)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    return np.exp(log_softmax(logits.astype(np.float64)))
-
-
-@SETTINGS
-@given(model_logits(), st.randoms(use_true_random=False), st.sampled_from(["logits", "probs"]))
-def test_average_does_not_depend_on_model_order(logits, random, space):
-    shuffled = random.sample(logits, len(logits))
-    np.testing.assert_allclose(
-        average(shuffled, space), average(logits, space), rtol=1e-5, atol=1e-5
-    )
-
-
-@SETTINGS
-@given(model_logits())
-def test_average_of_one_model_is_that_model(logits):
-    one = logits[0]
-    np.testing.assert_array_equal(average([one], "logits"), one)
-    # In probability space it comes back normalised: the model's log-probabilities.
-    np.testing.assert_allclose(average([one], "probs"), log_softmax(one), rtol=1e-5, atol=1e-5)
-
-
-@SETTINGS
-@given(model_logits())
-def test_probability_average_is_a_distribution_per_row(logits):
-    probs = np.exp(average(logits, "probs").astype(np.float64))
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    assert (probs >= 0).all()
-
-
-@SETTINGS
-@given(model_logits())
-def test_average_is_the_equal_weight_mean(logits):
-    # Without weights every model counts 1/n, in either space.
-    weight = 1.0 / len(logits)
-    by_hand = sum(weight * a.astype(np.float64) for a in logits)
-    np.testing.assert_allclose(average(logits, "logits"), by_hand, rtol=1e-5, atol=1e-5)
-    by_hand_probs = sum(weight * softmax(a) for a in logits)
-    np.testing.assert_allclose(
-        np.exp(average(logits, "probs")), by_hand_probs, rtol=1e-5, atol=1e-6
-    )
 
 
 # ----------------------------------------------------------------------------------------------

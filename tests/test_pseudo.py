@@ -15,19 +15,16 @@ from pipeline.config.params import ParamsError, parse_params
 from pipeline.config.paths import (
     ENSEMBLE_DIR,
     OOF_LOGITS_NAME,
-    OOF_NAME,
     PSEUDO_DIR,
     PSEUDO_MANIFEST,
     PSEUDO_METRICS,
     SUBMISSION_FILE,
     TEST_LOGITS_NAME,
 )
-from pipeline.config.schema import EnsembleParams, PseudoParams
+from pipeline.config.schema import PseudoParams
 from pipeline.ensemble import pseudo_labels, scoring
-from pipeline.ensemble.cells import read_cell
 from pipeline.io.console import PipelineError
 from pipeline.io.files import read_json
-from pipeline.stages import ensemble as ens
 from pipeline.stages import pseudo, submit
 
 
@@ -67,28 +64,6 @@ def test_fine_tune_settings_scale_the_models_own_lr():
         with_head, PseudoParams()
     ).optimizer.head_lr == pytest.approx(0.01)
     assert tuned.optimizer.name == "sgd" and tuned.augment == hp.augment and hp.epochs == 40
-
-
-@pytest.mark.parametrize(("space", "weights"), [("logits", "equal"), ("probs", "fit")])
-def test_combine_matches_the_ensemble_stage(tmp_path, monkeypatch, space, weights):
-    monkeypatch.chdir(tmp_path)
-    rng = np.random.default_rng(0)
-    folds = pd.DataFrame({"target": [0, 1, 2, 0, 1, 2, 0], "fold": [0, 1, 2, 0, 1, 1, 0]})
-    rows_by_fold = {fold: np.flatnonzero(folds.fold.to_numpy() == fold) for fold in (0, 1)}
-    cells = {}
-    for model in ("a", "b"):
-        for fold, rows in rows_by_fold.items():
-            cell = tmp_path / "models" / model / f"fold{fold}"
-            cell.mkdir(parents=True)
-            oof = rng.normal(size=(len(rows), 3)).astype(np.float32)
-            np.savez(cell / OOF_NAME, row=rows, logits=oof)
-            np.save(cell / TEST_LOGITS_NAME, rng.normal(size=(4, 3)).astype(np.float32))
-            cells[model, fold] = read_cell(model, fold)[1:]
-    settings = EnsembleParams(average=space, weights=weights, rounds=5)
-    oof, test = scoring.combine(cells, rows_by_fold, folds["target"].to_numpy(), settings)
-    expected_oof, expected_test, _ = ens.ensemble(folds, ["a", "b"], [0, 1], space, weights, 5)
-    np.testing.assert_allclose(oof, expected_oof, rtol=1e-6)  # NaN where fold 2 is untrained
-    np.testing.assert_allclose(test, expected_test, rtol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,8 @@ TRAIN_RESULTS_DIR = Path("results/train")
 # what ensemble and pseudo depend on instead of all of models/ (which keeps stale cells).
 CELLS_MANIFEST = Path("data/cells.json")
 ENSEMBLE_DIR = Path("data/ensemble")
+# The model weights stage ensemble chose, which `leaf predict` averages its models with.
+ENSEMBLE_WEIGHTS = ENSEMBLE_DIR / "weights.json"
 
 
 ENSEMBLE_METRICS = Path("results/ensemble/metrics.json")

@@ -1,98 +1,125 @@
-"""The ensemble's members: which models it weighs, and each one's fold logits, read and averaged."""
+"""The ensemble's members: which models it weighs, their cells read, and the one way cells
+combine (over each model's folds, then over the models with weights)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
-import pandas as pd
 
 from pipeline.config.paths import TEST_LOGITS_NAME, fold_dir
 from pipeline.config.schema import META_MODEL, Params
 from pipeline.ensemble.cells import read_cell
-from pipeline.ensemble.scoring import accuracy, average
+from pipeline.ensemble.scoring import accuracy, average, weigh_models
 from pipeline.io.console import PipelineError
 
+# A cell's validation rows (of folds.csv), their OOF logits, and its test logits.
+CellLogits = tuple[np.ndarray, np.ndarray, np.ndarray]
+Cells = dict[tuple[str, int], CellLogits]  # (model, fold) -> the cell's logits
 
-def load_model_logits(
-    model: str,
+
+class Combined(NamedTuple):
+    """Cells combined as stage ensemble does: over each model's folds, then over the models."""
+
+    oofs: list[np.ndarray]  # each model's OOF logits, NaN on rows none of its folds predicted
+    tests: list[np.ndarray]  # each model's test logits, averaged over its folds
+    oof: np.ndarray  # the ensemble's OOF logits
+    test: np.ndarray  # the ensemble's test logits
+    weights: np.ndarray  # one per model
+    scored: np.ndarray  # the mask of the rows every model predicted
+
+
+def read_cells(
+    models: list[str],
     fold_ids: list[int],
     num_rows: int,
-    space: str,
     num_classes: int | None = None,
     num_test: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
-    """One model's OOF logits (all folds filled in), fold-averaged test logits, rows per fold.
+) -> Cells:
+    """Every (model, fold) cell's logits, checked to agree in classes and test rows.
 
     Args:
-        num_classes, num_test: if given, the shape every fold's test logits must have; else
-            the first fold's.
+        num_rows: folds.csv's rows, which every cell's row indices must be below.
+        num_classes, num_test: if given, the shape every cell's test logits must have; else
+            the first cell's.
     """
-    oof, test, rows_by_fold = None, [], {}
-    for fold in fold_ids:
-        rows, logits, fold_test = read_cell(model, fold, num_classes, num_rows)
-        num_test = len(fold_test) if num_test is None else num_test
-        if len(fold_test) != num_test:
-            raise PipelineError(
-                f"{fold_dir(model, fold) / TEST_LOGITS_NAME}: {len(fold_test)} test rows, but "
-                f"the other cells have {num_test}; the cell is stale: run `dvc repro`"
-            )
-        if oof is None:
-            oof = np.full((num_rows, logits.shape[1]), np.nan, dtype=np.float32)
-        oof[rows] = logits
-        rows_by_fold[fold] = rows
-        test.append(fold_test)
-    return oof, average(test, space), rows_by_fold
-
-
-def load_models(
-    folds: pd.DataFrame,
-    models: list[str],
-    fold_ids: list[int],
-    space: str,
-    num_classes: int | None = None,
-) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
-    """Each model's OOF logits and fold-averaged test logits, and its OOF accuracy per fold."""
-    targets = folds["target"].to_numpy()
-    oofs, tests, per_model = [], [], {}
-    num_test = None
+    cells = {}
     for model in models:
-        oof, test, rows_by_fold = load_model_logits(
-            model, fold_ids, len(folds), space, num_classes, num_test
-        )
-        num_test, num_classes = test.shape
+        for fold in fold_ids:
+            rows, logits, test = read_cell(model, fold, num_classes, num_rows)
+            num_classes = logits.shape[1]
+            num_test = len(test) if num_test is None else num_test
+            if len(test) != num_test:
+                raise PipelineError(
+                    f"{fold_dir(model, fold) / TEST_LOGITS_NAME}: {len(test)} test rows, but "
+                    f"test.csv or the other cells have {num_test}; the cell is stale: run "
+                    "`dvc repro`"
+                )
+            cells[model, fold] = rows, logits, test
+    return cells
+
+
+def model_logits(
+    cells: Cells, num_rows: int, space: str
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each model's OOF logits (its folds' rows filled in, NaN elsewhere) and test logits
+    (its folds' averaged alike in `space`), in the order the cells list the models."""
+    oofs, tests = {}, {}
+    for (model, _), (rows, logits, test) in cells.items():
+        if model not in oofs:
+            oofs[model] = np.full((num_rows, logits.shape[1]), np.nan, dtype=np.float32)
+        oofs[model][rows] = logits
+        tests.setdefault(model, []).append(test)
+    return {model: (oofs[model], fold_average(tests[model], space)) for model in oofs}
+
+
+def fold_average(fold_logits: list[np.ndarray], space: str) -> np.ndarray:
+    """One model's logits for the same images, averaged over its folds alike in `space`."""
+    return average(fold_logits, space)
+
+
+def combine_cells(
+    cells: Cells,
+    targets: np.ndarray,
+    space: str,
+    weighting: str = "equal",
+    rounds: int = 100,
+) -> Combined:
+    """The ensemble of (model, fold) cells: folds averaged per model, then the models weighed.
+
+    Args:
+        cells: (model, fold) -> the cell's logits (`read_cells`).
+        targets: folds.csv's targets; rows no fold predicted stay NaN in the OOF logits.
+        space: `ensemble.average`.
+        weighting: `equal` weighs the models alike; `fit` fits weights on the OOF logits.
+        rounds: `fit_weights`' most rounds.
+    """
+    by_model = model_logits(cells, len(targets), space)
+    oofs = [oof for oof, _ in by_model.values()]
+    tests = [test for _, test in by_model.values()]
+    oof, test, weights, scored = weigh_models(oofs, tests, targets, space, weighting, rounds)
+    return Combined(oofs, tests, oof, test, weights, scored)
+
+
+def member_scores(cells: Cells, oofs: list[np.ndarray], targets: np.ndarray) -> dict[str, dict]:
+    """Each model's OOF accuracy on the rows it predicted, and per fold.
+
+    Args:
+        cells: the cells `oofs` were combined from (`combine_cells`).
+        oofs: each model's OOF logits, in the order the cells list the models.
+        targets: folds.csv's targets.
+    """
+    models = list(dict.fromkeys(model for model, _ in cells))
+    scores = {}
+    for model, oof in zip(models, oofs, strict=True):
         scored = ~np.isnan(oof).any(axis=1)
-        per_model[model] = {
-            "oof_accuracy": accuracy(oof[scored], targets[scored]),
-            "folds": {
-                str(f): accuracy(oof[rows], targets[rows]) for f, rows in rows_by_fold.items()
-            },
+        per_fold = {
+            str(fold): accuracy(oof[rows], targets[rows])
+            for (name, fold), (rows, _, _) in cells.items()
+            if name == model
         }
-        oofs.append(oof)
-        tests.append(test)
-    return oofs, tests, per_model
-
-
-def fold_test_logits(
-    models: list[str],
-    fold: int,
-    space: str,
-    num_classes: int | None = None,
-    num_test: int | None = None,
-) -> np.ndarray:
-    """Fold `fold`'s test logits averaged over `models` in `space` (equal weights).
-
-    Args:
-        num_classes, num_test: if given, the shape each model's test logits must have.
-    """
-    tests = []
-    for model in models:
-        test = read_cell(model, fold, num_classes)[2]
-        if num_test is not None and len(test) != num_test:
-            raise PipelineError(
-                f"{fold_dir(model, fold) / TEST_LOGITS_NAME}: {len(test)} rows but test.csv has "
-                f"{num_test}; the cell is stale: run `dvc repro train`"
-            )
-        tests.append(test)
-    return average(tests, space)
+        scores[model] = {"oof_accuracy": accuracy(oof[scored], targets[scored]), "folds": per_fold}
+    return scores
 
 
 def ensemble_members(params: Params) -> list[str]:

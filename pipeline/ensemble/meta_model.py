@@ -20,7 +20,6 @@ from sklearn.preprocessing import StandardScaler
 
 from pipeline.config.schema import MetaParams
 from pipeline.ensemble.cells import read_meta_model
-from pipeline.ensemble.scoring import average
 from pipeline.io.console import PipelineError
 
 # The log-probability of a class a fold's training rows do not contain.
@@ -122,12 +121,6 @@ def fit_folds(
     """`fit_models`, then `fold_logits`: fold -> (validation rows, OOF and test log-probs)."""
     models = fit_models(features, folds, fold_ids, params, num_classes)
     return fold_logits(models, features, folds, test_features)
-
-
-def predict(models: list[FoldModel], features: pd.DataFrame, space: str) -> np.ndarray:
-    """The folds' log-probs for a table of features, averaged over the folds in `space`
-    (`ensemble.average`), as stage ensemble averages a model's fold test logits."""
-    return average([model.log_probs(features) for model in models], space)
 
 
 def load_fold_model(fold: int) -> FoldModel | None:

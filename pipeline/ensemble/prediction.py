@@ -4,7 +4,7 @@ Every cell of train.models x train.folds with a best.pt is rebuilt from its chec
 (`checkpoint.load_trained`) and sees the images as training's test loader does; with
 `meta.enabled`, stage meta's per-fold regressions predict from the images' statistics. The
 logits are averaged like stage ensemble: over a model's folds, then over models with the
-weights it chose (results/ensemble/metrics.json).
+weights it chose (data/ensemble/weights.json).
 """
 
 from __future__ import annotations
@@ -20,15 +20,16 @@ import torch
 from pipeline.config.paths import (
     CHECKPOINT_NAME,
     CLASSES_FILE,
-    ENSEMBLE_METRICS,
+    ENSEMBLE_WEIGHTS,
     META_DIR,
     fold_dir,
 )
-from pipeline.config.schema import META_MODEL, Params
+from pipeline.config.schema import META_MODEL, LoaderParams, Params
 from pipeline.data.loaders import DeviceLoader, LeafDataset, create_loader, loader_kwargs
 from pipeline.data.transforms import build_transforms
 from pipeline.ensemble import meta_model
 from pipeline.ensemble.features import feature_table
+from pipeline.ensemble.members import fold_average
 from pipeline.ensemble.scoring import average
 from pipeline.io.console import PipelineError
 from pipeline.io.files import read_json
@@ -94,9 +95,11 @@ def predict_cell(
     cell: Cell,
     checkpoint: dict,
     paths: list[Path],
-    params: Params,
     classes: list[str],
     device: torch.device,
+    seed: int,
+    channels_last: bool,
+    loader_settings: LoaderParams,
 ) -> np.ndarray:
     """One checkpoint's logits for `paths`, averaged over its TTA views.
 
@@ -108,16 +111,18 @@ def predict_cell(
         cell: the (model, fold) cell.
         checkpoint: its best.pt, as stage `train` saves it (`load_checkpoint`).
         paths: readable image files.
-        params: for the loader's workers, the seed and train.channels_last.
         classes: the class names the network must have been trained on.
         device: where the model runs.
+        seed: `base.seed`, the loader's.
+        channels_last: whether the model and its batches are channels_last on `device`
+            (`use_channels_last`).
+        loader_settings: `train.loader`, for the loader's workers.
 
     Returns:
         Logits, (len(paths), number of classes), in `paths` order.
     """
     hp = trained_settings(checkpoint, cell.path)
     model = load_trained(cell.model, cell.fold, hp, classes, checkpoint).to(device).eval()
-    channels_last = use_channels_last(params.train.channels_last, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     dataset = LeafDataset(
@@ -125,14 +130,10 @@ def predict_cell(
         None,
         build_transforms(hp, train=False, normalize=False),
         hp.image_size,
-        seed=params.base.seed,
+        seed=seed,
     )
     loader = create_loader(
-        dataset,
-        2 * hp.batch_size,
-        train=False,
-        seed=params.base.seed,
-        **loader_kwargs(params.train.loader, device),
+        dataset, 2 * hp.batch_size, train=False, seed=seed, **loader_kwargs(loader_settings, device)
     )
     autocast, _ = amp_context(device, hp.amp)
     desc = f"{cell.model} fold {cell.fold}"
@@ -150,6 +151,7 @@ def predict_images(
     Checkpoints are loaded one at a time, so memory holds one model whatever the ensemble size.
     """
     device = resolve_device(params.train.device)
+    channels_last = use_channels_last(params.train.channels_last, device)
     space = params.ensemble.average
     classes = read_json(CLASSES_FILE) if CLASSES_FILE.is_file() else None
     by_model: dict[str, list[np.ndarray]] = {}
@@ -157,10 +159,17 @@ def predict_images(
         checkpoint = load_checkpoint(cell.path)
         if classes is None:
             classes = checkpoint.get("classes")
-        by_model.setdefault(cell.model, []).append(
-            predict_cell(cell, checkpoint, paths, params, classes, device)
+        logits = predict_cell(
+            cell,
+            checkpoint,
+            paths,
+            classes,
+            device,
+            params.base.seed,
+            channels_last,
+            params.train.loader,
         )
-    model_logits = {model: average(logits, space) for model, logits in by_model.items()}
+        by_model.setdefault(cell.model, []).append(logits)
     folds = find_meta(params, len(classes))
     if folds:
         print(
@@ -169,21 +178,23 @@ def predict_images(
             file=sys.stderr,
         )
         features = feature_table(pd.Series([str(p) for p in paths]), folds[0].groups)
-        model_logits[META_MODEL] = meta_model.predict(folds, features, space)
+        by_model[META_MODEL] = [fold.log_probs(features) for fold in folds]
+    model_logits = {model: fold_average(logits, space) for model, logits in by_model.items()}
     weights = ensemble_weights(list(model_logits))
     return average(list(model_logits.values()), space, weights), classes
 
 
 def ensemble_weights(models: list[str]) -> list[float] | None:
-    """The model weights stage `ensemble` chose, renormalised over `models`.
+    """The model weights stage `ensemble` chose (data/ensemble/weights.json), renormalised
+    over `models`.
 
     Returns:
-        None (weigh the models alike) when results/ensemble/metrics.json is missing, lacks one
-        of `models`, or gives them all weight 0.
+        None (weigh the models alike) when weights.json is missing, lacks one of `models`, or
+        gives them all weight 0.
     """
-    if not ENSEMBLE_METRICS.is_file():
+    if not ENSEMBLE_WEIGHTS.is_file():
         return None
-    chosen = read_json(ENSEMBLE_METRICS).get("weights", {})
+    chosen = read_json(ENSEMBLE_WEIGHTS)
     if not all(model in chosen for model in models):
         return None
     weights = np.array([chosen[model] for model in models], dtype=np.float64)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.config.schema import ModelParams, PseudoParams
+from pipeline.config.model_settings import ModelParams
+from pipeline.config.schema import PseudoParams
 from pipeline.ensemble.scoring import accuracy, log_softmax
 
 # Fold of the pseudo-labelled test rows in the training table: never a validation fold.

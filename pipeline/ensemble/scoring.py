@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config.paths import CLASSES_FILE
-from pipeline.config.schema import EnsembleParams
 from pipeline.io.console import PipelineError
 
 
@@ -200,32 +199,3 @@ def per_class_accuracy(confusion: pd.DataFrame, classes: list[str]) -> pd.DataFr
     table = pd.DataFrame({"accuracy": right.mean().round(6), "count": right.size()})
     table = table.reindex([name for name in classes if name in table.index])
     return table.rename_axis("class").reset_index()
-
-
-def combine(
-    cells: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]],
-    rows_by_fold: dict[int, np.ndarray],
-    targets: np.ndarray,
-    settings: EnsembleParams,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Ensemble OOF and test logits of (model, fold) cells, the way stage ensemble combines them.
-
-    Folds are averaged per model, then models are averaged with equal weights or, with
-    `ensemble.weights: fit`, with weights fitted again on these OOF logits.
-
-    Args:
-        cells: (model, fold) -> (OOF logits of the fold's rows, test logits).
-        rows_by_fold: each fold's validation rows in folds.csv.
-        targets: folds.csv's targets; rows of folds not trained stay NaN in the OOF logits.
-        settings: params `ensemble`.
-    """
-    space = settings.average
-    oofs, tests = {}, {}
-    for (model, fold), (oof, test) in cells.items():
-        if model not in oofs:
-            oofs[model] = np.full((len(targets), oof.shape[1]), np.nan, dtype=np.float32)
-        oofs[model][rows_by_fold[fold]] = oof
-        tests.setdefault(model, []).append(test)
-    oofs, tests = list(oofs.values()), [average(logits, space) for logits in tests.values()]
-    oof, test, _, _ = weigh_models(oofs, tests, targets, space, settings.weights, settings.rounds)
-    return oof, test

@@ -5,7 +5,8 @@
 Reads every models/<model>/fold<k>/ listed by train.models × train.folds (and models/meta/, stage
 meta's logistic regression, when meta.enabled) and writes:
 - data/ensemble/: oof_logits.npy (the ensemble's out-of-fold logits, in folds.csv row order;
-  NaN for rows of folds not trained) and test_logits.npy (the ensemble's test logits);
+  NaN for rows of folds not trained), test_logits.npy (the ensemble's test logits) and
+  weights.json (each model's weight, which `leaf predict` averages its models with);
 - results/ensemble/metrics.json, the project's one headline metrics file: OOF accuracy for the
   ensemble (`oof_accuracy`, with the weights chosen; with `ensemble.weights: fit`,
   `oof_accuracy_fitted_cross`, each fold scored with weights fitted on the other folds: the
@@ -33,18 +34,24 @@ from pipeline.config.paths import (
     CONFUSION_FILE,
     ENSEMBLE_DIR,
     ENSEMBLE_METRICS,
+    ENSEMBLE_WEIGHTS,
     FOLDS_FILE,
     PER_CLASS_FILE,
 )
 from pipeline.data.tables import check_targets, read_class_list, read_input_table
-from pipeline.ensemble.members import ensemble_members, load_models, members_setup
+from pipeline.ensemble.members import (
+    combine_cells,
+    ensemble_members,
+    member_scores,
+    members_setup,
+    read_cells,
+)
 from pipeline.ensemble.scoring import (
     accuracy,
     average,
     confusion_rows,
     cross_fitted_accuracy,
     per_class_accuracy,
-    weigh_models,
 )
 from pipeline.io.console import parse_stage_args, run
 from pipeline.io.files import atomic_path, write_csv, write_json
@@ -73,8 +80,8 @@ def ensemble(
         setup: the run's key settings (`members_setup`), written after the accuracies.
     """
     targets = folds["target"].to_numpy()
-    oofs, tests, per_model = load_models(folds, models, fold_ids, space, num_classes)
-    oof, test, weights, scored = weigh_models(oofs, tests, targets, space, weighting, rounds)
+    cells = read_cells(models, fold_ids, len(folds), num_classes)
+    oofs, _, oof, test, weights, scored = combine_cells(cells, targets, space, weighting, rounds)
     scores = {"oof_accuracy": accuracy(oof[scored], targets[scored])}
     if weighting == "fit":
         fold_of_row = folds["fold"].to_numpy()[scored]
@@ -93,7 +100,7 @@ def ensemble(
         "num_models": len(models),
         "num_folds": len(fold_ids),
         "oof_images": int(scored.sum()),
-        "models": per_model,
+        "models": member_scores(cells, oofs, targets),
     }
     return oof, test, metrics
 
@@ -122,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         out.mkdir()
         np.save(out / "oof_logits.npy", oof)
         np.save(out / "test_logits.npy", test)
+        write_json(out / ENSEMBLE_WEIGHTS.name, metrics["weights"])
     write_json(ENSEMBLE_METRICS, metrics)
     write_csv(CONFUSION_FILE, confusion)
     write_csv(PER_CLASS_FILE, per_class)

@@ -40,16 +40,10 @@ from pipeline.config.paths import CLASSES_FILE, FOLDS_FILE, META_DIR, META_METRI
 from pipeline.data.tables import check_targets, read_class_list, read_input_table
 from pipeline.ensemble.cells import write_cells
 from pipeline.ensemble.features import feature_table
-from pipeline.ensemble.meta_model import ABSENT_CLASS_LOG_PROB, fit_folds, fit_models, fold_logits
+from pipeline.ensemble.meta_model import fit_models, fold_logits
 from pipeline.ensemble.scoring import accuracy
 from pipeline.io.console import parse_stage_args, run
 from pipeline.io.files import atomic_path, remove_stale_temps, write_json
-
-__all__ = [
-    "ABSENT_CLASS_LOG_PROB",
-    "fit_folds",
-    "main",
-]  # the fitting is pipeline.ensemble.meta_model's
 
 
 def main(argv: list[str] | None = None) -> dict:

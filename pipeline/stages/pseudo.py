@@ -3,7 +3,8 @@
     python -m pipeline.stages.pseudo
 
 Off by default (`pseudo.enabled: false`): the stage then only writes data/pseudo/manifest.json
-saying so, and `submit` uses the ensemble's predictions. When on, for every fold k:
+saying so, and `submit` uses the ensemble's predictions. When on
+(pipeline.ensemble.pseudo_round), for every fold k:
 1. Label the test images that fold k's models (train.models, averaged in `ensemble.average`
    space) predict with softmax confidence >= `pseudo.threshold`, with their likeliest class. The
    labels come from fold k's own models, which never saw fold k's validation images: labels
@@ -25,160 +26,19 @@ key `pseudo` (so `dvc exp show` heads them pseudo.oof_accuracy etc., apart from 
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
-import torch
-from dvclive import Live
 
 from pipeline.config.params import load_params
 from pipeline.config.paths import (
-    CLASSES_FILE,
-    FOLDS_FILE,
     OOF_LOGITS_NAME,
-    PREPARED_TEST,
     PSEUDO_DIR,
     PSEUDO_MANIFEST,
     PSEUDO_METRICS,
     TEST_LOGITS_NAME,
 )
-from pipeline.config.schema import META_MODEL, ModelParams, Params
-from pipeline.data.device_data import fold_data
-from pipeline.data.loaders import fold_tables
-from pipeline.data.settings import data_settings
-from pipeline.data.tables import check_targets, read_class_list, read_input_table
-from pipeline.ensemble.cells import load_ensemble_oof, read_cell
-from pipeline.ensemble.members import ensemble_members, fold_test_logits
-from pipeline.ensemble.pseudo_labels import (
-    confident_labels,
-    fine_tune_settings,
-    round_metrics,
-    with_pseudo_rows,
-)
-from pipeline.ensemble.scoring import accuracy, combine
-from pipeline.io.console import PipelineError, parse_stage_args, run
+from pipeline.ensemble.pseudo_round import run_round
+from pipeline.io.console import parse_stage_args, run
 from pipeline.io.files import atomic_path, write_json
-from pipeline.training.checkpoint import load_trained
-from pipeline.training.device import (
-    configure_determinism,
-    resolve_device,
-    seed_everything,
-    use_channels_last,
-)
-from pipeline.training.engine import Trainer, create_trainer
-from pipeline.training.fitting import fit_and_predict
-from pipeline.training.running_metrics import DivergedError
-
-
-def fit_in_scratch(
-    trainer: Trainer, loaders: dict, hp: ModelParams, valid_targets: np.ndarray, cell: str
-) -> tuple[dict, np.ndarray, np.ndarray]:
-    """`fit_and_predict` with its DVCLive log and resumable checkpoint in a temporary folder.
-
-    The round keeps neither: its results are the cells' logits and results/pseudo/metrics.json.
-
-    Returns:
-        The best epoch, and its OOF and test logits with the model's TTA views.
-    """
-    with tempfile.TemporaryDirectory(prefix="pseudo-") as scratch:
-        scratch = Path(scratch)
-        fingerprint = {"cell": cell}
-        try:
-            with Live(str(scratch), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-                return fit_and_predict(
-                    trainer, loaders, hp, valid_targets, live, scratch / "last.pt", fingerprint
-                )
-        except DivergedError as err:
-            raise PipelineError(
-                f"fine-tuning {cell} diverged ({err}); lower pseudo.lr_scale"
-            ) from None
-
-
-def fine_tune_cell(
-    params: Params,
-    model_name: str,
-    fold: int,
-    table: pd.DataFrame,
-    test: pd.DataFrame,
-    classes: list[str],
-    device: torch.device,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fine-tune one trained cell on `table` (fold rows plus pseudo rows); predict with TTA.
-
-    Returns:
-        The cell's logits for fold `fold`'s validation rows (in table order) and for the test
-        set (in test.csv order), both averaged over the model's TTA views.
-    """
-    hp = fine_tune_settings(params.train.for_model(model_name), params.pseudo)
-    tables = fold_tables(table, test, fold)
-    loaders, _, _ = fold_data(hp, tables, data_settings(params, device))
-    valid_targets = table["target"].to_numpy()[table["fold"].to_numpy() == fold]
-    model = load_trained(model_name, fold, hp, classes).to(device)
-    if use_channels_last(params.train.channels_last, device):
-        model = model.to(memory_format=torch.channels_last)
-    trainer = create_trainer(model, hp, len(loaders["train"]), device)
-    print(
-        f"pseudo {model_name} fold {fold}: fine-tuning on {loaders['train'].num_images} "
-        f"images, {hp.epochs} epochs at lr {hp.optimizer.lr:.2e} on {device}"
-    )
-    cell = f"{model_name} fold {fold}"
-    best, oof, test_logits = fit_in_scratch(trainer, loaders, hp, valid_targets, cell)
-    print(
-        f"pseudo {model_name} fold {fold}: best epoch {best['epoch']}, "
-        f"OOF accuracy {accuracy(oof, valid_targets):.4f} with TTA"
-    )
-    return oof, test_logits
-
-
-def label_folds(
-    params: Params, num_test: int, num_classes: int | None = None
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Each fold's confidently labelled test rows and their labels (see the module docstring)."""
-    models, threshold = list(params.train.models), params.pseudo.threshold
-    labels_by_fold = {}
-    for fold in params.train.folds:
-        logits = fold_test_logits(models, fold, params.ensemble.average, num_classes, num_test)
-        rows, labels = labels_by_fold[fold] = confident_labels(logits, threshold)
-        print(
-            f"pseudo: fold {fold}: {len(rows)}/{num_test} test images labelled at confidence "
-            f">= {threshold:g}" + ("" if len(rows) else "; its trained models stand")
-        )
-    return labels_by_fold
-
-
-def run_round(params: Params) -> tuple[dict, np.ndarray | None, np.ndarray | None]:
-    """Label, fine-tune and combine; returns metrics and the round's OOF and test logits.
-
-    The logits are None when no fold labelled any test image: the ensemble's then stand.
-    """
-    folds = read_input_table(FOLDS_FILE, ("path", "md5", "target", "fold"))
-    test = read_input_table(PREPARED_TEST, ("path", "md5"))
-    classes = read_class_list(CLASSES_FILE)
-    check_targets(folds, len(classes), FOLDS_FILE)
-    fold_of_row = folds["fold"].to_numpy()
-    rows_by_fold = {fold: np.flatnonzero(fold_of_row == fold) for fold in params.train.folds}
-    labels_by_fold = label_folds(params, len(test), len(classes))
-    labelled = {fold: len(rows) for fold, (rows, _) in labels_by_fold.items()}
-    before = load_ensemble_oof(len(folds))
-    targets = folds["target"].to_numpy()
-    if not any(labelled.values()):
-        return round_metrics(before, before, targets, rows_by_fold, labelled, len(test)), None, None
-
-    device = resolve_device(params.train.device)
-    configure_determinism(params.train.deterministic, device)
-    cells = {}
-    for fold, (rows, labels) in labels_by_fold.items():
-        table = with_pseudo_rows(folds, test, rows, labels)
-        for model in ensemble_members(params):
-            if model == META_MODEL or not len(rows):  # stage meta's model is not a network
-                cells[model, fold] = read_cell(model, fold)[1:]
-                continue
-            seed_everything(params.base.seed)  # each cell as if it ran on its own
-            cells[model, fold] = fine_tune_cell(params, model, fold, table, test, classes, device)
-    oof, test_logits = combine(cells, rows_by_fold, targets, params.ensemble)
-    return round_metrics(before, oof, targets, rows_by_fold, labelled, len(test)), oof, test_logits
 
 
 def write_round(manifest: dict, oof: np.ndarray | None, test: np.ndarray | None) -> None:

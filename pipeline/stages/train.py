@@ -49,14 +49,10 @@ from pipeline.io.console import PipelineError, parse_stage_args, run
 from pipeline.io.files import remove_stale_temps
 from pipeline.models.registry import create_model
 from pipeline.training import distributed
+from pipeline.training.cell_trainer import create_cell_trainer
 from pipeline.training.checkpoint import mark_complete, run_fingerprint
-from pipeline.training.device import (
-    compile_model,
-    configure_determinism,
-    resolve_device,
-    seed_everything,
-)
-from pipeline.training.engine import create_trainer, evaluate
+from pipeline.training.device import configure_determinism, resolve_device, seed_everything
+from pipeline.training.engine import evaluate
 from pipeline.training.fitting import fit_and_predict
 from pipeline.training.live import open_live
 from pipeline.training.running_metrics import DivergedError
@@ -147,13 +143,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # 2. Model, then device and memory format (the optimiser is built on the moved weights).
     model = create_model(
         hp.backbone or args.model, len(classes), hp.pretrained, drop_rate=hp.drop_rate
-    ).to(device)
-    if data.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model = distributed.sync_batchnorm(model, device)
-    trainer = create_trainer(model, hp, len(loaders["train"]), device)
-    if params.train.compile:  # after create_trainer: its EMA copy must stay uncompiled
-        compile_model(model, loaders["valid"].batch_size)
+    )
+    trainer = create_cell_trainer(
+        model, hp, loaders, device, data.channels_last, params.train.compile
+    )
     fingerprint = run_fingerprint(
         args.model,
         args.fold,
