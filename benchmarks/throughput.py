@@ -160,7 +160,7 @@ def our_loader(
     hp = ModelParams(image_size=args.image_size, augment=augment)
     transform = build_transforms(hp, train=train, normalize=False)
     dataset = LeafDataset(paths, targets, transform, seed=args.seed, cache=cache)
-    settings = loader_kwargs(LoaderParams(num_workers=args.num_workers), device)
+    settings = loader_kwargs(LoaderParams(num_workers=args.num_workers), device, args.num_workers)
     loader = create_loader(dataset, args.batch_size, train=train, seed=args.seed, **settings)
     return DeviceLoader(loader, device, use_channels_last("auto", device))
 

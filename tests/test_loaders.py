@@ -99,9 +99,11 @@ def test_transforms_draw_independently(tmp_path):
 
 def test_loader_settings_follow_params_and_device():
     params = parse_params(with_change("train.loader.num_workers", 2))
-    cpu = loader_kwargs(params.train.loader, torch.device("cpu"))
+    on_cpu = data_settings(params, torch.device("cpu"), cached=False)
+    assert on_cpu.cache is None and on_cpu.workers[0] == 2
+    cpu = loader_kwargs(on_cpu.loader, on_cpu.device, on_cpu.workers[0])
     assert cpu["pin_memory"] is False and cpu["num_workers"] == 2
-    assert loader_kwargs(params.train.loader, torch.device("cuda"))["pin_memory"] is True
+    assert loader_kwargs(params.train.loader, torch.device("cuda"), 2)["pin_memory"] is True
     assert loader_kwargs(params.train.loader, torch.device("cpu"), workers=0)["num_workers"] == 0
     assert device.use_channels_last("auto", torch.device("cpu")) is False
     assert device.use_channels_last("auto", torch.device("cuda")) is True

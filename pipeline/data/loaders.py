@@ -22,7 +22,6 @@ from pipeline.data.samplers import EpochSampler, shard_range
 from pipeline.data.settings import DataSettings
 from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 from pipeline.training import distributed
-from pipeline.training.device import resolve_num_workers
 
 
 class LeafDataset(Dataset):
@@ -76,15 +75,9 @@ class LeafDataset(Dataset):
         return image, self.targets[index]
 
 
-def loader_kwargs(
-    params: LoaderParams, device: torch.device, workers: int | None = None
-) -> dict[str, Any]:
-    """`create_loader`'s settings from `train.loader`, for batches that go to `device`.
-
-    `workers`: the count a run decided (DataSettings.workers); None: resolve_num_workers's.
-    """
-    if workers is None:
-        workers = resolve_num_workers(params.num_workers, device)[0]
+def loader_kwargs(params: LoaderParams, device: torch.device, workers: int) -> dict[str, Any]:
+    """`create_loader`'s settings from `train.loader` and the worker count a run decided
+    (DataSettings.workers), for batches that go to `device`."""
     return {
         "num_workers": workers,
         "pin_memory": params.pin_memory and device.type == "cuda",

@@ -43,8 +43,12 @@ class DataSettings:
         return self.cache.size if self.cache is not None else None
 
 
-def data_settings(params: Params, device: torch.device) -> DataSettings:
+def data_settings(params: Params, device: torch.device, cached: bool = True) -> DataSettings:
     """The data settings of params.yaml for batches that go to `device`.
+
+    Args:
+        cached: read stage cache's images (when cache.enabled); False for images from
+            elsewhere (`leaf predict`), which are decoded from their files.
 
     Raises:
         PipelineError: the cache is on but was not built, or was built with other settings.
@@ -55,5 +59,5 @@ def data_settings(params: Params, device: torch.device) -> DataSettings:
         loader=params.train.loader,
         workers=resolve_num_workers(params.train.loader.num_workers, device),
         channels_last=use_channels_last(params.train.channels_last, device),
-        cache=load_image_cache(resolve_cache_size(params)),
+        cache=load_image_cache(resolve_cache_size(params)) if cached else None,
     )

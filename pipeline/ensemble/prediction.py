@@ -24,8 +24,9 @@ from pipeline.config.paths import (
     META_DIR,
     fold_dir,
 )
-from pipeline.config.schema import META_MODEL, LoaderParams, Params
+from pipeline.config.schema import META_MODEL, Params
 from pipeline.data.loaders import DeviceLoader, LeafDataset, create_loader, loader_kwargs
+from pipeline.data.settings import DataSettings, data_settings
 from pipeline.data.transforms import build_transforms
 from pipeline.ensemble import meta_model
 from pipeline.ensemble.features import feature_table
@@ -34,7 +35,7 @@ from pipeline.ensemble.scoring import average
 from pipeline.io.console import PipelineError
 from pipeline.io.files import read_json
 from pipeline.training.checkpoint import load_checkpoint, load_trained, trained_settings
-from pipeline.training.device import amp_context, resolve_device, use_channels_last
+from pipeline.training.device import amp_context, resolve_device
 from pipeline.training.tta import predict_logits
 
 
@@ -96,10 +97,7 @@ def predict_cell(
     checkpoint: dict,
     paths: list[Path],
     classes: list[str],
-    device: torch.device,
-    seed: int,
-    channels_last: bool,
-    loader_settings: LoaderParams,
+    data: DataSettings,
 ) -> np.ndarray:
     """One checkpoint's logits for `paths`, averaged over its TTA views.
 
@@ -112,33 +110,35 @@ def predict_cell(
         checkpoint: its best.pt, as stage `train` saves it (`load_checkpoint`).
         paths: readable image files.
         classes: the class names the network must have been trained on.
-        device: where the model runs.
-        seed: `base.seed`, the loader's.
-        channels_last: whether the model and its batches are channels_last on `device`
-            (`use_channels_last`).
-        loader_settings: `train.loader`, for the loader's workers.
+        data: the run's data settings (no cache): the device the model runs on, the
+            loader's seed and workers, the memory format.
 
     Returns:
         Logits, (len(paths), number of classes), in `paths` order.
     """
     hp = trained_settings(checkpoint, cell.path)
+    device = data.device
     model = load_trained(cell.model, cell.fold, hp, classes, checkpoint).to(device).eval()
-    if channels_last:
+    if data.channels_last:
         model = model.to(memory_format=torch.channels_last)
     dataset = LeafDataset(
         [str(p) for p in paths],
         None,
         build_transforms(hp, train=False, normalize=False),
         hp.image_size,
-        seed=seed,
+        seed=data.seed,
     )
     loader = create_loader(
-        dataset, 2 * hp.batch_size, train=False, seed=seed, **loader_kwargs(loader_settings, device)
+        dataset,
+        2 * hp.batch_size,
+        train=False,
+        seed=data.seed,
+        **loader_kwargs(data.loader, device, data.workers[0]),
     )
     autocast, _ = amp_context(device, hp.amp)
     desc = f"{cell.model} fold {cell.fold}"
     return predict_logits(
-        model, DeviceLoader(loader, device, channels_last), autocast, hp.tta, desc
+        model, DeviceLoader(loader, device, data.channels_last), autocast, hp.tta, desc
     )
 
 
@@ -150,8 +150,7 @@ def predict_images(
 
     Checkpoints are loaded one at a time, so memory holds one model whatever the ensemble size.
     """
-    device = resolve_device(params.train.device)
-    channels_last = use_channels_last(params.train.channels_last, device)
+    data = data_settings(params, resolve_device(params.train.device), cached=False)
     space = params.ensemble.average
     classes = read_json(CLASSES_FILE) if CLASSES_FILE.is_file() else None
     by_model: dict[str, list[np.ndarray]] = {}
@@ -159,16 +158,7 @@ def predict_images(
         checkpoint = load_checkpoint(cell.path)
         if classes is None:
             classes = checkpoint.get("classes")
-        logits = predict_cell(
-            cell,
-            checkpoint,
-            paths,
-            classes,
-            device,
-            params.base.seed,
-            channels_last,
-            params.train.loader,
-        )
+        logits = predict_cell(cell, checkpoint, paths, classes, data)
         by_model.setdefault(cell.model, []).append(logits)
     folds = find_meta(params, len(classes))
     if folds:
