@@ -133,6 +133,17 @@ def test_fitting_weighs_test_logits_and_reports_both_accuracies(two_model_run):
     np.testing.assert_allclose(oof, expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("weighting", ["fit", "equal"])
+def test_each_member_reports_what_it_adds(two_model_run, weighting):
+    # Honestly scored, the ensemble is always right (1.0); without `good` it is `bad` alone
+    # (0.5), without `bad` it is `good` alone (1.0).
+    _, _, metrics = ens.ensemble(two_model_run, ["good", "bad"], [0, 1], "logits", weighting)
+    assert metrics["models"]["good"]["adds"] == 0.5
+    assert metrics["models"]["bad"]["adds"] == 0.0
+    _, _, alone = ens.ensemble(two_model_run, ["good"], [0, 1], "logits", weighting)
+    assert "adds" not in alone["models"]["good"]  # nothing to compare one member with
+
+
 def test_equal_weighting_reports_no_fitted_accuracy(two_model_run):
     _, _, metrics = ens.ensemble(two_model_run, ["good", "bad"], [0, 1], "probs", "equal")
     assert metrics["weights"] == {"good": 0.5, "bad": 0.5}

@@ -134,6 +134,26 @@ def test_fitted_weights_never_lose_to_equal_weights(case):
     assert scoring.accuracy(scoring.average(logits, space, weights), targets) >= equal
 
 
+def test_a_members_contribution_is_the_honest_accuracy_lost_without_it():
+    oofs, targets = noisy_models(seed=3, rows=120)
+    fold_of_row = np.arange(len(targets)) % 3
+    for weighting in ("fit", "equal"):
+        whole = scoring.honest_accuracy(oofs, targets, fold_of_row, "logits", weighting, 20)
+        added = scoring.member_contributions(
+            whole, oofs, targets, fold_of_row, "logits", weighting, 20
+        )
+        for i, value in enumerate(added):
+            rest = oofs[:i] + oofs[i + 1 :]
+            without = scoring.honest_accuracy(rest, targets, fold_of_row, "logits", weighting, 20)
+            assert value == pytest.approx(whole - without)
+    equal = scoring.honest_accuracy(oofs, targets, fold_of_row, "logits", "equal", 20)
+    assert equal == scoring.accuracy(scoring.average(oofs, "logits"), targets)
+    cross = scoring.honest_accuracy(oofs, targets, fold_of_row, "logits", "fit", 20)
+    assert cross == scoring.cross_fitted_accuracy(oofs, targets, fold_of_row, "logits", 20)
+    one_fold = np.zeros(len(targets), dtype=int)  # nothing to cross-fit on: equal weights
+    assert scoring.honest_accuracy(oofs, targets, one_fold, "logits", "fit", 20) == equal
+
+
 def test_cross_fitted_weights_are_fitted_without_the_fold_they_score():
     # Model 0 is right on fold 0 only, model 1 on fold 1 only. Fitted on all rows, the weights
     # can serve both folds at once; fitted on the other fold, each fold's weights favour the

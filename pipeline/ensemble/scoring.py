@@ -162,6 +162,40 @@ def cross_fitted_accuracy(
     return float((predicted == targets).mean())
 
 
+def honest_accuracy(
+    oofs: list[np.ndarray],
+    targets: np.ndarray,
+    fold_of_row: np.ndarray,
+    space: str,
+    weighting: str,
+    rounds: int,
+) -> float:
+    """The ensemble's OOF accuracy with weights it could not have tuned on the rows it scores:
+    cross-fitted when `weighting` is `fit` and there are several folds, else equal weights."""
+    if weighting == "fit" and len(np.unique(fold_of_row)) > 1:
+        return cross_fitted_accuracy(oofs, targets, fold_of_row, space, rounds)
+    return accuracy(average(oofs, space), targets)
+
+
+def member_contributions(
+    whole: float,
+    oofs: list[np.ndarray],
+    targets: np.ndarray,
+    fold_of_row: np.ndarray,
+    space: str,
+    weighting: str,
+    rounds: int,
+) -> list[float]:
+    """What each member adds: `whole`, the ensemble's `honest_accuracy`, minus that of the
+    ensemble without it (negative: the ensemble is better off without it). Needs two members
+    or more."""
+    return [
+        whole
+        - honest_accuracy(oofs[:i] + oofs[i + 1 :], targets, fold_of_row, space, weighting, rounds)
+        for i in range(len(oofs))
+    ]
+
+
 def confusion_rows(oof: np.ndarray, targets: np.ndarray, classes: list[str]) -> pd.DataFrame:
     """The true and predicted class name of every scored OOF image.
 

@@ -12,7 +12,9 @@ meta's logistic regression, when meta.enabled) and writes:
   `oof_accuracy_fitted_cross`, each fold scored with weights fitted on the other folds: the
   honest estimate, and `oof_accuracy_fitted`; `oof_accuracy_equal`, all models alike), then
   `setup` (the members and their image size, epochs and lr: `members_setup`), the weight of
-  each model, and OOF accuracy per model and per fold. Its key order is the column order of
+  each model, and per model its OOF accuracy (overall and per fold) and, with two members or
+  more, what it adds (`adds`): the ensemble's honest accuracy (cross-fitted with `fit`,
+  equal weights otherwise) minus the same without it. Its key order is the column order of
   `dvc exp show`, so plain `dvc exp show` opens with the accuracies and the setup;
 - results/ensemble/confusion.csv (actual, predicted: class names, one row per scored OOF image)
   and per_class.csv (class, accuracy, count), the data of `dvc plots show`'s confusion matrix
@@ -51,6 +53,7 @@ from pipeline.ensemble.scoring import (
     average,
     confusion_rows,
     cross_fitted_accuracy,
+    member_contributions,
     per_class_accuracy,
 )
 from pipeline.io.console import parse_stage_args, run
@@ -82,15 +85,25 @@ def ensemble(
     targets = folds["target"].to_numpy()
     cells = read_cells(models, fold_ids, len(folds), num_classes)
     oofs, _, oof, test, weights, scored = combine_cells(cells, targets, space, weighting, rounds)
-    scores = {"oof_accuracy": accuracy(oof[scored], targets[scored])}
+    # The rows every model predicted: the only ones scored, and the only ones weights fit on.
+    scored_oofs, scored_targets = [o[scored] for o in oofs], targets[scored]
+    fold_of_row = folds["fold"].to_numpy()[scored]
+    scores = {"oof_accuracy": accuracy(oof[scored], scored_targets)}
     if weighting == "fit":
-        fold_of_row = folds["fold"].to_numpy()[scored]
         if len(np.unique(fold_of_row)) > 1:  # one fold leaves nothing to fit its weights on
             scores["oof_accuracy_fitted_cross"] = cross_fitted_accuracy(
-                [o[scored] for o in oofs], targets[scored], fold_of_row, space, rounds
+                scored_oofs, scored_targets, fold_of_row, space, rounds
             )
         scores["oof_accuracy_fitted"] = scores["oof_accuracy"]
-    equal = accuracy(average(oofs, space)[scored], targets[scored])
+    equal = accuracy(average(oofs, space)[scored], scored_targets)
+    per_model = member_scores(cells, oofs, targets)
+    if len(models) > 1:
+        honest = scores.get("oof_accuracy_fitted_cross", equal)
+        added = member_contributions(
+            honest, scored_oofs, scored_targets, fold_of_row, space, weighting, rounds
+        )
+        for model, value in zip(models, added, strict=True):
+            per_model[model]["adds"] = value
     # Key order is `dvc exp show`'s column order: the accuracies and the setup first.
     metrics = {
         **scores,
@@ -100,7 +113,7 @@ def ensemble(
         "num_models": len(models),
         "num_folds": len(fold_ids),
         "oof_images": int(scored.sum()),
-        "models": member_scores(cells, oofs, targets),
+        "models": per_model,
     }
     return oof, test, metrics
 
@@ -134,9 +147,10 @@ def main(argv: list[str] | None = None) -> dict:
     write_csv(CONFUSION_FILE, confusion)
     write_csv(PER_CLASS_FILE, per_class)
     for model, scores in metrics["models"].items():
+        adds = f", adds {scores['adds']:+.4f}" if "adds" in scores else ""
         print(
             f"ensemble: {model:<24} OOF accuracy {scores['oof_accuracy']:.4f}, "
-            f"weight {metrics['weights'][model]:.3f}"
+            f"weight {metrics['weights'][model]:.3f}{adds}"
         )
     cross = metrics.get("oof_accuracy_fitted_cross")
     print(
