@@ -138,14 +138,15 @@ def test_a_members_contribution_is_the_honest_accuracy_lost_without_it():
     oofs, targets = noisy_models(seed=3, rows=120)
     fold_of_row = np.arange(len(targets)) % 3
     for weighting in ("fit", "equal"):
-        whole = scoring.honest_accuracy(oofs, targets, fold_of_row, "logits", weighting, 20)
-        added = scoring.member_contributions(
-            whole, oofs, targets, fold_of_row, "logits", weighting, 20
-        )
+
+        def honest(members, weighting=weighting):
+            return scoring.honest_accuracy(members, targets, fold_of_row, "logits", weighting, 20)
+
+        whole = honest(oofs)
+        added = scoring.member_contributions(oofs, honest, whole)
+        assert len(added) == 3
         for i, value in enumerate(added):
-            rest = oofs[:i] + oofs[i + 1 :]
-            without = scoring.honest_accuracy(rest, targets, fold_of_row, "logits", weighting, 20)
-            assert value == pytest.approx(whole - without)
+            assert value == pytest.approx(whole - honest(oofs[:i] + oofs[i + 1 :]))
     equal = scoring.honest_accuracy(oofs, targets, fold_of_row, "logits", "equal", 20)
     assert equal == scoring.accuracy(scoring.average(oofs, "logits"), targets)
     cross = scoring.honest_accuracy(oofs, targets, fold_of_row, "logits", "fit", 20)

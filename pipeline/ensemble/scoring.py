@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -178,22 +178,12 @@ def honest_accuracy(
 
 
 def member_contributions(
-    whole: float,
-    oofs: list[np.ndarray],
-    targets: np.ndarray,
-    fold_of_row: np.ndarray,
-    space: str,
-    weighting: str,
-    rounds: int,
+    oofs: list[np.ndarray], honest: Callable[[list[np.ndarray]], float], whole: float
 ) -> list[float]:
-    """What each member adds: `whole`, the ensemble's `honest_accuracy`, minus that of the
-    ensemble without it (negative: the ensemble is better off without it). Needs two members
-    or more."""
-    return [
-        whole
-        - honest_accuracy(oofs[:i] + oofs[i + 1 :], targets, fold_of_row, space, weighting, rounds)
-        for i in range(len(oofs))
-    ]
+    """What each member adds: `whole`, the ensemble's honest accuracy (`honest(oofs)`, e.g.
+    `honest_accuracy`), minus that of the ensemble without it (negative: the ensemble is better
+    off without it). Needs two members or more."""
+    return [whole - honest(oofs[:i] + oofs[i + 1 :]) for i in range(len(oofs))]
 
 
 def confusion_rows(oof: np.ndarray, targets: np.ndarray, classes: list[str]) -> pd.DataFrame:

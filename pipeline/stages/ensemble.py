@@ -27,6 +27,8 @@ has OOF logits for; the test logits are weighted alike.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 
@@ -53,6 +55,7 @@ from pipeline.ensemble.scoring import (
     average,
     confusion_rows,
     cross_fitted_accuracy,
+    honest_accuracy,
     member_contributions,
     per_class_accuracy,
 )
@@ -98,10 +101,16 @@ def ensemble(
     equal = accuracy(average(oofs, space)[scored], scored_targets)
     per_model = member_scores(cells, oofs, targets)
     if len(models) > 1:
-        honest = scores.get("oof_accuracy_fitted_cross", equal)
-        added = member_contributions(
-            honest, scored_oofs, scored_targets, fold_of_row, space, weighting, rounds
+        honest = partial(
+            honest_accuracy,
+            targets=scored_targets,
+            fold_of_row=fold_of_row,
+            space=space,
+            weighting=weighting,
+            rounds=rounds,
         )
+        whole = scores.get("oof_accuracy_fitted_cross", equal)
+        added = member_contributions(scored_oofs, honest, whole)
         for model, value in zip(models, added, strict=True):
             per_model[model]["adds"] = value
     # Key order is `dvc exp show`'s column order: the accuracies and the setup first.
