@@ -13,15 +13,17 @@ import yaml
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def exp_run(project, *sets: str) -> subprocess.CompletedProcess:
-    """`dvc exp run -S ...` of stage check alone: DVC parses every -S into params.yaml, then the
-    check validates all of it, backbones included (the registry builds the names in
-    tests/test_models.py), so no training is needed to prove a name passes."""
+def exp_run(project, *sets: str, target: str | None = "check") -> subprocess.CompletedProcess:
+    """`dvc exp run -S ...` of stage check alone (`target`; None: the whole pipeline): DVC parses
+    every -S into params.yaml, then the check validates all of it, backbones included (the
+    registry builds the names in tests/test_models.py), so no training is needed to prove a name
+    passes."""
     command = ["dvc", "exp", "run"]
     for assignment in sets:
         command += ["-S", assignment]
     env = {**os.environ, "PYTHONPATH": str(project), "DVC_NO_ANALYTICS": "1"}
-    return subprocess.run([*command, "check"], cwd=project, capture_output=True, text=True, env=env)
+    command += [target] if target else []
+    return subprocess.run(command, cwd=project, capture_output=True, text=True, env=env)
 
 
 def test_torchvision_and_tagged_timm_models_through_exp_run(project):
@@ -40,3 +42,14 @@ def test_a_dotted_model_key_stops_at_check_naming_the_form_to_use(project):
     assert "train.models.resnet18.a1_in1k: `dvc exp run -S` reads the dots" in message
     assert "'+train.models.resnet18_a1_in1k={backbone: resnet18.a1_in1k}'" in message
     assert not (project / "data/params_checked.txt").exists()
+
+
+def test_a_failed_exp_run_leaves_no_empty_model_folders(project):
+    """DVC creates the parent folder of each out it cannot check out (the new model's
+    models/<name>/); stage check removes such empty folders before it fails."""
+    result = exp_run(project, "+train.models.resnet18={}", "+train.defaults.epoch=3", target=None)
+    assert result.returncode != 0
+    assert "did you mean 'epochs'?" in result.stdout + result.stderr
+    for root in ("models", "checkpoints"):
+        folders = [p for p in (project / root).rglob("*") if p.is_dir()]  # none if no root
+        assert folders == [], f"empty folders left under {root}/: {folders}"

@@ -25,9 +25,11 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds.
 
     Works for files and directories alike: whatever the block creates at the yielded path
-    replaces `path` in one rename, and on error it is removed and `path` is left untouched.
+    replaces `path` in one rename, and on error it is removed, `path` is left untouched and the
+    parent folders this call created are removed again if they are still empty.
     """
     path = Path(path)
+    created = [parent for parent in path.parents if not parent.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     tmp.rmdir()  # the caller creates a file or a directory here
@@ -36,11 +38,30 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         if tmp.is_dir() and path.is_dir():
             shutil.rmtree(path)  # os.replace cannot replace a non-empty directory
         os.replace(tmp, path)
+        created = []
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+        for parent in created:  # innermost first
+            with contextlib.suppress(OSError):  # not empty: something else wrote there
+                parent.rmdir()
+
+
+def remove_empty_folders(root: Path | str) -> list[Path]:
+    """Delete the empty folders under `root` (not `root` itself), innermost first; returns them.
+
+    `dvc exp run` creates the parent folder of every out it could not check out, so a run that
+    fails at stage check would otherwise leave an empty `models/<name>/` behind.
+    """
+    removed = []
+    for folder, _, _ in sorted(os.walk(root), key=lambda entry: -len(Path(entry[0]).parts)):
+        folder = Path(folder)
+        if folder != Path(root) and not any(folder.iterdir()):
+            folder.rmdir()
+            removed.append(folder)
+    return removed
 
 
 def remove_stale_temps(path: Path | str) -> None:

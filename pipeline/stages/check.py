@@ -11,16 +11,18 @@ plots). It checks what every stage checks on load (pipeline.config.params) plus 
 
 The marker's text never changes, so a stage reruns for its own params only, never because the
 marker was rewritten; dvc.yaml keeps it (`persist: true`) while the check runs, so a failed check
-leaves no output deleted either.
+leaves no output deleted either. It first removes the empty folders under models/ and
+checkpoints/ that `dvc exp run` creates for outs it could not check out (a model just added with
+-S), so a run that fails here leaves none behind.
 """
 
 from __future__ import annotations
 
 from pipeline.competition.inputs import check_data_root
 from pipeline.config.checks import load_checked_params
-from pipeline.config.paths import PARAMS_CHECKED
+from pipeline.config.paths import CHECKPOINTS_DIR, MODELS_DIR, PARAMS_CHECKED
 from pipeline.io.console import parse_stage_args, run
-from pipeline.io.files import write_text
+from pipeline.io.files import remove_empty_folders, write_text
 
 MARKER_TEXT = (
     "params.yaml passed stage check (the schema, backbones and transforms).\n"
@@ -30,6 +32,8 @@ MARKER_TEXT = (
 
 def main(argv: list[str] | None = None) -> None:
     parse_stage_args(argv, __doc__, "python3 -m pipeline.stages.check")
+    for folder in (MODELS_DIR, CHECKPOINTS_DIR):
+        remove_empty_folders(folder)
     params = load_checked_params()
     check_data_root(params.data.root)
     write_text(PARAMS_CHECKED, MARKER_TEXT)

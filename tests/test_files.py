@@ -1,0 +1,52 @@
+"""pipeline.io.files: an atomic write that fails leaves nothing behind, not even the folders it
+made; `remove_empty_folders` deletes empty folders only."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.io.files import atomic_path, remove_empty_folders
+
+
+def test_a_failed_atomic_write_removes_the_folders_it_created(tmp_path):
+    target = tmp_path / "models" / "resnet18" / "fold0"
+    with pytest.raises(RuntimeError), atomic_path(target) as out:
+        out.mkdir()
+        raise RuntimeError("training failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_atomic_write_keeps_folders_that_were_there_or_got_content(tmp_path):
+    (tmp_path / "models").mkdir()
+    target = tmp_path / "models" / "resnet18" / "fold0"
+    with pytest.raises(RuntimeError), atomic_path(target) as out:
+        out.write_text("x")
+        (target.parent / "other.txt").write_text("written beside it meanwhile")
+        raise RuntimeError("training failed")
+    assert sorted(p.name for p in (tmp_path / "models" / "resnet18").iterdir()) == ["other.txt"]
+
+
+def test_a_successful_atomic_write_keeps_its_folders(tmp_path):
+    target = tmp_path / "models" / "resnet18" / "fold0"
+    with atomic_path(target) as out:
+        out.mkdir()
+    assert target.is_dir()
+
+
+def test_remove_empty_folders_removes_only_empty_ones_innermost_first(tmp_path):
+    (tmp_path / "models" / "resnet18" / "fold0").mkdir(parents=True)
+    (tmp_path / "models" / "slim" / "fold1").mkdir(parents=True)
+    (tmp_path / "models" / "slim" / "fold1" / "best.pt").write_bytes(b"weights")
+    (tmp_path / "models" / "slim" / "fold2").mkdir()
+    removed = remove_empty_folders(tmp_path / "models")
+    assert {p.relative_to(tmp_path).as_posix() for p in removed} == {
+        "models/resnet18/fold0",
+        "models/resnet18",
+        "models/slim/fold2",
+    }
+    assert (tmp_path / "models" / "slim" / "fold1" / "best.pt").is_file()
+    assert (tmp_path / "models").is_dir()
+
+
+def test_remove_empty_folders_of_a_missing_root_does_nothing(tmp_path):
+    assert remove_empty_folders(tmp_path / "absent") == []
