@@ -23,7 +23,7 @@ from pipeline.config.paths import (
 )
 from pipeline.config.schema import MetaParams
 from pipeline.ensemble import meta_model
-from pipeline.ensemble.features import OUTLINE_FEATURES, image_features
+from pipeline.ensemble.features import DISC_FEATURES, OUTLINE_FEATURES, image_features
 from pipeline.io.files import read_json
 from pipeline.stages import ensemble, meta, pseudo
 
@@ -104,6 +104,41 @@ def test_outline_features_ignore_position_size_and_turn_but_see_the_margin(tmp_p
     assert toothed[fine_std] > 5 * leaf[fine_std]
 
 
+def disc(path: str) -> dict[str, float]:
+    return image_features(path, ["disc"])
+
+
+def test_disc_features_ignore_position_resolution_and_turn_but_see_the_margin(tmp_path):
+    leaf = disc(save_leaf(tmp_path / "leaf.png", 400, 0))
+    assert list(leaf) == list(DISC_FEATURES) and np.isfinite(list(leaf.values())).all()
+    toothed = disc(save_leaf(tmp_path / "toothed.png", 400, 0, teeth=40))
+    radii = ("5", "10", "20", "40")
+    for name, size, angle in [("turned", 400, 90), ("smaller", 200, 10), ("larger", 800, 35)]:
+        other = disc(save_leaf(tmp_path / f"{name}.png", size, angle))
+        for radius in radii:  # pixel steps of the drawn outline only
+            assert abs(other[f"disc{radius}_mean"] - leaf[f"disc{radius}_mean"]) < 0.02, name
+            assert 0.7 < other[f"disc{radius}_std"] / leaf[f"disc{radius}_std"] < 1.4, name
+    # 40 teeth around the margin: the small discs see them, the largest hardly
+    assert toothed["disc5_std"] > 3 * leaf["disc5_std"]
+    assert toothed["disc10_std"] > 2 * leaf["disc10_std"]
+    assert toothed["disc40_std"] < 1.2 * leaf["disc40_std"]
+
+
+def test_disc_shares_of_a_circle_are_even_and_near_a_half(tmp_path):
+    path = tmp_path / "circle.png"
+    pixels = np.zeros((300, 300), np.uint8)
+    cv2.circle(pixels, (150, 150), 120, 255, -1)
+    Image.fromarray(pixels).save(path)
+    features = image_features(str(path), ["disc"])
+    for radius in ("5", "10", "20", "40"):
+        # on a convex outline a little less than half of a disc is inside (up to pixel steps)
+        assert 0.4 < features[f"disc{radius}_mean"] < 0.52
+        assert features[f"disc{radius}_std"] < 0.05  # pixel steps only
+    bins = [features[f"disc5_bin{b}"] ** 2 for b in range(12)]  # bins hold sqrt(share)
+    assert sum(bins) == pytest.approx(1.0)
+    assert bins[5] + bins[6] > 0.95  # the two bins either side of 1/2
+
+
 def test_feature_groups_choose_the_columns(tmp_path):
     path = save_rectangle(tmp_path / "leaf.png", (40, 40), (0, 0, 20, 40), (255, 0, 0), 0)
     assert list(image_features(path, ["size"])) == ["log_width", "log_height", "log_aspect"]
@@ -114,11 +149,12 @@ def test_feature_groups_choose_the_columns(tmp_path):
 
 def test_a_blank_image_has_no_object_and_finite_features(tmp_path):
     path = save_rectangle(tmp_path / "blank.png", (30, 50), (0, 0, 0, 0), 0, 128)
-    features = image_features(path, ["size", "shape", "outline"])
+    features = image_features(path, ["size", "shape", "outline", "disc"])
     assert features["object_share"] == 0 and features["log_outline"] == 0
     assert features["solidity"] == 0 and features["polygon_vertices"] == 0
     drawn = image_features(
-        save_rectangle(tmp_path / "leaf.png", (30, 50), (5, 5, 9, 9), 0, 128), ["shape", "outline"]
+        save_rectangle(tmp_path / "leaf.png", (30, 50), (5, 5, 9, 9), 0, 128),
+        ["shape", "outline", "disc"],
     )
     assert list(drawn) == list(features)[3:]  # the same columns with or without an object
     assert all(math.isfinite(value) for value in features.values())
@@ -153,7 +189,7 @@ def test_each_fold_predicts_only_its_own_rows_from_the_others():
     [
         ({"features": ["size", "texture"]}, "meta.features.1 = 'texture'"),
         ({"features": []}, "meta.features = []: must be a non-empty list"),
-        ({"features": ["size", "size"]}, "distinct groups: size, shape, outline, colour"),
+        ({"features": ["size", "size"]}, "distinct groups: size, shape, outline, disc, colour"),
         ({"C": 0}, "meta.C = 0: Input should be greater than 0"),
         ({"enable": True}, "meta.enable: unknown key"),
     ],
@@ -209,7 +245,11 @@ def test_on_stage_writes_cells_like_train_and_joins_the_ensemble(run_copy, capsy
     table = pd.read_csv(paths.META_DIR / paths.FEATURES_NAME)
     assert (table["split"] == "train").sum() == len(folds) and len(table) == len(folds) + len(test)
     assert read_json(META_METRICS) == metrics and set(metrics["folds"]) == {"0", "1"}
-    assert "meta: logistic regression on 96 features, OOF accuracy" in capsys.readouterr().out
+    columns = len(metrics["features"])  # size 3, shape 9, outline 84, disc 56 when shipped
+    assert columns == 3 + 9 + len(OUTLINE_FEATURES) + len(DISC_FEATURES)
+    assert (
+        f"meta: logistic regression on {columns} features, OOF accuracy" in capsys.readouterr().out
+    )
 
     set_params(run_copy, "ensemble", weights="fit")
     scores = ensemble.main([])

@@ -163,10 +163,10 @@ class PseudoParams(Strict):
 META_MODEL = "meta"  # stage meta's member of the ensemble: models/meta/fold<k>/
 
 
-MetaFeature = Literal["size", "shape", "outline", "colour"]
+MetaFeature = Literal["size", "shape", "outline", "disc", "colour"]
 
 
-MetaFeatures = Annotated[list[MetaFeature], distinct("groups: size, shape, outline, colour")]
+MetaFeatures = Annotated[list[MetaFeature], distinct("groups: size, shape, outline, disc, colour")]
 
 
 class MetaParams(Strict):

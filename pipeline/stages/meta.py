@@ -23,6 +23,11 @@ Feature groups (`meta.features`), on the decoded file at full resolution:
   1/16 of its length) a histogram of the turning angle between neighbouring chords, with the
   angles' spread and mean magnitude (`outline_features`): margin teeth, lobes and tips, free of
   the leaf's position, size and turn;
+- disc: the leaf redrawn with the square root of its area at 128 px; at four radii (5 % to 40 %
+  of that length) a histogram of the share of a disc centred on each of 256 outline points that
+  lies inside the leaf, with the shares' spread and mean (`disc_features`, the integral area
+  invariant): teeth, tips and notches, free of the scan's resolution and of how finely the
+  outline is traced;
 - colour: mean and standard deviation of each RGB channel over the whole image.
 Features are standardised on each fold's training rows; `meta.C` is the inverse L2 strength.
 The table of features is kept as models/meta/features.csv. With `meta.enabled: false` the
