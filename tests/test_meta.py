@@ -169,7 +169,8 @@ def test_each_fold_predicts_only_its_own_rows_from_the_others():
     x = pd.DataFrame({"f": [0.0, 0.1, 5.0, 5.1, 0.2, 5.2, 9.0, 0.05, 4.9]})
     folds = folds_table([0, 0, 1, 1, 0, 1, 2, 0, 1], [0, 0, 0, 0, 1, 1, 1, 1, 1])
     test = pd.DataFrame({"f": [0.0, 5.0]})
-    cells = meta_model.fit_folds(x, folds, test, [0, 1], MetaParams(C=100.0), num_classes=3)
+    settings = MetaParams(C=100.0, classifier="logistic")
+    cells = meta_model.fit_folds(x, folds, test, [0, 1], settings, num_classes=3)
     assert sorted(cells) == [0, 1]
     for fold, (rows, oof, test_log_probs) in cells.items():
         assert (rows == np.flatnonzero(folds["fold"] == fold)).all()
@@ -184,6 +185,48 @@ def test_each_fold_predicts_only_its_own_rows_from_the_others():
     assert cells[0][1][:, 2].max() > meta_model.ABSENT_CLASS_LOG_PROB
 
 
+def shared_noise_classes(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """8 classes x 6 rows in 40 dimensions: Gaussian means under one strongly correlated noise,
+    the case linear discriminant analysis is made for (few rows a class, a shared covariance)."""
+    means = rng.normal(size=(8, 40)) * 0.6
+    mixing = rng.normal(size=(40, 40)) / np.sqrt(40)
+    y = np.repeat(np.arange(8), 6)
+    return means[y] + rng.normal(size=(len(y), 40)) @ mixing * 3, y
+
+
+def heavy_tailed_classes(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """2 classes x 60 rows told apart by the sign of one heavy-tailed feature: far-out rows
+    distort the shared covariance LDA estimates, not the logistic fit."""
+    y = np.repeat([0, 1], 60)
+    x = rng.normal(size=(len(y), 3))
+    x[:, 0] = np.where(y == 1, 1, -1) * rng.exponential(1, len(y)) ** 3
+    return x, y
+
+
+def test_auto_picks_the_classifier_that_cross_validates_better_inside_the_training_rows():
+    rng = np.random.default_rng(0)
+    assert meta_model.choose_classifier(*shared_noise_classes(rng), C=10.0) == "lda"
+    assert meta_model.choose_classifier(*heavy_tailed_classes(rng), C=10.0) == "logistic"
+    # a class with a single row cannot be cross-validated: logistic
+    x, y = np.array([[0.0], [0.1], [5.0], [5.1], [9.0]]), np.array([0, 0, 1, 1, 2])
+    assert meta_model.choose_classifier(x, y, C=10.0) == "logistic"
+
+
+@pytest.mark.parametrize("classifier", ["logistic", "lda"])
+def test_a_fixed_classifier_is_fitted_on_every_fold(classifier):
+    x, y = shared_noise_classes(np.random.default_rng(1))
+    features = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
+    folds = folds_table(list(y), [row % 2 for row in range(len(y))])
+    settings = MetaParams(features=["size"], classifier=classifier)
+    models = meta_model.fit_models(features, folds, [0, 1], settings, num_classes=8)
+    assert {fold: model.classifier for fold, model in models.items()} == {
+        0: classifier,
+        1: classifier,
+    }
+    log_probs = models[0].log_probs(features)
+    assert log_probs.shape == (len(y), 8) and np.isfinite(log_probs).all()
+
+
 @pytest.mark.parametrize(
     ("settings", "expected"),
     [
@@ -191,6 +234,7 @@ def test_each_fold_predicts_only_its_own_rows_from_the_others():
         ({"features": []}, "meta.features = []: must be a non-empty list"),
         ({"features": ["size", "size"]}, "distinct groups: size, shape, outline, disc, colour"),
         ({"C": 0}, "meta.C = 0: Input should be greater than 0"),
+        ({"classifier": "svm"}, "meta.classifier = 'svm'"),
         ({"enable": True}, "meta.enable: unknown key"),
     ],
 )
@@ -247,9 +291,9 @@ def test_on_stage_writes_cells_like_train_and_joins_the_ensemble(run_copy, capsy
     assert read_json(META_METRICS) == metrics and set(metrics["folds"]) == {"0", "1"}
     columns = len(metrics["features"])  # size 3, shape 9, outline 84, disc 56 when shipped
     assert columns == 3 + 9 + len(OUTLINE_FEATURES) + len(DISC_FEATURES)
-    assert (
-        f"meta: logistic regression on {columns} features, OOF accuracy" in capsys.readouterr().out
-    )
+    assert set(metrics["classifiers"]) == {"0", "1"}
+    assert set(metrics["classifiers"].values()) <= {"logistic", "lda"}
+    assert f" on {columns} features, OOF accuracy" in capsys.readouterr().out
 
     set_params(run_copy, "ensemble", weights="fit")
     scores = ensemble.main([])

@@ -170,10 +170,11 @@ MetaFeatures = Annotated[list[MetaFeature], distinct("groups: size, shape, outli
 
 
 class MetaParams(Strict):
-    """Stage `meta`: a logistic regression on image statistics, one more ensemble member."""
+    """Stage `meta`: a linear classifier on image statistics, one more ensemble member."""
 
     enabled: bool = False
     features: MetaFeatures = ["size", "shape"]
+    classifier: Literal["auto", "logistic", "lda"] = "auto"
     C: Annotated[float, Field(gt=0)] = 10.0
 
 

@@ -1,4 +1,4 @@
-"""Stage meta's model: one logistic regression per fold on image statistics; fit and predict.
+"""Stage meta's model: one linear classifier per fold on image statistics; fit and predict.
 
 Stage `meta` fits it (`fit_models`) and saves each fold's model through pipeline.ensemble.cells
 (`write_cells`); pipeline.tools.predict reads them back (`read_meta_model`) and applies them to
@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -24,6 +26,9 @@ from pipeline.io.console import PipelineError
 
 # The log-probability of a class a fold's training rows do not contain.
 ABSENT_CLASS_LOG_PROB = math.log(1e-6)
+CLASSIFIERS = ("logistic", "lda")
+INNER_SPLITS = 3
+INNER_MAX_ITER = 500
 
 
 @dataclass(frozen=True)
@@ -31,8 +36,9 @@ class FoldModel:
     """One fold's fitted regression and what applying it needs.
 
     Attributes:
-        pipeline: StandardScaler then LogisticRegression, fitted on the fold's training rows;
-            its `classes_` are class indices (the ones those rows contain).
+        pipeline: StandardScaler then the classifier (LogisticRegression or
+            LinearDiscriminantAnalysis), fitted on the fold's training rows; its `classes_` are
+            class indices (the ones those rows contain).
         num_classes: the number of classes (data/prepared/classes.json) the logits cover.
         groups: `meta.features`, the feature groups it was fitted on.
         columns: the feature columns, in the order the pipeline expects them.
@@ -57,21 +63,61 @@ class FoldModel:
         out[:, classes] = np.maximum(self.pipeline.predict_log_proba(x), ABSENT_CLASS_LOG_PROB)
         return out
 
+    @property
+    def classifier(self) -> str:
+        """logistic or lda: the classifier `meta.classifier` chose for this fold."""
+        last = self.pipeline.steps[-1][1]
+        return "lda" if isinstance(last, LinearDiscriminantAnalysis) else "logistic"
+
     def spec(self) -> dict:
         """What is saved beside the pickled pipeline (JSON)."""
         return {"num_classes": self.num_classes, "groups": self.groups, "columns": self.columns}
 
 
-def fit_fold(
-    train_x: pd.DataFrame, train_y: np.ndarray, C: float, num_classes: int, groups: list[str]
-) -> FoldModel:
-    """A logistic regression on standardised features, fitted on one fold's training rows."""
-    pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000))
+def make_classifier(name: str, C: float, max_iter: int = 5000) -> Pipeline:
+    """StandardScaler, then `name`: logistic (L2, inverse strength C) or lda (linear
+    discriminant analysis with Ledoit-Wolf shrinkage of the shared covariance)."""
+    if name == "lda":
+        return make_pipeline(
+            StandardScaler(), LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
+        )
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+
+
+def fitted(pipeline: Pipeline, x: np.ndarray, y: np.ndarray) -> Pipeline:
     with warnings.catch_warnings():
         # lbfgs stops at max_iter on nearly separable folds; its solution is still usable.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        pipeline.fit(train_x.to_numpy(np.float64), train_y)
-    return FoldModel(pipeline, num_classes, list(groups), list(train_x.columns))
+        return pipeline.fit(x, y)
+
+
+def choose_classifier(x: np.ndarray, y: np.ndarray, C: float) -> str:
+    """`meta.classifier: auto`: whichever of logistic and lda classifies more of these rows right
+    in an inner cross-validation on them alone (so a fold's OOF rows never take part; logistic
+    on a tie, or when a class has a single row). The logistic fits of the comparison stop at
+    INNER_MAX_ITER iterations, a tenth of the final fit's."""
+    splits = min(INNER_SPLITS, int(np.bincount(y)[np.unique(y)].min()))
+    if splits < 2:
+        return "logistic"
+    hits = dict.fromkeys(CLASSIFIERS, 0)
+    for train, valid in StratifiedKFold(splits, shuffle=True, random_state=0).split(x, y):
+        for name in CLASSIFIERS:
+            model = fitted(make_classifier(name, C, INNER_MAX_ITER), x[train], y[train])
+            hits[name] += int((model.predict(x[valid]) == y[valid]).sum())
+    return max(CLASSIFIERS, key=lambda name: (hits[name], name == "logistic"))
+
+
+def fit_fold(
+    train_x: pd.DataFrame, train_y: np.ndarray, params: MetaParams, num_classes: int
+) -> FoldModel:
+    """`meta.classifier` (auto: `choose_classifier`) on standardised features, fitted on one
+    fold's training rows."""
+    x = train_x.to_numpy(np.float64)
+    name = params.classifier
+    if name == "auto":
+        name = choose_classifier(x, train_y, params.C)
+    pipeline = fitted(make_classifier(name, params.C), x, train_y)
+    return FoldModel(pipeline, num_classes, list(params.features), list(train_x.columns))
 
 
 def fit_models(
@@ -81,15 +127,11 @@ def fit_models(
     params: MetaParams,
     num_classes: int,
 ) -> dict[int, FoldModel]:
-    """fold -> its regression, fitted on the rows of the other folds (as the networks train)."""
+    """fold -> its classifier, fitted on the rows of the other folds (as the networks train)."""
     targets, fold_of_row = folds["target"].to_numpy(), folds["fold"].to_numpy()
     return {
         fold: fit_fold(
-            features[fold_of_row != fold],
-            targets[fold_of_row != fold],
-            params.C,
-            num_classes,
-            params.features,
+            features[fold_of_row != fold], targets[fold_of_row != fold], params, num_classes
         )
         for fold in fold_ids
     }

@@ -1,4 +1,4 @@
-"""Stage `meta`: a logistic regression on each image's size, outline and colour statistics.
+"""Stage `meta`: a linear classifier on each image's size, outline and colour statistics.
 
     python -m pipeline.stages.meta
 
@@ -29,7 +29,10 @@ Feature groups (`meta.features`), on the decoded file at full resolution:
   invariant): teeth, tips and notches, free of the scan's resolution and of how finely the
   outline is traced;
 - colour: mean and standard deviation of each RGB channel over the whole image.
-Features are standardised on each fold's training rows; `meta.C` is the inverse L2 strength.
+Features are standardised on each fold's training rows. `meta.classifier`: logistic (a
+multinomial logistic regression, `meta.C` its inverse L2 strength), lda (linear discriminant
+analysis with a shrunk covariance: often better with a few images a class) or auto, which picks
+one per fold by a cross-validation inside that fold's training rows (`choose_classifier`).
 The table of features is kept as models/meta/features.csv. With `meta.enabled: false` the
 stage writes an empty models/meta and a metrics file that says so, and the ensemble leaves it
 out.
@@ -49,6 +52,17 @@ from pipeline.ensemble.meta_model import fit_models, fold_logits
 from pipeline.ensemble.scoring import accuracy
 from pipeline.io.console import parse_stage_args, run
 from pipeline.io.files import atomic_path, remove_stale_temps, write_json
+
+
+def classifier_summary(classifiers: dict[str, str]) -> str:
+    """'lda' when every fold chose it, else e.g. 'logistic (folds 0, 3), lda (folds 1, 2, 4)'."""
+    chosen = sorted(set(classifiers.values()))
+    if len(chosen) == 1:
+        return chosen[0]
+    return ", ".join(
+        f"{name} (folds {', '.join(f for f, c in classifiers.items() if c == name)})"
+        for name in chosen
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -81,6 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         "oof_accuracy": accuracy(oof, targets[scored]),
         "folds": per_fold,
         "features": list(features.columns),
+        "classifiers": {str(fold): model.classifier for fold, model in models.items()},
     }
     table = pd.concat(
         [
@@ -92,8 +107,9 @@ def main(argv: list[str] | None = None) -> dict:
     write_cells(cells, table, models)
     write_json(META_METRICS, metrics)
     print(
-        f"meta: logistic regression on {len(features.columns)} features, OOF accuracy "
-        f"{metrics['oof_accuracy']:.4f} over {len(cells)} fold(s) -> {META_DIR}, {META_METRICS}"
+        f"meta: {classifier_summary(metrics['classifiers'])} on {len(features.columns)} features, "
+        f"OOF accuracy {metrics['oof_accuracy']:.4f} over {len(cells)} fold(s) -> {META_DIR}, "
+        f"{META_METRICS}"
     )
     return metrics
 
