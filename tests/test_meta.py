@@ -227,6 +227,12 @@ def test_a_fixed_classifier_is_fitted_on_every_fold(classifier):
     assert log_probs.shape == (len(y), 8) and np.isfinite(log_probs).all()
 
 
+def test_the_summary_line_names_each_folds_classifier():
+    assert meta.classifier_summary({"0": "lda", "1": "lda"}) == "lda"
+    mixed = {"0": "logistic", "1": "lda", "2": "lda", "3": "logistic"}
+    assert meta.classifier_summary(mixed) == "lda (folds 1, 2), logistic (folds 0, 3)"
+
+
 @pytest.mark.parametrize(
     ("settings", "expected"),
     [

@@ -33,7 +33,7 @@ INNER_MAX_ITER = 500
 
 @dataclass(frozen=True)
 class FoldModel:
-    """One fold's fitted regression and what applying it needs.
+    """One fold's fitted classifier and what applying it needs.
 
     Attributes:
         pipeline: StandardScaler then the classifier (LogisticRegression or
@@ -166,6 +166,6 @@ def fit_folds(
 
 
 def load_fold_model(fold: int) -> FoldModel | None:
-    """Fold `fold`'s regression as stage meta saved it (models/meta/fold<k>/); None if absent."""
+    """Fold `fold`'s classifier as stage meta saved it (models/meta/fold<k>/); None if absent."""
     saved = read_meta_model(fold)
     return None if saved is None else FoldModel(saved[0], **saved[1])

@@ -5,11 +5,11 @@
 Every network sees its images fitted to one square, so it cannot tell a leaf scanned at
 1,700 px from one scanned at 150 px, and at 64 px a leaf's margin teeth are gone. Size and
 outline, measured on the original pixels, carry much of the class (on leaf-silhouettes this
-regression alone scores 0.95 OOF, the default network 0.57: BENCHMARKS.md). This stage
-measures them once per image on its original pixels and fits one multinomial logistic
-regression per fold, on the folds the networks train on (pipeline.ensemble.meta_model), writing
+stage alone scores 0.97 OOF, the default network 0.57: BENCHMARKS.md). This stage measures
+them once per image on its original pixels and fits one linear classifier per fold, on the
+folds the networks train on (pipeline.ensemble.meta_model), writing
 models/meta/fold<k>/ (oof.npz and test_logits.npy, as stage train does, so stage `ensemble`
-weighs it as one more model; and the fitted regression, model.pkl and model.json, so that
+weighs it as one more model; and the fitted classifier, model.pkl and model.json, so that
 pipeline.tools.predict applies it to new images).
 
 Feature groups (`meta.features`), on the decoded file at full resolution:
@@ -23,11 +23,11 @@ Feature groups (`meta.features`), on the decoded file at full resolution:
   1/16 of its length) a histogram of the turning angle between neighbouring chords, with the
   angles' spread and mean magnitude (`outline_features`): margin teeth, lobes and tips, free of
   the leaf's position, size and turn;
-- disc: the leaf redrawn with the square root of its area at 128 px; at four radii (5 % to 40 %
-  of that length) a histogram of the share of a disc centred on each of 256 outline points that
-  lies inside the leaf, with the shares' spread and mean (`disc_features`, the integral area
-  invariant): teeth, tips and notches, free of the scan's resolution and of how finely the
-  outline is traced;
+- disc: the object mask resized so that the square root of the leaf's area is 128 px; at four
+  radii (5 % to 40 % of that length) a histogram of the share of a disc centred on each of 256
+  outline points that lies inside the leaf, with the shares' spread and mean (`disc_features`,
+  the integral area invariant): teeth, tips and notches, free of the scan's resolution and of
+  how finely the outline is traced;
 - colour: mean and standard deviation of each RGB channel over the whole image.
 Features are standardised on each fold's training rows. `meta.classifier`: logistic (a
 multinomial logistic regression, `meta.C` its inverse L2 strength), lda (linear discriminant

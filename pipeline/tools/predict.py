@@ -7,7 +7,7 @@ train.models × train.folds that has a models/<model>/fold<k>/best.pt is used (a
 skipped with a warning). Each model is rebuilt from its checkpoint (backbone, classes, model
 params; `checkpoint.load_trained`, as stage pseudo does) and sees the images as training's
 test loader does: its own eval transforms, uint8 batches normalised on the device
-(loaders.DeviceLoader), its TTA views. With `meta.enabled`, stage meta's regression of every
+(loaders.DeviceLoader), its TTA views. With `meta.enabled`, stage meta's classifier of every
 fold (models/meta/fold<k>/model.pkl) predicts from the images' statistics
 (features.image_features) as one more model. The logits are averaged like stage `ensemble`:
 over a model's folds, then over models, in the space of `ensemble.average` and with the model
