@@ -23,7 +23,12 @@ from pipeline.config.paths import (
 )
 from pipeline.config.schema import MetaParams
 from pipeline.ensemble import meta_model
-from pipeline.ensemble.features import DISC_FEATURES, OUTLINE_FEATURES, image_features
+from pipeline.ensemble.features import (
+    DISC_FEATURES,
+    DISC_MAX_SIDE_PX,
+    OUTLINE_FEATURES,
+    image_features,
+)
 from pipeline.io.files import read_json
 from pipeline.stages import ensemble, meta, pseudo
 
@@ -137,6 +142,23 @@ def test_disc_shares_of_a_circle_are_even_and_near_a_half(tmp_path):
     bins = [features[f"disc5_bin{b}"] ** 2 for b in range(12)]  # bins hold sqrt(share)
     assert sum(bins) == pytest.approx(1.0)
     assert bins[5] + bins[6] > 0.95  # the two bins either side of 1/2
+
+
+def test_a_thread_thin_object_keeps_the_disc_canvas_small(tmp_path, monkeypatch):
+    """A one-pixel diagonal line across a large image has almost no area; resizing it to 128 px
+    of square-rooted area would make a canvas of about 200,000 px a side."""
+    pixels = np.zeros((1600, 1600), np.uint8)
+    cv2.line(pixels, (0, 0), (1599, 1599), 255, 1)
+    Image.fromarray(pixels).save(tmp_path / "line.png")
+    resize = cv2.resize
+
+    def bounded_resize(image, size, **kwargs):
+        assert max(size) <= DISC_MAX_SIDE_PX, f"disc canvas of {size} px"
+        return resize(image, size, **kwargs)
+
+    monkeypatch.setattr(cv2, "resize", bounded_resize)
+    features = image_features(str(tmp_path / "line.png"), ["disc"])
+    assert np.isfinite(list(features.values())).all()
 
 
 def test_feature_groups_choose_the_columns(tmp_path):

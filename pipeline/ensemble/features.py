@@ -43,6 +43,9 @@ OUTLINE_FEATURES = tuple(
 # outline was traced.
 DISC_RADII = (0.05, 0.1, 0.2, 0.4)
 DISC_SCALE_PX = 128
+# A thread-thin object (a failed mask) has almost no area: its resized long side is capped here
+# (8 x DISC_SCALE_PX: no leaf is that elongated) so that it cannot take gigabytes.
+DISC_MAX_SIDE_PX = 1024
 DISC_POINTS = 256
 DISC_BINS = 12
 DISC_FEATURES = tuple(
@@ -166,9 +169,12 @@ def disc_features(mask: np.ndarray, contour: np.ndarray | None) -> dict[str, flo
     better so). Free of position, resolution and turn; zeros without an object."""
     if contour is None or len(contour) < 3:
         return dict.fromkeys(DISC_FEATURES, 0.0)
-    scale = DISC_SCALE_PX / math.sqrt(max(cv2.contourArea(contour), 1.0))
-    margin = math.ceil(max(DISC_RADII) * DISC_SCALE_PX) + 2
     x, y, width, height = cv2.boundingRect(contour)
+    scale = min(
+        DISC_SCALE_PX / math.sqrt(max(cv2.contourArea(contour), 1.0)),
+        DISC_MAX_SIDE_PX / max(width, height),
+    )
+    margin = math.ceil(max(DISC_RADII) * DISC_SCALE_PX) + 2
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     crop = mask[y : y + height, x : x + width].astype(np.float32)
     inside_leaf = cv2.copyMakeBorder(
