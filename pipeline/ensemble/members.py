@@ -70,12 +70,7 @@ def model_logits(
             oofs[model] = np.full((num_rows, logits.shape[1]), np.nan, dtype=np.float32)
         oofs[model][rows] = logits
         tests.setdefault(model, []).append(test)
-    return {model: (oofs[model], fold_average(tests[model], space)) for model in oofs}
-
-
-def fold_average(fold_logits: list[np.ndarray], space: str) -> np.ndarray:
-    """One model's logits for the same images, averaged over its folds alike in `space`."""
-    return average(fold_logits, space)
+    return {model: (oofs[model], average(tests[model], space)) for model in oofs}
 
 
 def combine_cells(

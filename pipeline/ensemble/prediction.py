@@ -30,7 +30,6 @@ from pipeline.data.settings import DataSettings, data_settings
 from pipeline.data.transforms import build_transforms
 from pipeline.ensemble import meta_model
 from pipeline.ensemble.features import feature_table
-from pipeline.ensemble.members import fold_average
 from pipeline.ensemble.scoring import average
 from pipeline.io.console import PipelineError
 from pipeline.io.files import read_json
@@ -169,7 +168,7 @@ def predict_images(
         )
         features = feature_table(pd.Series([str(p) for p in paths]), folds[0].groups)
         by_model[META_MODEL] = [fold.log_probs(features) for fold in folds]
-    model_logits = {model: fold_average(logits, space) for model, logits in by_model.items()}
+    model_logits = {model: average(logits, space) for model, logits in by_model.items()}
     weights = ensemble_weights(list(model_logits))
     return average(list(model_logits.values()), space, weights), classes
 

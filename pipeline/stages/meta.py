@@ -55,7 +55,7 @@ from pipeline.io.files import atomic_path, remove_stale_temps, write_json
 
 
 def classifier_summary(classifiers: dict[str, str]) -> str:
-    """'lda' when every fold chose it, else e.g. 'logistic (folds 0, 3), lda (folds 1, 2, 4)'."""
+    """'lda' when every fold chose it, else e.g. 'lda (folds 1, 2, 4), logistic (folds 0, 3)'."""
     chosen = sorted(set(classifiers.values()))
     if len(chosen) == 1:
         return chosen[0]
