@@ -23,11 +23,13 @@ from pipeline.config.paths import (
 )
 from pipeline.config.schema import MetaParams
 from pipeline.ensemble import meta_model
-from pipeline.ensemble.features import (
+from pipeline.ensemble.features import OUTLINE_FEATURES, TURN_PAIR_FEATURES, image_features
+from pipeline.ensemble.region_features import (
     DISC_FEATURES,
     DISC_MAX_SIDE_PX,
-    OUTLINE_FEATURES,
-    image_features,
+    RINGS,
+    RINGS_FEATURES,
+    RINGS_REACH,
 )
 from pipeline.io.files import read_json
 from pipeline.stages import ensemble, meta, pseudo
@@ -144,6 +146,56 @@ def test_disc_shares_of_a_circle_are_even_and_near_a_half(tmp_path):
     assert bins[5] + bins[6] > 0.95  # the two bins either side of 1/2
 
 
+def group(path: str, name: str) -> np.ndarray:
+    return np.array(list(image_features(path, [name]).values()))
+
+
+def test_turn_pairs_ignore_position_size_and_turn_but_see_the_margin(tmp_path):
+    leaf = group(save_leaf(tmp_path / "leaf.png", 400, 0), "turn_pairs")
+    assert len(leaf) == len(TURN_PAIR_FEATURES) and np.isfinite(leaf).all()
+    # each pair's bins hold sqrt(share): their squares sum to 1
+    assert (leaf**2).reshape(3, -1).sum(axis=1) == pytest.approx([1, 1, 1])
+    turned = group(save_leaf(tmp_path / "turned.png", 400, 90), "turn_pairs")
+    larger = group(save_leaf(tmp_path / "larger.png", 800, 35), "turn_pairs")
+    toothed = group(save_leaf(tmp_path / "toothed.png", 400, 0, teeth=40), "turn_pairs")
+    moved = max(np.abs(turned - leaf).sum(), np.abs(larger - leaf).sum())
+    assert np.abs(toothed - leaf).sum() > 3 * moved
+
+
+def test_rings_ignore_position_size_and_turn_but_see_the_lobes(tmp_path):
+    path = save_leaf(tmp_path / "leaf.png", 400, 0)
+    leaf = group(path, "rings")
+    assert len(leaf) == len(RINGS_FEATURES) and np.isfinite(leaf).all()
+    image = Image.open(path)
+    # the same leaf turned by 35 degrees and moved, and scanned at twice the resolution
+    image.rotate(35, translate=(30, -20), resample=Image.BILINEAR).save(tmp_path / "turned.png")
+    image.resize((800, 800), Image.BILINEAR).save(tmp_path / "larger.png")
+    turned = group(str(tmp_path / "turned.png"), "rings")
+    larger = group(str(tmp_path / "larger.png"), "rings")
+    assert np.abs(turned - leaf).max() < 0.01 and np.abs(larger - leaf).max() < 0.01
+    # harmonics 1..7 of a round leaf are ~0; the lobed one repeats its pattern round a ring
+    # twice (the squash) and three times (the lobes)
+    round_leaf = np.zeros((400, 400, 3), np.uint8)
+    cv2.circle(round_leaf, (200, 200), 100, (255, 255, 255), -1)
+    Image.fromarray(round_leaf).save(tmp_path / "round.png")
+    disc = group(str(tmp_path / "round.png"), "rings").reshape(RINGS, -1)
+    lobed = leaf.reshape(RINGS, -1)
+    assert disc[:, 1:].max() < 0.01
+    assert lobed[:, 2].max() > 0.1 and lobed[:, 3].max() > 0.1
+
+
+def test_rings_of_a_round_leaf_are_full_inside_and_empty_outside(tmp_path):
+    pixels = np.zeros((400, 400, 3), np.uint8)
+    cv2.circle(pixels, (200, 200), 100, (255, 255, 255), -1)
+    Image.fromarray(pixels).save(tmp_path / "round.png")
+    share = group(str(tmp_path / "round.png"), "rings").reshape(RINGS, -1)[:, 0]
+    # ring i spans radii i / RINGS to (i + 1) / RINGS of RINGS_REACH x sqrt(area)
+    outer = (np.arange(RINGS) + 1) / RINGS * RINGS_REACH * math.sqrt(math.pi) * 100
+    inner = outer - RINGS_REACH * math.sqrt(math.pi) * 100 / RINGS
+    assert share[outer < 95] == pytest.approx(1, abs=0.01)
+    assert share[inner > 105] == pytest.approx(0, abs=0.01)
+
+
 def test_a_thread_thin_object_keeps_the_disc_canvas_small(tmp_path, monkeypatch):
     """A one-pixel diagonal line across a large image has almost no area; resizing it to 128 px
     of square-rooted area would make a canvas of about 200,000 px a side."""
@@ -171,12 +223,13 @@ def test_feature_groups_choose_the_columns(tmp_path):
 
 def test_a_blank_image_has_no_object_and_finite_features(tmp_path):
     path = save_rectangle(tmp_path / "blank.png", (30, 50), (0, 0, 0, 0), 0, 128)
-    features = image_features(path, ["size", "shape", "outline", "disc"])
+    groups = ["size", "shape", "outline", "turn_pairs", "disc", "rings"]
+    features = image_features(path, groups)
     assert features["object_share"] == 0 and features["log_outline"] == 0
     assert features["solidity"] == 0 and features["polygon_vertices"] == 0
     drawn = image_features(
         save_rectangle(tmp_path / "leaf.png", (30, 50), (5, 5, 9, 9), 0, 128),
-        ["shape", "outline", "disc"],
+        groups[1:],
     )
     assert list(drawn) == list(features)[3:]  # the same columns with or without an object
     assert all(math.isfinite(value) for value in features.values())
@@ -260,7 +313,10 @@ def test_the_summary_line_names_each_folds_classifier():
     [
         ({"features": ["size", "texture"]}, "meta.features.1 = 'texture'"),
         ({"features": []}, "meta.features = []: must be a non-empty list"),
-        ({"features": ["size", "size"]}, "distinct groups: size, shape, outline, disc, colour"),
+        (
+            {"features": ["size", "size"]},
+            "distinct groups: size, shape, outline, turn_pairs, disc, rings, colour",
+        ),
         ({"C": 0}, "meta.C = 0: Input should be greater than 0"),
         ({"classifier": "svm"}, "meta.classifier = 'svm'"),
         ({"enable": True}, "meta.enable: unknown key"),
@@ -317,8 +373,10 @@ def test_on_stage_writes_cells_like_train_and_joins_the_ensemble(run_copy, capsy
     table = pd.read_csv(paths.META_DIR / paths.FEATURES_NAME)
     assert (table["split"] == "train").sum() == len(folds) and len(table) == len(folds) + len(test)
     assert read_json(META_METRICS) == metrics and set(metrics["folds"]) == {"0", "1"}
-    columns = len(metrics["features"])  # size 3, shape 9, outline 84, disc 56 when shipped
-    assert columns == 3 + 9 + len(OUTLINE_FEATURES) + len(DISC_FEATURES)
+    columns = len(metrics["features"])  # the shipped groups: size 3, shape 9, outline 84, ...
+    assert columns == 3 + 9 + sum(
+        map(len, (OUTLINE_FEATURES, TURN_PAIR_FEATURES, DISC_FEATURES, RINGS_FEATURES))
+    )
     assert set(metrics["classifiers"]) == {"0", "1"}
     assert set(metrics["classifiers"].values()) <= {"logistic", "lda"}
     assert f" on {columns} features, OOF accuracy" in capsys.readouterr().out

@@ -163,10 +163,12 @@ class PseudoParams(Strict):
 META_MODEL = "meta"  # stage meta's member of the ensemble: models/meta/fold<k>/
 
 
-MetaFeature = Literal["size", "shape", "outline", "disc", "colour"]
+MetaFeature = Literal["size", "shape", "outline", "turn_pairs", "disc", "rings", "colour"]
 
 
-MetaFeatures = Annotated[list[MetaFeature], distinct("groups: size, shape, outline, disc, colour")]
+MetaFeatures = Annotated[
+    list[MetaFeature], distinct("groups: size, shape, outline, turn_pairs, disc, rings, colour")
+]
 
 
 class MetaParams(Strict):

@@ -1,5 +1,6 @@
-"""Image statistics for stage meta: size, object shape and contour descriptors, outline
-curvature, the share of discs along the outline inside the leaf, colour."""
+"""Image statistics for stage meta, one row per image: size, object shape and contour
+descriptors, outline curvature and its pairs across scales, colour; and the groups measured on
+the leaf's area (discs and rings: pipeline.ensemble.region_features)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.images import load_image
+from pipeline.ensemble.contours import (
+    largest_contour,
+    object_mask,
+    resample_contour,
+    turning_angles,
+)
+from pipeline.ensemble.region_features import disc_features, ring_features
 from pipeline.io.console import progress
 
-# An object pixel differs from the background by more than this share of the grey range.
-OBJECT_CONTRAST = 0.25
 CONTOUR_FEATURES = (
     "solidity",
     "log_hull_perimeter_ratio",
@@ -34,24 +40,16 @@ OUTLINE_FEATURES = tuple(
     for scale in OUTLINE_SCALES
     for name in [f"bin{b}" for b in range(OUTLINE_BINS)] + ["std", "mean_abs"]
 )
-
-# The disc group (the integral area invariant): the object mask is resized so that the square
-# root of the leaf's area is DISC_SCALE_PX pixels, whatever the scan's resolution; at each radius
-# (a share of that length: a tooth up to a lobe) the share of a disc centred on each of
-# DISC_POINTS outline points that lies inside the object: about 1/2 on a straight margin, less on
-# a tip or tooth, more in a notch. Unlike a turning angle it hardly depends on how finely the
-# outline was traced.
-DISC_RADII = (0.05, 0.1, 0.2, 0.4)
-DISC_SCALE_PX = 128
-# A thread-thin object (a failed mask) has almost no area: its resized long side is capped here
-# (8 x DISC_SCALE_PX: no leaf is that elongated) so that it cannot take gigabytes.
-DISC_MAX_SIDE_PX = 1024
-DISC_POINTS = 256
-DISC_BINS = 12
-DISC_FEATURES = tuple(
-    f"disc{round(100 * radius)}_{name}"
-    for radius in DISC_RADII
-    for name in [f"bin{b}" for b in range(DISC_BINS)] + ["std", "mean"]
+# The turn_pairs group: how the turn at a fine scale goes with the turn around it at a coarser
+# one (a tooth on a lobe's tip, or on a straight margin): per (fine, coarse) pair of scales, a
+# TURN_PAIR_BINS x TURN_PAIR_BINS histogram of the two warped angles (as in `outline`).
+TURN_PAIRS = ((1, 4), (4, 16), (2, 32))
+TURN_PAIR_BINS = 6
+TURN_PAIR_FEATURES = tuple(
+    f"turns{fine}x{coarse}_bin{i}_{j}"
+    for fine, coarse in TURN_PAIRS
+    for i in range(TURN_PAIR_BINS)
+    for j in range(TURN_PAIR_BINS)
 )
 
 
@@ -61,12 +59,6 @@ def size_features(height: int, width: int) -> dict[str, float]:
         "log_height": math.log(height),
         "log_aspect": math.log(width / height),
     }
-
-
-def object_mask(grey: np.ndarray) -> np.ndarray:
-    """The pixels that differ from the border's median grey by more than OBJECT_CONTRAST."""
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    return np.abs(grey - np.median(border)) > OBJECT_CONTRAST * 255
 
 
 def shape_features(mask: np.ndarray, contour: np.ndarray | None) -> dict[str, float]:
@@ -111,33 +103,15 @@ def contour_features(contour: np.ndarray | None) -> dict[str, float]:
     }
 
 
-def largest_contour(mask: np.ndarray) -> np.ndarray | None:
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    return max(contours, key=cv2.contourArea) if contours else None
-
-
-def resample_contour(contour: np.ndarray, points: int) -> np.ndarray:
-    """(points, 2) positions equally spaced along the closed contour's length."""
-    xy = contour[:, 0, :].astype(np.float64)
-    closed = np.vstack([xy, xy[:1]])
-    along = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(closed, axis=0).T))])
-    at = np.linspace(0.0, along[-1], points, endpoint=False)
-    return np.stack([np.interp(at, along, closed[:, 0]), np.interp(at, along, closed[:, 1])], 1)
-
-
-def turning_angles(points: np.ndarray, scale: int) -> np.ndarray:
-    """Signed angle (radians) between the chords from `scale` points before and to `scale` after."""
-    ahead = np.roll(points, -scale, axis=0) - points
-    behind = points - np.roll(points, scale, axis=0)
-    cross = behind[:, 0] * ahead[:, 1] - behind[:, 1] * ahead[:, 0]
-    return np.arctan2(cross, (behind * ahead).sum(axis=1))
+def warped(angles: np.ndarray) -> np.ndarray:
+    """sign(a) * sqrt(|a| / pi), in [-1, 1]: spreads the many small angles of a smooth margin."""
+    return np.sign(angles) * np.sqrt(np.abs(angles) / math.pi)
 
 
 def outline_features(contour: np.ndarray | None) -> dict[str, float]:
     """Histograms of the outline's curvature at six scales, free of position, size and turn.
 
-    Per scale: the share of points in each of OUTLINE_BINS bins of sign(a) * sqrt(|a| / pi),
-    the square root spreading the many small angles of a smooth margin over more bins, and the
+    Per scale: the share of points in each of OUTLINE_BINS bins of the `warped` angle, and the
     angles' standard deviation and mean magnitude. Zeros without an object.
     """
     if contour is None or len(contour) < 3:
@@ -146,57 +120,28 @@ def outline_features(contour: np.ndarray | None) -> dict[str, float]:
     values = []
     for scale in OUTLINE_SCALES:
         angles = turning_angles(points, scale)
-        warped = np.sign(angles) * np.sqrt(np.abs(angles) / math.pi)
-        counts, _ = np.histogram(warped, bins=OUTLINE_BINS, range=(-1.0, 1.0))
+        counts, _ = np.histogram(warped(angles), bins=OUTLINE_BINS, range=(-1.0, 1.0))
         values += [*(counts / len(angles)), angles.std(), np.abs(angles).mean()]
     return dict(zip(OUTLINE_FEATURES, map(float, values), strict=True))
 
 
-def edge_points(points: np.ndarray) -> np.ndarray:
-    """A closed outline's points moved half a pixel along their outward normals."""
-    tangent = np.roll(points, -1, axis=0) - np.roll(points, 1, axis=0)
-    normal = np.stack([tangent[:, 1], -tangent[:, 0]], axis=1)
-    normal /= np.maximum(np.hypot(*normal.T), 1e-9)[:, None]
-    x, y = points.T
-    turning = np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y)  # twice the signed area
-    return points + 0.5 * np.sign(turning) * normal
-
-
-def disc_features(mask: np.ndarray, contour: np.ndarray | None) -> dict[str, float]:
-    """Per radius of DISC_RADII: the histogram of the share of a disc around each outline point
-    that lies inside the object, and the shares' standard deviation and mean. Each bin holds the
-    square root of its share of the points (a Hellinger map: linear models separate histograms
-    better so). Free of position, resolution and turn; zeros without an object."""
+def turn_pair_features(contour: np.ndarray | None) -> dict[str, float]:
+    """Per pair of TURN_PAIRS: the joint histogram of the warped turning angles at the two
+    scales, each bin the square root of its share of the OUTLINE_POINTS points (a Hellinger
+    map, as in the disc group). Free of position, size and turn; zeros without an object."""
     if contour is None or len(contour) < 3:
-        return dict.fromkeys(DISC_FEATURES, 0.0)
-    x, y, width, height = cv2.boundingRect(contour)
-    scale = min(
-        DISC_SCALE_PX / math.sqrt(max(cv2.contourArea(contour), 1.0)),
-        DISC_MAX_SIDE_PX / max(width, height),
-    )
-    margin = math.ceil(max(DISC_RADII) * DISC_SCALE_PX) + 2
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    crop = mask[y : y + height, x : x + width].astype(np.float32)
-    inside_leaf = cv2.copyMakeBorder(
-        cv2.resize(crop, size, interpolation=cv2.INTER_AREA),
-        *(margin,) * 4,
-        cv2.BORDER_CONSTANT,
-        value=0,
-    )
-    # The contour runs through the centres of the object's border pixels, half a pixel inside
-    # its edge: move each point out by that, so the shares do not depend on the resolution.
-    along = edge_points(resample_contour(contour, DISC_POINTS)) - [x, y]
-    # cv2.resize maps pixel centres: a source pixel x lands at (x + 0.5) * scale - 0.5
-    points = ((along + 0.5) * scale - 0.5 + margin).astype(np.float32)
+        return dict.fromkeys(TURN_PAIR_FEATURES, 0.0)
+    points = resample_contour(contour, OUTLINE_POINTS)
     values = []
-    for radius in DISC_RADII:
-        side = 2 * round(radius * DISC_SCALE_PX) + 1
-        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)).astype(np.float32)
-        inside = cv2.filter2D(inside_leaf, -1, disc / disc.sum(), borderType=cv2.BORDER_CONSTANT)
-        shares = cv2.remap(inside, points[:, :1], points[:, 1:], cv2.INTER_LINEAR)[:, 0]
-        counts, _ = np.histogram(shares, bins=DISC_BINS, range=(0.0, 1.0))
-        values += [*np.sqrt(counts / len(shares)), shares.std(), shares.mean()]
-    return dict(zip(DISC_FEATURES, map(float, values), strict=True))
+    for fine, coarse in TURN_PAIRS:
+        counts, _, _ = np.histogram2d(
+            warped(turning_angles(points, fine)),
+            warped(turning_angles(points, coarse)),
+            bins=TURN_PAIR_BINS,
+            range=[[-1.0, 1.0], [-1.0, 1.0]],
+        )
+        values += list(np.sqrt(counts.ravel() / len(points)))
+    return dict(zip(TURN_PAIR_FEATURES, map(float, values), strict=True))
 
 
 def colour_features(rgb: np.ndarray) -> dict[str, float]:
@@ -214,15 +159,19 @@ def image_features(path: str, groups: list[str]) -> dict[str, float]:
     features = {}
     if "size" in groups:
         features |= size_features(*rgb.shape[:2])
-    if {"shape", "outline", "disc"} & set(groups):
+    if {"shape", "outline", "turn_pairs", "disc", "rings"} & set(groups):
         mask = object_mask(rgb.mean(axis=2))
         contour = largest_contour(mask)
     if "shape" in groups:
         features |= shape_features(mask, contour)
     if "outline" in groups:
         features |= outline_features(contour)
+    if "turn_pairs" in groups:
+        features |= turn_pair_features(contour)
     if "disc" in groups:
         features |= disc_features(mask, contour)
+    if "rings" in groups:
+        features |= ring_features(mask, contour)
     if "colour" in groups:
         features |= colour_features(rgb)
     return features

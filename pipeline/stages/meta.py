@@ -1,4 +1,4 @@
-"""Stage `meta`: a linear classifier on each image's size, outline and colour statistics.
+"""Stage `meta`: a linear classifier on each image's size, outline and area statistics.
 
     python -m pipeline.stages.meta
 
@@ -23,11 +23,16 @@ Feature groups (`meta.features`), on the decoded file at full resolution:
   1/16 of its length) a histogram of the turning angle between neighbouring chords, with the
   angles' spread and mean magnitude (`outline_features`): margin teeth, lobes and tips, free of
   the leaf's position, size and turn;
+- turn_pairs: per pair of those scales (fine, coarse), a joint histogram of the two turning
+  angles at each point (`turn_pair_features`): a tooth on a tip, or on a straight margin;
 - disc: the object mask resized so that the square root of the leaf's area is 128 px; at four
   radii (5 % to 40 % of that length) a histogram of the share of a disc centred on each of 256
   outline points that lies inside the leaf, with the shares' spread and mean (`disc_features`,
   the integral area invariant): teeth, tips and notches, free of the scan's resolution and of
   how finely the outline is traced;
+- rings: ten rings round the object's centre of area, out to twice the square root of its area;
+  per ring, the magnitudes of the first eight angular harmonics of how the object fills it
+  (`ring_features`): its global form, free of position, resolution and turn;
 - colour: mean and standard deviation of each RGB channel over the whole image.
 Features are standardised on each fold's training rows. `meta.classifier`: logistic (a
 multinomial logistic regression, `meta.C` its inverse L2 strength), lda (linear discriminant

@@ -1,0 +1,47 @@
+"""The leaf in an image: its object mask, its largest outer contour, and points along it."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# An object pixel differs from the background by more than this share of the grey range.
+OBJECT_CONTRAST = 0.25
+
+
+def object_mask(grey: np.ndarray) -> np.ndarray:
+    """The pixels that differ from the border's median grey by more than OBJECT_CONTRAST."""
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    return np.abs(grey - np.median(border)) > OBJECT_CONTRAST * 255
+
+
+def largest_contour(mask: np.ndarray) -> np.ndarray | None:
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    return max(contours, key=cv2.contourArea) if contours else None
+
+
+def resample_contour(contour: np.ndarray, points: int) -> np.ndarray:
+    """(points, 2) positions equally spaced along the closed contour's length."""
+    xy = contour[:, 0, :].astype(np.float64)
+    closed = np.vstack([xy, xy[:1]])
+    along = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(closed, axis=0).T))])
+    at = np.linspace(0.0, along[-1], points, endpoint=False)
+    return np.stack([np.interp(at, along, closed[:, 0]), np.interp(at, along, closed[:, 1])], 1)
+
+
+def turning_angles(points: np.ndarray, scale: int) -> np.ndarray:
+    """Signed angle (radians) between the chords from `scale` points before and to `scale` after."""
+    ahead = np.roll(points, -scale, axis=0) - points
+    behind = points - np.roll(points, scale, axis=0)
+    cross = behind[:, 0] * ahead[:, 1] - behind[:, 1] * ahead[:, 0]
+    return np.arctan2(cross, (behind * ahead).sum(axis=1))
+
+
+def edge_points(points: np.ndarray) -> np.ndarray:
+    """A closed outline's points moved half a pixel along their outward normals."""
+    tangent = np.roll(points, -1, axis=0) - np.roll(points, 1, axis=0)
+    normal = np.stack([tangent[:, 1], -tangent[:, 0]], axis=1)
+    normal /= np.maximum(np.hypot(*normal.T), 1e-9)[:, None]
+    x, y = points.T
+    turning = np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y)  # twice the signed area
+    return points + 0.5 * np.sign(turning) * normal
