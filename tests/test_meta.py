@@ -287,6 +287,22 @@ def test_auto_picks_the_classifier_that_cross_validates_better_inside_the_traini
     assert meta_model.choose_classifier(x, y, C=10.0) == "logistic"
 
 
+def test_auto_chooses_on_a_stratified_sample_of_a_large_fold(monkeypatch):
+    x, y = shared_noise_classes(np.random.default_rng(0))  # 48 rows, 8 classes x 6
+    monkeypatch.setattr(meta_model, "INNER_MAX_ROWS", 24)
+    seen = []
+    fit = meta_model.fitted
+
+    def recording_fit(pipeline, rows_x, rows_y):
+        seen.append(np.bincount(rows_y, minlength=8))
+        return fit(pipeline, rows_x, rows_y)
+
+    monkeypatch.setattr(meta_model, "fitted", recording_fit)
+    assert meta_model.choose_classifier(x, y, C=10.0) in meta_model.CLASSIFIERS
+    # 3 inner splits x 2 classifiers, each fitted on 2/3 of the 24 sampled rows: 2 a class
+    assert len(seen) == 6 and all((counts == 2).all() for counts in seen)
+
+
 @pytest.mark.parametrize("classifier", ["logistic", "lda"])
 def test_a_fixed_classifier_is_fitted_on_every_fold(classifier):
     x, y = shared_noise_classes(np.random.default_rng(1))
