@@ -60,7 +60,15 @@ def start_training(
             stderr=stderr,
             text=True,
             start_new_session=True,
+            preexec_fn=ctrl_c_as_in_a_terminal,
         )
+
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT's default action in the child, as in a terminal. A suite started as a background
+    job of a shell without job control (`cmd &` in a script) inherits SIGINT ignored, and Python
+    then never raises KeyboardInterrupt: the Ctrl-C tests would test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def finish(process: subprocess.Popen, workdir: Path) -> str:
