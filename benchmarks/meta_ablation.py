@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config.schema import MetaParams  # noqa: E402
-from pipeline.ensemble.features import feature_table  # noqa: E402
+from pipeline.ensemble.features import feature_table, image_features  # noqa: E402
 from pipeline.ensemble.meta_model import fit_fold  # noqa: E402
 
 LAST_ROUND = ["size", "shape", "outline", "disc"]
@@ -39,15 +39,14 @@ VARIANTS = {
 }
 
 
-def labelled_features(root: Path) -> tuple[dict[str, pd.DataFrame], np.ndarray]:
-    """Group -> its features of train.csv's images (each group measured on its own, so its
-    columns are known), and the labels as class indices."""
+def labelled_features(root: Path) -> tuple[pd.DataFrame, dict[str, list[str]], np.ndarray]:
+    """Every group's features of train.csv's images (each image decoded once), each group's
+    columns (read off the first image), and the labels as class indices."""
     table = pd.read_csv(root / "train.csv")
     paths = table["image"].map(lambda image: str(root / image))
     groups = sorted({group for groups in VARIANTS.values() for group in groups})
-    return {group: feature_table(paths, [group]) for group in groups}, pd.factorize(table["label"])[
-        0
-    ]
+    columns = {group: list(image_features(paths.iloc[0], [group])) for group in groups}
+    return feature_table(paths, groups), columns, pd.factorize(table["label"])[0]
 
 
 def cv_accuracy(x: pd.DataFrame, y: np.ndarray, classifier: str, seed: int) -> tuple[float, list]:
@@ -66,10 +65,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--classifiers", nargs="+", default=["lda", "logistic", "auto"])
     args = parser.parse_args()
-    features, y = labelled_features(args.root)
+    features, columns, y = labelled_features(args.root)
     results = {}
     for variant, groups in VARIANTS.items():
-        x = pd.concat([features[group] for group in groups], axis=1)
+        x = features[[column for group in groups for column in columns[group]]]
         for classifier in args.classifiers:
             start = time.time()
             runs = [cv_accuracy(x, y, classifier, seed) for seed in args.seeds]

@@ -89,16 +89,25 @@ def save_leaf(path: Path, size: int, angle: float, teeth: int = 0) -> str:
     return str(path)
 
 
-def outline(path: str) -> np.ndarray:
-    return np.array(list(image_features(path, ["outline"]).values()))
+def group(path: str, name: str) -> np.ndarray:
+    """The values of feature group `name` of the image at `path`, in column order."""
+    return np.array(list(image_features(path, [name]).values()))
+
+
+def save_circle(path: Path, size: int, radius: int) -> str:
+    """A white disc of `radius` px centred in a black `size` px square: a round leaf."""
+    pixels = np.zeros((size, size), np.uint8)
+    cv2.circle(pixels, (size // 2, size // 2), radius, 255, -1)
+    Image.fromarray(pixels).save(path)
+    return str(path)
 
 
 def test_outline_features_ignore_position_size_and_turn_but_see_the_margin(tmp_path):
-    leaf = outline(save_leaf(tmp_path / "leaf.png", 400, 0))
+    leaf = group(save_leaf(tmp_path / "leaf.png", 400, 0), "outline")
     assert len(leaf) == len(OUTLINE_FEATURES) and np.isfinite(leaf).all()
-    turned = outline(save_leaf(tmp_path / "turned.png", 400, 90))
-    larger = outline(save_leaf(tmp_path / "larger.png", 800, 35))
-    toothed = outline(save_leaf(tmp_path / "toothed.png", 400, 0, teeth=40))
+    turned = group(save_leaf(tmp_path / "turned.png", 400, 90), "outline")
+    larger = group(save_leaf(tmp_path / "larger.png", 800, 35), "outline")
+    toothed = group(save_leaf(tmp_path / "toothed.png", 400, 0, teeth=40), "outline")
     # The same leaf turned, or scanned twice as large: the histograms (6 scales, each summing
     # to 1) move by little (pixel steps); teeth on the margin move them several times as far.
     change = {
@@ -132,11 +141,7 @@ def test_disc_features_ignore_position_resolution_and_turn_but_see_the_margin(tm
 
 
 def test_disc_shares_of_a_circle_are_even_and_near_a_half(tmp_path):
-    path = tmp_path / "circle.png"
-    pixels = np.zeros((300, 300), np.uint8)
-    cv2.circle(pixels, (150, 150), 120, 255, -1)
-    Image.fromarray(pixels).save(path)
-    features = image_features(str(path), ["disc"])
+    features = image_features(save_circle(tmp_path / "circle.png", 300, 120), ["disc"])
     for radius in ("5", "10", "20", "40"):
         # on a convex outline a little less than half of a disc is inside (up to pixel steps)
         assert 0.4 < features[f"disc{radius}_mean"] < 0.52
@@ -144,10 +149,6 @@ def test_disc_shares_of_a_circle_are_even_and_near_a_half(tmp_path):
     bins = [features[f"disc5_bin{b}"] ** 2 for b in range(12)]  # bins hold sqrt(share)
     assert sum(bins) == pytest.approx(1.0)
     assert bins[5] + bins[6] > 0.95  # the two bins either side of 1/2
-
-
-def group(path: str, name: str) -> np.ndarray:
-    return np.array(list(image_features(path, [name]).values()))
 
 
 def test_turn_pairs_ignore_position_size_and_turn_but_see_the_margin(tmp_path):
@@ -175,20 +176,14 @@ def test_rings_ignore_position_size_and_turn_but_see_the_lobes(tmp_path):
     assert np.abs(turned - leaf).max() < 0.01 and np.abs(larger - leaf).max() < 0.01
     # harmonics 1..7 of a round leaf are ~0; the lobed one repeats its pattern round a ring
     # twice (the squash) and three times (the lobes)
-    round_leaf = np.zeros((400, 400, 3), np.uint8)
-    cv2.circle(round_leaf, (200, 200), 100, (255, 255, 255), -1)
-    Image.fromarray(round_leaf).save(tmp_path / "round.png")
-    disc = group(str(tmp_path / "round.png"), "rings").reshape(RINGS, -1)
+    disc = group(save_circle(tmp_path / "round.png", 400, 100), "rings").reshape(RINGS, -1)
     lobed = leaf.reshape(RINGS, -1)
     assert disc[:, 1:].max() < 0.01
     assert lobed[:, 2].max() > 0.1 and lobed[:, 3].max() > 0.1
 
 
 def test_rings_of_a_round_leaf_are_full_inside_and_empty_outside(tmp_path):
-    pixels = np.zeros((400, 400, 3), np.uint8)
-    cv2.circle(pixels, (200, 200), 100, (255, 255, 255), -1)
-    Image.fromarray(pixels).save(tmp_path / "round.png")
-    share = group(str(tmp_path / "round.png"), "rings").reshape(RINGS, -1)[:, 0]
+    share = group(save_circle(tmp_path / "round.png", 400, 100), "rings").reshape(RINGS, -1)[:, 0]
     # ring i spans radii i / RINGS to (i + 1) / RINGS of RINGS_REACH x sqrt(area)
     outer = (np.arange(RINGS) + 1) / RINGS * RINGS_REACH * math.sqrt(math.pi) * 100
     inner = outer - RINGS_REACH * math.sqrt(math.pi) * 100 / RINGS

@@ -94,18 +94,23 @@ def fitted(pipeline: Pipeline, x: np.ndarray, y: np.ndarray) -> Pipeline:
         return pipeline.fit(x, y)
 
 
+def smallest_class_size(y: np.ndarray) -> int:
+    """The row count of the rarest class present in `y`."""
+    return int(np.bincount(y)[np.unique(y)].min())
+
+
 def choose_classifier(x: np.ndarray, y: np.ndarray, C: float) -> str:
     """`meta.classifier: auto`: whichever of logistic and lda classifies more of these rows right
     in an inner cross-validation on them alone (so a fold's OOF rows never take part; logistic
     on a tie, or when a class has a single row). The logistic fits of the comparison stop at
     INNER_MAX_ITER iterations, a tenth of the final fit's; past INNER_MAX_ROWS rows the
     comparison runs on a stratified sample of that many."""
-    if len(y) > INNER_MAX_ROWS and np.bincount(y)[np.unique(y)].min() >= 2:
+    if len(y) > INNER_MAX_ROWS and smallest_class_size(y) >= 2:
         rows, _ = train_test_split(
             np.arange(len(y)), train_size=INNER_MAX_ROWS, stratify=y, random_state=0
         )
         x, y = x[rows], y[rows]
-    splits = min(INNER_SPLITS, int(np.bincount(y)[np.unique(y)].min()))
+    splits = min(INNER_SPLITS, smallest_class_size(y))
     if splits < 2:
         return "logistic"
     hits = dict.fromkeys(CLASSIFIERS, 0)
