@@ -35,7 +35,8 @@ VARIANTS = {
     "size, shape, outline, disc": LAST_ROUND,
     "+ turn_pairs": [*LAST_ROUND, "turn_pairs"],
     "+ rings": [*LAST_ROUND, "rings"],
-    "+ turn_pairs + rings (the default)": [*LAST_ROUND, "turn_pairs", "rings"],
+    "+ turn_pairs + rings": [*LAST_ROUND, "turn_pairs", "rings"],
+    "+ turn_pairs + rings + blade (the default)": [*LAST_ROUND, "turn_pairs", "rings", "blade"],
 }
 
 

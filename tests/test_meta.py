@@ -23,6 +23,7 @@ from pipeline.config.paths import (
 )
 from pipeline.config.schema import MetaParams
 from pipeline.ensemble import meta_model
+from pipeline.ensemble.blade_features import BLADE_FEATURES, BLADE_MAX_SIDE_PX
 from pipeline.ensemble.features import OUTLINE_FEATURES, TURN_PAIR_FEATURES, image_features
 from pipeline.ensemble.region_features import (
     DISC_FEATURES,
@@ -44,9 +45,13 @@ def save_rectangle(path: Path, size: tuple[int, int], box: tuple[int, int, int, 
     return str(path)
 
 
-@pytest.mark.parametrize(("fg", "bg"), [(255, 0), (0, 255), ((40, 160, 40), (250, 250, 245))])
+@pytest.mark.parametrize(
+    ("fg", "bg"),
+    [(255, 0), (0, 255), ((40, 160, 40), (250, 250, 245)), ((60, 140, 50), (150, 80, 20))],
+)
 def test_features_measure_size_area_and_outline_in_original_pixels(tmp_path, fg, bg):
-    # A 30 x 20 object in a 200 x 100 image, on a dark or a light background.
+    # A 30 x 20 object in a 200 x 100 image, on a dark or a light background, or green on brown
+    # wood of the same grey level (found by its colour).
     path = save_rectangle(tmp_path / "leaf.png", (200, 100), (50, 40, 80, 60), fg, bg)
     features = image_features(path, ["size", "shape"])
     assert features["log_width"] == pytest.approx(math.log(200))
@@ -191,7 +196,10 @@ def test_rings_of_a_round_leaf_are_full_inside_and_empty_outside(tmp_path):
     assert share[inner > 105] == pytest.approx(0, abs=0.01)
 
 
-def test_a_thread_thin_object_keeps_the_disc_canvas_small(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("group", "max_side"), [("disc", DISC_MAX_SIDE_PX), ("blade", BLADE_MAX_SIDE_PX)]
+)
+def test_a_thread_thin_object_keeps_the_canvas_small(tmp_path, monkeypatch, group, max_side):
     """A one-pixel diagonal line across a large image has almost no area; resizing it to 128 px
     of square-rooted area would make a canvas of about 200,000 px a side."""
     pixels = np.zeros((1600, 1600), np.uint8)
@@ -200,11 +208,11 @@ def test_a_thread_thin_object_keeps_the_disc_canvas_small(tmp_path, monkeypatch)
     resize = cv2.resize
 
     def bounded_resize(image, size, **kwargs):
-        assert max(size) <= DISC_MAX_SIDE_PX, f"disc canvas of {size} px"
+        assert max(size) <= max_side, f"{group} canvas of {size} px"
         return resize(image, size, **kwargs)
 
     monkeypatch.setattr(cv2, "resize", bounded_resize)
-    features = image_features(str(tmp_path / "line.png"), ["disc"])
+    features = image_features(str(tmp_path / "line.png"), [group])
     assert np.isfinite(list(features.values())).all()
 
 
@@ -218,7 +226,7 @@ def test_feature_groups_choose_the_columns(tmp_path):
 
 def test_a_blank_image_has_no_object_and_finite_features(tmp_path):
     path = save_rectangle(tmp_path / "blank.png", (30, 50), (0, 0, 0, 0), 0, 128)
-    groups = ["size", "shape", "outline", "turn_pairs", "disc", "rings"]
+    groups = ["size", "shape", "outline", "turn_pairs", "disc", "rings", "blade"]
     features = image_features(path, groups)
     assert features["object_share"] == 0 and features["log_outline"] == 0
     assert features["solidity"] == 0 and features["polygon_vertices"] == 0
@@ -326,7 +334,7 @@ def test_the_summary_line_names_each_folds_classifier():
         ({"features": []}, "meta.features = []: must be a non-empty list"),
         (
             {"features": ["size", "size"]},
-            "distinct groups: size, shape, outline, turn_pairs, disc, rings, colour",
+            "distinct groups: size, shape, outline, turn_pairs, disc, rings, blade, colour",
         ),
         ({"C": 0}, "meta.C = 0: Input should be greater than 0"),
         ({"classifier": "svm"}, "meta.classifier = 'svm'"),
@@ -386,7 +394,10 @@ def test_on_stage_writes_cells_like_train_and_joins_the_ensemble(run_copy, capsy
     assert read_json(META_METRICS) == metrics and set(metrics["folds"]) == {"0", "1"}
     columns = len(metrics["features"])  # the shipped groups: size 3, shape 9, outline 84, ...
     assert columns == 3 + 9 + sum(
-        map(len, (OUTLINE_FEATURES, TURN_PAIR_FEATURES, DISC_FEATURES, RINGS_FEATURES))
+        map(
+            len,
+            (OUTLINE_FEATURES, TURN_PAIR_FEATURES, DISC_FEATURES, RINGS_FEATURES, BLADE_FEATURES),
+        )
     )
     assert set(metrics["classifiers"]) == {"0", "1"}
     assert set(metrics["classifiers"].values()) <= {"logistic", "lda"}

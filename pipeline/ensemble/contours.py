@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
-# An object pixel differs from the background by more than this share of the grey range.
+# An object pixel differs from the background by more than this share of the range in some
+# channel: a green leaf on brown wood of the same grey is found, and on grey images the channels
+# are equal, so it is the grey level's difference.
 OBJECT_CONTRAST = 0.25
 
 
-def object_mask(grey: np.ndarray) -> np.ndarray:
-    """The pixels that differ from the border's median grey by more than OBJECT_CONTRAST."""
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    return np.abs(grey - np.median(border)) > OBJECT_CONTRAST * 255
+def object_mask(rgb: np.ndarray) -> np.ndarray:
+    """The pixels of an (H, W, 3) uint8 image that differ from the median colour of its border
+    by more than OBJECT_CONTRAST in some channel."""
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    background = np.median(border, axis=0)
+    mask = np.zeros(rgb.shape[:2], bool)
+    for channel, level in enumerate(background):
+        mask |= np.abs(rgb[..., channel].astype(np.float32) - level) > OBJECT_CONTRAST * 255
+    return mask
 
 
 def largest_contour(mask: np.ndarray) -> np.ndarray | None:
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     return max(contours, key=cv2.contourArea) if contours else None
+
+
+def leaf_scale(contour: np.ndarray, unit_px: int, max_side_px: int) -> float:
+    """The resize factor that makes the square root of the contour's area `unit_px` pixels (so
+    the scan's resolution drops out), capped so that its long side stays within `max_side_px`
+    (a thread-thin failed mask has almost no area)."""
+    _, _, width, height = cv2.boundingRect(contour)
+    unit = math.sqrt(max(cv2.contourArea(contour), 1.0))
+    return min(unit_px / unit, max_side_px / max(width, height))
 
 
 def resample_contour(contour: np.ndarray, points: int) -> np.ndarray:

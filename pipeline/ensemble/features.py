@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.images import load_image
+from pipeline.ensemble.blade_features import blade_features
 from pipeline.ensemble.contours import (
     largest_contour,
     object_mask,
@@ -159,8 +160,8 @@ def image_features(path: str, groups: list[str]) -> dict[str, float]:
     features = {}
     if "size" in groups:
         features |= size_features(*rgb.shape[:2])
-    if {"shape", "outline", "turn_pairs", "disc", "rings"} & set(groups):
-        mask = object_mask(rgb.mean(axis=2))
+    if {"shape", "outline", "turn_pairs", "disc", "rings", "blade"} & set(groups):
+        mask = object_mask(rgb)
         contour = largest_contour(mask)
     if "shape" in groups:
         features |= shape_features(mask, contour)
@@ -172,6 +173,8 @@ def image_features(path: str, groups: list[str]) -> dict[str, float]:
         features |= disc_features(mask, contour)
     if "rings" in groups:
         features |= ring_features(mask, contour)
+    if "blade" in groups:
+        features |= blade_features(rgb, mask, contour)
     if "colour" in groups:
         features |= colour_features(rgb)
     return features

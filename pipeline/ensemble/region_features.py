@@ -8,7 +8,7 @@ import math
 import cv2
 import numpy as np
 
-from pipeline.ensemble.contours import edge_points, resample_contour
+from pipeline.ensemble.contours import edge_points, leaf_scale, resample_contour
 
 # The disc group (the integral area invariant): the object mask is resized so that the square
 # root of the leaf's area is DISC_SCALE_PX pixels, whatever the scan's resolution; at each radius
@@ -49,10 +49,7 @@ def disc_features(mask: np.ndarray, contour: np.ndarray | None) -> dict[str, flo
     if contour is None or len(contour) < 3:
         return dict.fromkeys(DISC_FEATURES, 0.0)
     x, y, width, height = cv2.boundingRect(contour)
-    scale = min(
-        DISC_SCALE_PX / math.sqrt(max(cv2.contourArea(contour), 1.0)),
-        DISC_MAX_SIDE_PX / max(width, height),
-    )
+    scale = leaf_scale(contour, DISC_SCALE_PX, DISC_MAX_SIDE_PX)
     margin = math.ceil(max(DISC_RADII) * DISC_SCALE_PX) + 2
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     crop = mask[y : y + height, x : x + width].astype(np.float32)

@@ -1,4 +1,4 @@
-"""Stage `meta`: a linear classifier on each image's size, outline and area statistics.
+"""Stage `meta`: a linear classifier on each image's size, outline, area and blade statistics.
 
     python -m pipeline.stages.meta
 
@@ -14,11 +14,11 @@ pipeline.tools.predict applies it to new images).
 
 Feature groups (`meta.features`), on the decoded file at full resolution:
 - size: log width, log height, log aspect ratio (width / height);
-- shape: the object is the pixels whose grey level differs from the median of the image's
-  border by more than a quarter of the range: log of its area, its share of the image, log of
-  its outline length (pixel edges between object and background), outline / sqrt(area), and
-  five descriptors of its largest outer contour (`contour_features`: solidity, length against
-  the convex hull's, elongation, roughness, corner count);
+- shape: the object is the pixels that differ from the median colour of the image's border by
+  more than a quarter of the range in some channel: log of its area, its share of the image,
+  log of its outline length (pixel edges between object and background), outline / sqrt(area),
+  and five descriptors of its largest outer contour (`contour_features`: solidity, length
+  against the convex hull's, elongation, roughness, corner count);
 - outline: the same object's outer contour resampled at 512 points; at six scales (1/512 to
   1/16 of its length) a histogram of the turning angle between neighbouring chords, with the
   angles' spread and mean magnitude (`outline_features`): margin teeth, lobes and tips, free of
@@ -33,6 +33,11 @@ Feature groups (`meta.features`), on the decoded file at full resolution:
 - rings: ten rings round the object's centre of area, out to twice the square root of its area;
   per ring, the magnitudes of the first eight angular harmonics of how the object fills it
   (`ring_features`): its global form, free of position, resolution and turn;
+- blade: inside the leaf, away from its outline and at the disc group's scale, the local form
+  of the grey surface at three smoothing scales (the share of flat pixels, a histogram of the
+  others' shape index: valleys such as dark veins, ridges, pits, domes, saddles; the mean
+  curvedness) and the blade's CIELAB means and deviations (`blade_features`): veins and colour,
+  free of position, resolution and turn; constant on silhouettes;
 - colour: mean and standard deviation of each RGB channel over the whole image.
 Features are standardised on each fold's training rows. `meta.classifier`: logistic (a
 multinomial logistic regression, `meta.C` its inverse L2 strength), lda (linear discriminant
