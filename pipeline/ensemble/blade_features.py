@@ -35,15 +35,16 @@ BLADE_FEATURES = (
 )
 
 
-def blade_features(rgb: np.ndarray, mask: np.ndarray, contour: np.ndarray | None) -> dict:
+def blade_features(
+    rgb: np.ndarray, mask: np.ndarray, contour: np.ndarray | None
+) -> dict[str, float]:
     """The blade group of one image (`mask` and `contour`: pipeline.ensemble.contours). Zeros
     without an object, and for a scale whose margin leaves no blade (a narrow leaf at sigma 4;
     a needle at every scale)."""
     if contour is None or len(contour) < 3:
         return dict.fromkeys(BLADE_FEATURES, 0.0)
     x, y, width, height = cv2.boundingRect(contour)
-    scale = leaf_scale(contour, BLADE_SCALE_PX, BLADE_MAX_SIDE_PX)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    scale, size = leaf_scale(contour, BLADE_SCALE_PX, BLADE_MAX_SIDE_PX)
     resizing = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     crop = np.ascontiguousarray(rgb[y : y + height, x : x + width])
     leaf = cv2.resize(crop, size, interpolation=resizing)

@@ -29,13 +29,17 @@ def largest_contour(mask: np.ndarray) -> np.ndarray | None:
     return max(contours, key=cv2.contourArea) if contours else None
 
 
-def leaf_scale(contour: np.ndarray, unit_px: int, max_side_px: int) -> float:
+def leaf_scale(
+    contour: np.ndarray, unit_px: int, max_side_px: int
+) -> tuple[float, tuple[int, int]]:
     """The resize factor that makes the square root of the contour's area `unit_px` pixels (so
     the scan's resolution drops out), capped so that its long side stays within `max_side_px`
-    (a thread-thin failed mask has almost no area)."""
+    (a thread-thin failed mask has almost no area); and the (width, height) of the contour's
+    bounding box resized by it."""
     _, _, width, height = cv2.boundingRect(contour)
     unit = math.sqrt(max(cv2.contourArea(contour), 1.0))
-    return min(unit_px / unit, max_side_px / max(width, height))
+    scale = min(unit_px / unit, max_side_px / max(width, height))
+    return scale, (max(1, round(width * scale)), max(1, round(height * scale)))
 
 
 def resample_contour(contour: np.ndarray, points: int) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Image statistics for stage meta, one row per image: size, object shape and contour
-descriptors, outline curvature and its pairs across scales, colour; and the groups measured on
-the leaf's area (discs and rings: pipeline.ensemble.region_features)."""
+descriptors, outline curvature and its pairs across scales, colour; the groups measured on the
+leaf's area (discs and rings: pipeline.ensemble.region_features); and inside its blade (veins
+and colour: pipeline.ensemble.blade_features)."""
 
 from __future__ import annotations
 

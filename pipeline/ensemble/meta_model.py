@@ -28,7 +28,9 @@ from pipeline.io.console import PipelineError
 ABSENT_CLASS_LOG_PROB = math.log(1e-6)
 CLASSIFIERS = ("logistic", "lda")
 INNER_SPLITS = 3
-INNER_MAX_ITER = 500
+# Newton steps of the logistic fit: it converges in about 15 on the proxies (lbfgs took 30-300
+# iterations and 8-30x the time for the same accuracy, BENCHMARKS.md).
+LOGISTIC_MAX_ITER = 100
 # Past this many rows `auto` chooses on a stratified sample of them: at Classify Leaves' size
 # (14,700 rows a fold, 176 classes) each inner logistic fit would take minutes on a CPU.
 INNER_MAX_ROWS = 4000
@@ -77,19 +79,20 @@ class FoldModel:
         return {"num_classes": self.num_classes, "groups": self.groups, "columns": self.columns}
 
 
-def make_classifier(name: str, C: float, max_iter: int = 5000) -> Pipeline:
+def make_classifier(name: str, C: float) -> Pipeline:
     """StandardScaler, then `name`: logistic (L2, inverse strength C) or lda (linear
     discriminant analysis with Ledoit-Wolf shrinkage of the shared covariance)."""
     if name == "lda":
         return make_pipeline(
             StandardScaler(), LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
         )
-    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    logistic = LogisticRegression(C=C, solver="newton-cg", max_iter=LOGISTIC_MAX_ITER)
+    return make_pipeline(StandardScaler(), logistic)
 
 
 def fitted(pipeline: Pipeline, x: np.ndarray, y: np.ndarray) -> Pipeline:
     with warnings.catch_warnings():
-        # lbfgs stops at max_iter on nearly separable folds; its solution is still usable.
+        # A nearly separable fold may stop at LOGISTIC_MAX_ITER; its solution is still usable.
         warnings.simplefilter("ignore", ConvergenceWarning)
         return pipeline.fit(x, y)
 
@@ -102,9 +105,8 @@ def smallest_class_size(y: np.ndarray) -> int:
 def choose_classifier(x: np.ndarray, y: np.ndarray, C: float) -> str:
     """`meta.classifier: auto`: whichever of logistic and lda classifies more of these rows right
     in an inner cross-validation on them alone (so a fold's OOF rows never take part; logistic
-    on a tie, or when a class has a single row). The logistic fits of the comparison stop at
-    INNER_MAX_ITER iterations, a tenth of the final fit's; past INNER_MAX_ROWS rows the
-    comparison runs on a stratified sample of that many."""
+    on a tie, or when a class has a single row). Past INNER_MAX_ROWS rows the comparison runs
+    on a stratified sample of that many."""
     if len(y) > INNER_MAX_ROWS and smallest_class_size(y) >= 2:
         rows, _ = train_test_split(
             np.arange(len(y)), train_size=INNER_MAX_ROWS, stratify=y, random_state=0
@@ -116,7 +118,7 @@ def choose_classifier(x: np.ndarray, y: np.ndarray, C: float) -> str:
     hits = dict.fromkeys(CLASSIFIERS, 0)
     for train, valid in StratifiedKFold(splits, shuffle=True, random_state=0).split(x, y):
         for name in CLASSIFIERS:
-            model = fitted(make_classifier(name, C, INNER_MAX_ITER), x[train], y[train])
+            model = fitted(make_classifier(name, C), x[train], y[train])
             hits[name] += int((model.predict(x[valid]) == y[valid]).sum())
     return max(CLASSIFIERS, key=lambda name: (hits[name], name == "logistic"))
 

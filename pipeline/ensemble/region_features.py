@@ -49,9 +49,8 @@ def disc_features(mask: np.ndarray, contour: np.ndarray | None) -> dict[str, flo
     if contour is None or len(contour) < 3:
         return dict.fromkeys(DISC_FEATURES, 0.0)
     x, y, width, height = cv2.boundingRect(contour)
-    scale = leaf_scale(contour, DISC_SCALE_PX, DISC_MAX_SIDE_PX)
+    scale, size = leaf_scale(contour, DISC_SCALE_PX, DISC_MAX_SIDE_PX)
     margin = math.ceil(max(DISC_RADII) * DISC_SCALE_PX) + 2
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     crop = mask[y : y + height, x : x + width].astype(np.float32)
     inside_leaf = cv2.copyMakeBorder(
         cv2.resize(crop, size, interpolation=cv2.INTER_AREA),
