@@ -6,9 +6,9 @@
 The rows of BENCHMARKS.md's stage-meta tables (issue #23). Measures every labelled image of a
 competition folder (train.csv: image, label) once with stage meta's own code
 (`feature_table`), then, per variant and classifier, fits and scores stage meta's classifier
-(`fit_fold`: standardised features, `auto` choosing inside the training rows) over 5-fold
-splits repeated with each seed. Prints a table and, last, one JSON line of the mean accuracies.
-Nothing of the project's data or outputs is touched.
+(`fit_fold`: standardised features, `auto` weighing lda and logistic inside the training rows)
+over 5-fold splits repeated with each seed. Prints a table and, last, one JSON line of the
+mean accuracies. Nothing of the project's data or outputs is touched.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -74,11 +75,12 @@ def main() -> None:
             start = time.time()
             runs = [cv_accuracy(x, y, classifier, seed) for seed in args.seeds]
             mean = float(np.mean([accuracy for accuracy, _ in runs]))
-            lda_folds = sum(chosen.count("lda") for _, chosen in runs)
+            chosen = Counter(name for _, names in runs for name in names)
             results[f"{variant} | {classifier}"] = round(mean, 4)
             print(
                 f"{variant:36s} {classifier:8s} {x.shape[1]:4d} features  {mean:.4f}  "
-                f"(LDA on {lda_folds}/{5 * len(runs)} folds, {time.time() - start:.0f} s)",
+                f"({time.time() - start:.0f} s; folds: "
+                f"{', '.join(f'{name} x{count}' for name, count in chosen.most_common())})",
                 flush=True,
             )
     print(json.dumps({"root": str(args.root), "seeds": args.seeds, "accuracy": results}))

@@ -281,13 +281,28 @@ def heavy_tailed_classes(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
     return x, y
 
 
-def test_auto_picks_the_classifier_that_cross_validates_better_inside_the_training_rows():
+def test_auto_leans_to_the_classifier_that_cross_validates_better_inside_the_training_rows():
     rng = np.random.default_rng(0)
-    assert meta_model.choose_classifier(*shared_noise_classes(rng), C=10.0) == "lda"
-    assert meta_model.choose_classifier(*heavy_tailed_classes(rng), C=10.0) == "logistic"
+    shared_noise = meta_model.choose_lda_weight(*shared_noise_classes(rng), C=10.0)
+    heavy_tails = meta_model.choose_lda_weight(*heavy_tailed_classes(rng), C=10.0)
+    # LDA takes a share where its shared covariance fits; none where far-out rows distort it
+    assert heavy_tails == 0.0 < shared_noise
     # a class with a single row cannot be cross-validated: logistic
     x, y = np.array([[0.0], [0.1], [5.0], [5.1], [9.0]]), np.array([0, 0, 1, 1, 2])
-    assert meta_model.choose_classifier(x, y, C=10.0) == "logistic"
+    assert meta_model.choose_lda_weight(x, y, C=10.0) == 0.0
+
+
+def test_a_mixed_fold_averages_the_probabilities_of_lda_and_logistic():
+    x, y = shared_noise_classes(np.random.default_rng(0))
+    mixed = meta_model.fitted(meta_model.make_classifier(0.25, C=10.0), x, y)
+    lda, logistic = (meta_model.fitted(meta_model.make_classifier(w, 10.0), x, y) for w in (1, 0))
+    expected = 0.25 * lda.predict_proba(x) + 0.75 * logistic.predict_proba(x)
+    np.testing.assert_allclose(mixed.predict_proba(x), expected, rtol=1e-6)
+    model = meta_model.FoldModel(mixed, 8, ["size"], [f"f{i}" for i in range(x.shape[1])])
+    assert model.classifier == "lda 0.25 + logistic 0.75"
+    log_probs = model.log_probs(pd.DataFrame(x, columns=model.columns))
+    floored = np.maximum(expected, meta_model.ABSENT_CLASS_PROB)
+    np.testing.assert_allclose(log_probs, np.log(floored), rtol=1e-5)
 
 
 def test_auto_chooses_on_a_stratified_sample_of_a_large_fold(monkeypatch):
@@ -301,7 +316,7 @@ def test_auto_chooses_on_a_stratified_sample_of_a_large_fold(monkeypatch):
         return fit(pipeline, rows_x, rows_y)
 
     monkeypatch.setattr(meta_model, "fitted", recording_fit)
-    assert meta_model.choose_classifier(x, y, C=10.0) in meta_model.CLASSIFIERS
+    assert meta_model.choose_lda_weight(x, y, C=10.0) in meta_model.LDA_WEIGHTS
     # 3 inner splits x 2 classifiers, each fitted on 2/3 of the 24 sampled rows: 2 a class
     assert len(seen) == 6 and all((counts == 2).all() for counts in seen)
 
@@ -400,7 +415,8 @@ def test_on_stage_writes_cells_like_train_and_joins_the_ensemble(run_copy, capsy
         )
     )
     assert set(metrics["classifiers"]) == {"0", "1"}
-    assert set(metrics["classifiers"].values()) <= {"logistic", "lda"}
+    mixes = {"lda", "logistic", *(f"lda {w:g} + logistic {1 - w:g}" for w in (0.25, 0.5, 0.75))}
+    assert set(metrics["classifiers"].values()) <= mixes
     assert f" on {columns} features, OOF accuracy" in capsys.readouterr().out
 
     set_params(run_copy, "ensemble", weights="fit")

@@ -153,7 +153,7 @@ def test_meta_saves_each_folds_regression_and_its_features(meta_run):
         classifier = {"logistic": "logisticregression", "lda": "lineardiscriminantanalysis"}
         assert [name for name, _ in model.pipeline.steps] == [
             "standardscaler",
-            classifier[model.classifier],
+            classifier.get(model.classifier, "votingclassifier"),
         ]
         saved = np.load(f"models/meta/fold{fold}/test_logits.npy")
         assert np.array_equal(model.log_probs(features), saved)

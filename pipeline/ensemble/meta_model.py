@@ -1,5 +1,7 @@
 """Stage meta's model: one linear classifier per fold on image statistics; fit and predict.
 
+The classifier is linear discriminant analysis, a logistic regression, or a weighted average of
+their probabilities (`meta.classifier: auto` weighs them per fold, `choose_lda_weight`).
 Stage `meta` fits it (`fit_models`) and saves each fold's model through pipeline.ensemble.cells
 (`write_cells`); pipeline.tools.predict reads them back (`read_meta_model`) and applies them to
 the features (pipeline.ensemble.features) of new images.
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.ensemble import VotingClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, train_test_split
@@ -24,9 +27,13 @@ from pipeline.config.schema import MetaParams
 from pipeline.ensemble.cells import read_meta_model
 from pipeline.io.console import PipelineError
 
-# The log-probability of a class a fold's training rows do not contain.
-ABSENT_CLASS_LOG_PROB = math.log(1e-6)
-CLASSIFIERS = ("logistic", "lda")
+# The probability of a class a fold's training rows do not contain (and the floor of any).
+ABSENT_CLASS_PROB = 1e-6
+ABSENT_CLASS_LOG_PROB = math.log(ABSENT_CLASS_PROB)
+# `meta.classifier`: LDA's share of the averaged probabilities (logistic has the rest); `auto`
+# cross-validates each of LDA_WEIGHTS inside the fold's training rows.
+FIXED_LDA_WEIGHT = {"lda": 1.0, "logistic": 0.0}
+LDA_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 INNER_SPLITS = 3
 # Newton steps of the logistic fit: it converges in about 15 on the proxies (lbfgs took 30-300
 # iterations and 8-30x the time for the same accuracy, BENCHMARKS.md).
@@ -41,9 +48,8 @@ class FoldModel:
     """One fold's fitted classifier and what applying it needs.
 
     Attributes:
-        pipeline: StandardScaler then the classifier (LogisticRegression or
-            LinearDiscriminantAnalysis), fitted on the fold's training rows; its `classes_` are
-            class indices (the ones those rows contain).
+        pipeline: StandardScaler then the classifier (`make_classifier`), fitted on the fold's
+            training rows; its `classes_` are class indices (the ones those rows contain).
         num_classes: the number of classes (data/prepared/classes.json) the logits cover.
         groups: `meta.features`, the feature groups it was fitted on.
         columns: the feature columns, in the order the pipeline expects them.
@@ -64,14 +70,17 @@ class FoldModel:
             )
         x = features[self.columns].to_numpy(np.float64)
         out = np.full((len(x), self.num_classes), ABSENT_CLASS_LOG_PROB, dtype=np.float32)
-        classes = self.pipeline.classes_
-        out[:, classes] = np.maximum(self.pipeline.predict_log_proba(x), ABSENT_CLASS_LOG_PROB)
+        probs = self.pipeline.predict_proba(x)
+        out[:, self.pipeline.classes_] = np.log(np.maximum(probs, ABSENT_CLASS_PROB))
         return out
 
     @property
     def classifier(self) -> str:
-        """logistic or lda: the classifier `meta.classifier` chose for this fold."""
+        """This fold's classifier: lda, logistic, or their mix, e.g. 'lda 0.75 + logistic 0.25'."""
         last = self.pipeline.steps[-1][1]
+        if isinstance(last, VotingClassifier):
+            lda, logistic = last.weights
+            return f"lda {lda:g} + logistic {logistic:g}"
         return "lda" if isinstance(last, LinearDiscriminantAnalysis) else "logistic"
 
     def spec(self) -> dict:
@@ -79,15 +88,18 @@ class FoldModel:
         return {"num_classes": self.num_classes, "groups": self.groups, "columns": self.columns}
 
 
-def make_classifier(name: str, C: float) -> Pipeline:
-    """StandardScaler, then `name`: logistic (L2, inverse strength C) or lda (linear
-    discriminant analysis with Ledoit-Wolf shrinkage of the shared covariance)."""
-    if name == "lda":
-        return make_pipeline(
-            StandardScaler(), LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
-        )
+def make_classifier(lda_weight: float, C: float) -> Pipeline:
+    """StandardScaler, then linear discriminant analysis (Ledoit-Wolf shrinkage of the shared
+    covariance) with weight `lda_weight` and a logistic regression (L2, inverse strength C)
+    with the rest: one of them alone at weight 1 or 0, else the average of their probabilities."""
+    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
     logistic = LogisticRegression(C=C, solver="newton-cg", max_iter=LOGISTIC_MAX_ITER)
-    return make_pipeline(StandardScaler(), logistic)
+    if lda_weight in (0.0, 1.0):
+        return make_pipeline(StandardScaler(), lda if lda_weight else logistic)
+    mix = VotingClassifier(
+        [("lda", lda), ("logistic", logistic)], voting="soft", weights=[lda_weight, 1 - lda_weight]
+    )
+    return make_pipeline(StandardScaler(), mix)
 
 
 def fitted(pipeline: Pipeline, x: np.ndarray, y: np.ndarray) -> Pipeline:
@@ -102,11 +114,12 @@ def smallest_class_size(y: np.ndarray) -> int:
     return int(np.bincount(y)[np.unique(y)].min())
 
 
-def choose_classifier(x: np.ndarray, y: np.ndarray, C: float) -> str:
-    """`meta.classifier: auto`: whichever of logistic and lda classifies more of these rows right
-    in an inner cross-validation on them alone (so a fold's OOF rows never take part; logistic
-    on a tie, or when a class has a single row). Past INNER_MAX_ROWS rows the comparison runs
-    on a stratified sample of that many."""
+def choose_lda_weight(x: np.ndarray, y: np.ndarray, C: float) -> float:
+    """`meta.classifier: auto`: the weight of LDA_WEIGHTS whose average of lda's and logistic's
+    probabilities classifies most of these rows right in an inner cross-validation on them
+    alone (so a fold's OOF rows never take part), the lower log-loss breaking a tie; 0
+    (logistic) when a class has a single row. Past INNER_MAX_ROWS rows the comparison runs on a
+    stratified sample of that many."""
     if len(y) > INNER_MAX_ROWS and smallest_class_size(y) >= 2:
         rows, _ = train_test_split(
             np.arange(len(y)), train_size=INNER_MAX_ROWS, stratify=y, random_state=0
@@ -114,25 +127,33 @@ def choose_classifier(x: np.ndarray, y: np.ndarray, C: float) -> str:
         x, y = x[rows], y[rows]
     splits = min(INNER_SPLITS, smallest_class_size(y))
     if splits < 2:
-        return "logistic"
-    hits = dict.fromkeys(CLASSIFIERS, 0)
+        return FIXED_LDA_WEIGHT["logistic"]
+    hits, loss = np.zeros(len(LDA_WEIGHTS)), np.zeros(len(LDA_WEIGHTS))
     for train, valid in StratifiedKFold(splits, shuffle=True, random_state=0).split(x, y):
-        for name in CLASSIFIERS:
-            model = fitted(make_classifier(name, C), x[train], y[train])
-            hits[name] += int((model.predict(x[valid]) == y[valid]).sum())
-    return max(CLASSIFIERS, key=lambda name: (hits[name], name == "logistic"))
+        lda_probs, logistic_probs = (
+            fitted(make_classifier(weight, C), x[train], y[train]).predict_proba(x[valid])
+            for weight in (1.0, 0.0)
+        )
+        truth = np.searchsorted(np.unique(y[train]), y[valid])
+        for i, weight in enumerate(LDA_WEIGHTS):
+            probs = weight * lda_probs + (1 - weight) * logistic_probs
+            hits[i] += (probs.argmax(axis=1) == truth).sum()
+            loss[i] -= np.log(np.maximum(probs[np.arange(len(truth)), truth], 1e-12)).sum()
+    best = max(range(len(LDA_WEIGHTS)), key=lambda i: (hits[i], -loss[i]))
+    return LDA_WEIGHTS[best]
 
 
 def fit_fold(
     train_x: pd.DataFrame, train_y: np.ndarray, params: MetaParams, num_classes: int
 ) -> FoldModel:
-    """`meta.classifier` (auto: `choose_classifier`) on standardised features, fitted on one
+    """`meta.classifier` (auto: `choose_lda_weight`) on standardised features, fitted on one
     fold's training rows."""
     x = train_x.to_numpy(np.float64)
-    name = params.classifier
-    if name == "auto":
-        name = choose_classifier(x, train_y, params.C)
-    pipeline = fitted(make_classifier(name, params.C), x, train_y)
+    if params.classifier == "auto":
+        lda_weight = choose_lda_weight(x, train_y, params.C)
+    else:
+        lda_weight = FIXED_LDA_WEIGHT[params.classifier]
+    pipeline = fitted(make_classifier(lda_weight, params.C), x, train_y)
     return FoldModel(pipeline, num_classes, list(params.features), list(train_x.columns))
 
 
