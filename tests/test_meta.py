@@ -242,13 +242,15 @@ def folds_table(targets: list[int], fold_of_row: list[int]) -> pd.DataFrame:
     return pd.DataFrame({"target": targets, "fold": fold_of_row})
 
 
-def test_each_fold_predicts_only_its_own_rows_from_the_others():
+def test_each_fold_predicts_its_own_rows_from_the_others_and_the_test_images_from_all():
     # Two well separated classes along one feature; class 2 only in fold 1.
     x = pd.DataFrame({"f": [0.0, 0.1, 5.0, 5.1, 0.2, 5.2, 9.0, 0.05, 4.9]})
     folds = folds_table([0, 0, 1, 1, 0, 1, 2, 0, 1], [0, 0, 0, 0, 1, 1, 1, 1, 1])
     test = pd.DataFrame({"f": [0.0, 5.0]})
     settings = MetaParams(C=100.0, classifier="logistic")
-    cells = meta_model.fit_folds(x, folds, test, [0, 1], settings, num_classes=3)
+    models = meta_model.fit_models(x, folds, [0, 1], settings, num_classes=3)
+    all_rows = meta_model.fit_all_rows(x, folds, settings, num_classes=3)
+    cells = meta_model.fold_logits(models, all_rows, x, folds, test)
     assert sorted(cells) == [0, 1]
     for fold, (rows, oof, test_log_probs) in cells.items():
         assert (rows == np.flatnonzero(folds["fold"] == fold)).all()
@@ -261,6 +263,9 @@ def test_each_fold_predicts_only_its_own_rows_from_the_others():
     # Fold 0 trains on fold 1's rows, which hold class 2; fold 1 trains without it.
     assert cells[1][1][:, 2].max() == pytest.approx(meta_model.ABSENT_CLASS_LOG_PROB)
     assert cells[0][1][:, 2].max() > meta_model.ABSENT_CLASS_LOG_PROB
+    # The test images are predicted by the classifier fitted on every row, the same in each fold.
+    assert np.array_equal(cells[0][2], cells[1][2])
+    assert cells[1][2][:, 2].max() > meta_model.ABSENT_CLASS_LOG_PROB
 
 
 def shared_noise_classes(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -298,7 +303,7 @@ def test_a_mixed_fold_averages_the_probabilities_of_lda_and_logistic():
     lda, logistic = (meta_model.fitted(meta_model.make_classifier(w, 10.0), x, y) for w in (1, 0))
     expected = 0.25 * lda.predict_proba(x) + 0.75 * logistic.predict_proba(x)
     np.testing.assert_allclose(mixed.predict_proba(x), expected, rtol=1e-6)
-    model = meta_model.FoldModel(mixed, 8, ["size"], [f"f{i}" for i in range(x.shape[1])])
+    model = meta_model.MetaModel(mixed, 8, ["size"], [f"f{i}" for i in range(x.shape[1])])
     assert model.classifier == "lda 0.25 + logistic 0.75"
     log_probs = model.log_probs(pd.DataFrame(x, columns=model.columns))
     floored = np.maximum(expected, meta_model.ABSENT_CLASS_PROB)

@@ -17,6 +17,7 @@ from pipeline.config.paths import (
     ENSEMBLE_DIR,
     ENSEMBLE_METRICS,
     ENSEMBLE_WEIGHTS,
+    META_METRICS,
     PREPARED_TEST,
 )
 from pipeline.data.tables import load_table
@@ -143,27 +144,29 @@ def test_with_meta_predict_gives_the_ensemble_test_logits(meta_run):
     assert np.abs(predicted_test_logits() - expected).max() < 5e-7
 
 
-def test_meta_saves_each_folds_regression_and_its_features(meta_run):
+def test_meta_saves_its_classifier_of_the_test_images_fitted_on_every_row(meta_run):
     test = load_table(PREPARED_TEST)
     features = feature_table(test["path"], load_params().meta.features)
-    for fold in (0, 1):
-        model = meta_model.load_fold_model(fold)
-        assert model.groups == load_params().meta.features
-        assert model.columns == list(features.columns)
-        classifier = {"logistic": "logisticregression", "lda": "lineardiscriminantanalysis"}
-        assert [name for name, _ in model.pipeline.steps] == [
-            "standardscaler",
-            classifier.get(model.classifier, "votingclassifier"),
-        ]
+    model = meta_model.load_model()
+    assert model.groups == load_params().meta.features
+    assert model.columns == list(features.columns)
+    classifier = {"logistic": "logisticregression", "lda": "lineardiscriminantanalysis"}
+    assert [name for name, _ in model.pipeline.steps] == [
+        "standardscaler",
+        classifier.get(model.classifier, "votingclassifier"),
+    ]
+    assert len(model.pipeline.classes_) == len(read_json(CLASSES_FILE))  # every row's class
+    assert read_json(META_METRICS)["test_classifier"] == model.classifier
+    for fold in (0, 1):  # every fold's test logits are its
         saved = np.load(f"models/meta/fold{fold}/test_logits.npy")
         assert np.array_equal(model.log_probs(features), saved)
 
 
-def test_meta_folds_without_a_saved_regression_are_skipped_with_a_warning(meta_run, capsys):
-    Path("models/meta/fold1/model.pkl").unlink()
+def test_a_missing_meta_classifier_is_skipped_with_a_warning_a_damaged_one_stops(meta_run, capsys):
+    Path("models/meta/model.pkl").unlink()
     predict.main([load_table(PREPARED_TEST)["path"][0]])
-    assert "warning: models/meta/fold1 has no saved regression" in capsys.readouterr().err
-    Path("models/meta/fold0/model.pkl").write_bytes(b"not a pickle")
+    assert "warning: models/meta has no saved classifier" in capsys.readouterr().err
+    Path("models/meta/model.pkl").write_bytes(b"not a pickle")
     with pytest.raises(PipelineError, match="cannot load stage meta's model.*dvc repro meta"):
         predict.main([load_table(PREPARED_TEST)["path"][0]])
 

@@ -119,5 +119,7 @@ META_DIR = MODELS_DIR / META_MODEL
 FEATURES_NAME = "features.csv"
 
 
-META_MODEL_NAME = "model.pkl"  # a meta fold's fitted regression: a pickled sklearn pipeline
-META_SPEC_NAME = "model.json"  # beside it: its classes count, feature groups and columns
+# models/meta/: the classifier the test images are predicted with (fitted on every labelled row),
+# a pickled sklearn pipeline, and beside it its classes count, feature groups and columns
+META_MODEL_NAME = "model.pkl"
+META_SPEC_NAME = "model.json"

@@ -1,6 +1,7 @@
 """The cell file format: models/<model>/fold<k>/ (best.pt, oof.npz, test_logits.npy; stage
-meta's folds hold model.pkl and model.json instead of best.pt), written and read here only, and
-the ensemble's logits in data/ensemble/.
+meta's folds have no best.pt, and models/meta/ holds its classifier of the test images,
+model.pkl and model.json), written and read here only, and the ensemble's logits in
+data/ensemble/.
 """
 
 from __future__ import annotations
@@ -114,14 +115,14 @@ def load_ensemble_oof(num_rows: int) -> np.ndarray:
     return oof
 
 
-def write_cells(cells: dict, table: pd.DataFrame, models: dict) -> None:
-    """models/meta/: features.csv and fold<k>/ in one rename: stage train's logits, plus the
-    fold's fitted regression (`write_meta_model`).
+def write_cells(cells: dict, table: pd.DataFrame, model: Any) -> None:
+    """models/meta/ in one rename: features.csv, fold<k>/ with stage train's logits, and the
+    classifier the test logits come from (`write_meta_model`).
 
     Args:
         cells: fold -> (validation rows, OOF log-probs, test log-probs).
         table: the features of every image (split, image, one column per feature).
-        models: fold -> pipeline.ensemble.meta_model.FoldModel (its `pipeline` and `spec()`).
+        model: pipeline.ensemble.meta_model.MetaModel (its `pipeline` and `spec()`).
     """
     with atomic_path(META_DIR) as out:
         out.mkdir()
@@ -130,26 +131,25 @@ def write_cells(cells: dict, table: pd.DataFrame, models: dict) -> None:
             cell = out / f"fold{fold}"
             cell.mkdir()
             write_logits(cell, rows, oof, test)
-            write_meta_model(cell, models[fold].pipeline, models[fold].spec())
+        write_meta_model(out, model.pipeline, model.spec())
 
 
-def write_meta_model(cell: Path, pipeline: Any, spec: dict) -> None:
-    """A meta fold's regression: model.pkl (the pickled sklearn pipeline, StandardScaler
+def write_meta_model(folder: Path, pipeline: Any, spec: dict) -> None:
+    """Stage meta's classifier: model.pkl (the pickled sklearn pipeline, StandardScaler
     included) and model.json (`spec`: num_classes, groups, columns)."""
-    (cell / META_MODEL_NAME).write_bytes(pickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL))
-    write_json(cell / META_SPEC_NAME, spec)
+    (folder / META_MODEL_NAME).write_bytes(pickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL))
+    write_json(folder / META_SPEC_NAME, spec)
 
 
-def read_meta_model(fold: int) -> tuple[Any, dict] | None:
-    """Stage meta's fitted regression of fold `fold` and its spec; None if it saved none.
+def read_meta_model() -> tuple[Any, dict] | None:
+    """Stage meta's classifier of the test images and its spec; None if it saved none.
 
     model.pkl is unpickled: it is the project's own file, as trusted as its code.
 
     Raises:
         PipelineError: the files are damaged or from an incompatible scikit-learn (refit them).
     """
-    cell = fold_dir(META_MODEL, fold)
-    model_path, spec_path = cell / META_MODEL_NAME, cell / META_SPEC_NAME
+    model_path, spec_path = META_DIR / META_MODEL_NAME, META_DIR / META_SPEC_NAME
     if not (model_path.is_file() and spec_path.is_file()):
         return None
     try:
@@ -158,7 +158,7 @@ def read_meta_model(fold: int) -> tuple[Any, dict] | None:
         spec = {key: spec[key] for key in ("num_classes", "groups", "columns")}
     except Exception as err:  # unpickling raises whatever the pickled classes raise
         raise PipelineError(
-            f"{cell}: cannot load stage meta's model ({type(err).__name__}: {err}); "
+            f"{META_DIR}: cannot load stage meta's model ({type(err).__name__}: {err}); "
             "run `dvc repro meta` to refit it"
         ) from None
     return pipeline, spec

@@ -2,9 +2,11 @@
 
 The classifier is linear discriminant analysis, a logistic regression, or a weighted average of
 their probabilities (`meta.classifier: auto` weighs them per fold, `choose_lda_weight`).
-Stage `meta` fits it (`fit_models`) and saves each fold's model through pipeline.ensemble.cells
-(`write_cells`); pipeline.tools.predict reads them back (`read_meta_model`) and applies them to
-the features (pipeline.ensemble.features) of new images.
+Stage `meta` fits one per fold on the other folds' rows for its OOF predictions (`fit_models`),
+and one on every labelled row for the test images (`fit_all_rows`): with few images a class a
+quarter more rows is worth having (BENCHMARKS.md). It saves the latter through
+pipeline.ensemble.cells (`write_cells`); pipeline.tools.predict reads it back (`load_model`) and
+applies it to the features (pipeline.ensemble.features) of new images.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ INNER_MAX_ROWS = 4000
 
 
 @dataclass(frozen=True)
-class FoldModel:
-    """One fold's fitted classifier and what applying it needs.
+class MetaModel:
+    """A fitted classifier of stage meta (a fold's, or the test images') and what applying it
+    needs.
 
     Attributes:
         pipeline: StandardScaler then the classifier (`make_classifier`), fitted on the fold's
@@ -145,7 +148,7 @@ def choose_lda_weight(x: np.ndarray, y: np.ndarray, C: float) -> float:
 
 def fit_fold(
     train_x: pd.DataFrame, train_y: np.ndarray, params: MetaParams, num_classes: int
-) -> FoldModel:
+) -> MetaModel:
     """`meta.classifier` (auto: `choose_lda_weight`) on standardised features, fitted on one
     fold's training rows."""
     x = train_x.to_numpy(np.float64)
@@ -154,7 +157,7 @@ def fit_fold(
     else:
         lda_weight = FIXED_LDA_WEIGHT[params.classifier]
     pipeline = fitted(make_classifier(lda_weight, params.C), x, train_y)
-    return FoldModel(pipeline, num_classes, list(params.features), list(train_x.columns))
+    return MetaModel(pipeline, num_classes, list(params.features), list(train_x.columns))
 
 
 def fit_models(
@@ -163,7 +166,7 @@ def fit_models(
     fold_ids: list[int],
     params: MetaParams,
     num_classes: int,
-) -> dict[int, FoldModel]:
+) -> dict[int, MetaModel]:
     """fold -> its classifier, fitted on the rows of the other folds (as the networks train)."""
     targets, fold_of_row = folds["target"].to_numpy(), folds["fold"].to_numpy()
     return {
@@ -174,35 +177,32 @@ def fit_models(
     }
 
 
+def fit_all_rows(
+    features: pd.DataFrame, folds: pd.DataFrame, params: MetaParams, num_classes: int
+) -> MetaModel:
+    """The classifier of the test images: `fit_fold` on every labelled row."""
+    return fit_fold(features, folds["target"].to_numpy(), params, num_classes)
+
+
 def fold_logits(
-    models: dict[int, FoldModel],
+    models: dict[int, MetaModel],
+    all_rows: MetaModel,
     features: pd.DataFrame,
     folds: pd.DataFrame,
     test_features: pd.DataFrame,
 ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """fold -> (its validation rows, their OOF log-probs, the test log-probs)."""
+    """fold -> (its validation rows, their OOF log-probs by its model, the test log-probs by
+    `all_rows`, the same in every fold)."""
     fold_of_row = folds["fold"].to_numpy()
+    test = all_rows.log_probs(test_features)
     cells = {}
     for fold, model in models.items():
         rows = np.flatnonzero(fold_of_row == fold)
-        cells[fold] = (rows, model.log_probs(features.iloc[rows]), model.log_probs(test_features))
+        cells[fold] = (rows, model.log_probs(features.iloc[rows]), test)
     return cells
 
 
-def fit_folds(
-    features: pd.DataFrame,
-    folds: pd.DataFrame,
-    test_features: pd.DataFrame,
-    fold_ids: list[int],
-    params: MetaParams,
-    num_classes: int,
-) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """`fit_models`, then `fold_logits`: fold -> (validation rows, OOF and test log-probs)."""
-    models = fit_models(features, folds, fold_ids, params, num_classes)
-    return fold_logits(models, features, folds, test_features)
-
-
-def load_fold_model(fold: int) -> FoldModel | None:
-    """Fold `fold`'s classifier as stage meta saved it (models/meta/fold<k>/); None if absent."""
-    saved = read_meta_model(fold)
-    return None if saved is None else FoldModel(saved[0], **saved[1])
+def load_model() -> MetaModel | None:
+    """Stage meta's classifier of the test images as it saved it (models/meta/); None if absent."""
+    saved = read_meta_model()
+    return None if saved is None else MetaModel(saved[0], **saved[1])

@@ -68,26 +68,24 @@ def find_cells(params: Params) -> list[Cell]:
     return cells
 
 
-def find_meta(params: Params, num_classes: int) -> list[meta_model.FoldModel]:
-    """Stage meta's fitted regressions of train.folds when meta.enabled (else none); warn about
-    folds it saved none for (a models/meta/ from before it saved them: `dvc repro meta`)."""
+def find_meta(params: Params, num_classes: int) -> meta_model.MetaModel | None:
+    """Stage meta's classifier of the test images when meta.enabled (else None); None with a
+    warning when it saved none (a models/meta/ from an older version: `dvc repro meta`)."""
     if not params.meta.enabled:
-        return []
-    saved = {fold: meta_model.load_fold_model(fold) for fold in params.train.folds}
-    models = [model for model in saved.values() if model is not None]
-    for fold in (fold for fold, model in saved.items() if model is None):
+        return None
+    model = meta_model.load_model()
+    if model is None:
         print(
-            f"warning: {META_DIR}/fold{fold} has no saved regression; skipping meta fold {fold} "
+            f"warning: {META_DIR} has no saved classifier; skipping stage meta "
             "(run `dvc repro meta` to save it)",
             file=sys.stderr,
         )
-    for model in models:
-        if model.num_classes != num_classes or model.groups != models[0].groups:
-            raise PipelineError(
-                f"{META_DIR}: its folds were fitted on other classes or features than the "
-                "networks; run `dvc repro` to refit stage meta on the current data"
-            )
-    return models
+    elif model.num_classes != num_classes:
+        raise PipelineError(
+            f"{META_DIR}: its classifier was fitted on other classes than the networks; run "
+            "`dvc repro` to refit stage meta on the current data"
+        )
+    return model
 
 
 @torch.no_grad()
@@ -159,15 +157,14 @@ def predict_images(
             classes = checkpoint.get("classes")
         logits = predict_cell(cell, checkpoint, paths, classes, data)
         by_model.setdefault(cell.model, []).append(logits)
-    folds = find_meta(params, len(classes))
-    if folds:
+    meta = find_meta(params, len(classes))
+    if meta is not None:
         print(
-            f"predict: and stage meta's regression of {len(folds)} fold(s) on "
-            f"{', '.join(folds[0].groups)} features",
+            f"predict: and stage meta's classifier on {', '.join(meta.groups)} features",
             file=sys.stderr,
         )
-        features = feature_table(pd.Series([str(p) for p in paths]), folds[0].groups)
-        by_model[META_MODEL] = [fold.log_probs(features) for fold in folds]
+        features = feature_table(pd.Series([str(p) for p in paths]), meta.groups)
+        by_model[META_MODEL] = [meta.log_probs(features)]
     model_logits = {model: average(logits, space) for model, logits in by_model.items()}
     weights = ensemble_weights(list(model_logits))
     return average(list(model_logits.values()), space, weights), classes

@@ -9,8 +9,10 @@ stage alone scores 0.97 OOF, the default network 0.57: BENCHMARKS.md). This stag
 them once per image on its original pixels and fits one linear classifier per fold, on the
 folds the networks train on (pipeline.ensemble.meta_model), writing
 models/meta/fold<k>/ (oof.npz and test_logits.npy, as stage train does, so stage `ensemble`
-weighs it as one more model; and the fitted classifier, model.pkl and model.json, so that
-pipeline.tools.predict applies it to new images).
+weighs it as one more model). Each fold's OOF predictions come from its own classifier; the
+test images are predicted by one more, fitted on every labelled row (with a few images a class,
+a quarter more rows is worth having: BENCHMARKS.md), saved as models/meta/model.pkl and
+model.json so that pipeline.tools.predict applies it to new images.
 
 Feature groups (`meta.features`), on the decoded file at full resolution:
 - size: log width, log height, log aspect ratio (width / height);
@@ -59,7 +61,7 @@ from pipeline.config.paths import CLASSES_FILE, FOLDS_FILE, META_DIR, META_METRI
 from pipeline.data.tables import check_targets, read_class_list, read_input_table
 from pipeline.ensemble.cells import write_cells
 from pipeline.ensemble.features import feature_table
-from pipeline.ensemble.meta_model import fit_models, fold_logits
+from pipeline.ensemble.meta_model import fit_all_rows, fit_models, fold_logits
 from pipeline.ensemble.scoring import accuracy
 from pipeline.io.console import parse_stage_args, run
 from pipeline.io.files import atomic_path, remove_stale_temps, write_json
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
     features = feature_table(folds["path"], groups)
     test_features = feature_table(test["path"], groups)
     models = fit_models(features, folds, params.train.folds, settings, num_classes)
-    cells = fold_logits(models, features, folds, test_features)
+    all_rows = fit_all_rows(features, folds, settings, num_classes)
+    cells = fold_logits(models, all_rows, features, folds, test_features)
     targets = folds["target"].to_numpy()
     per_fold = {str(f): accuracy(oof, targets[rows]) for f, (rows, oof, _) in cells.items()}
     scored = np.concatenate([rows for rows, _, _ in cells.values()])
@@ -107,6 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
         "folds": per_fold,
         "features": list(features.columns),
         "classifiers": {str(fold): model.classifier for fold, model in models.items()},
+        "test_classifier": all_rows.classifier,
     }
     table = pd.concat(
         [
@@ -115,12 +119,12 @@ def main(argv: list[str] | None = None) -> dict:
         ],
         ignore_index=True,
     )
-    write_cells(cells, table, models)
+    write_cells(cells, table, all_rows)
     write_json(META_METRICS, metrics)
     print(
         f"meta: {classifier_summary(metrics['classifiers'])} on {len(features.columns)} features, "
-        f"OOF accuracy {metrics['oof_accuracy']:.4f} over {len(cells)} fold(s) -> {META_DIR}, "
-        f"{META_METRICS}"
+        f"OOF accuracy {metrics['oof_accuracy']:.4f} over {len(cells)} fold(s); the test images "
+        f"by {all_rows.classifier} on all {len(folds)} rows -> {META_DIR}, {META_METRICS}"
     )
     return metrics
 

@@ -7,12 +7,13 @@ train.models × train.folds that has a models/<model>/fold<k>/best.pt is used (a
 skipped with a warning). Each model is rebuilt from its checkpoint (backbone, classes, model
 params; `checkpoint.load_trained`, as stage pseudo does) and sees the images as training's
 test loader does: its own eval transforms, uint8 batches normalised on the device
-(loaders.DeviceLoader), its TTA views. With `meta.enabled`, stage meta's classifier of every
-fold (models/meta/fold<k>/model.pkl) predicts from the images' statistics
-(features.image_features) as one more model. The logits are averaged like stage `ensemble`:
-over a model's folds, then over models, in the space of `ensemble.average` and with the model
-weights it chose (results/ensemble/metrics.json), renormalised over the models present; so the
-images of the test set get the ensemble's test logits, the ones the submission was made with.
+(loaders.DeviceLoader), its TTA views. With `meta.enabled`, stage meta's classifier of the
+test images (models/meta/model.pkl, fitted on every labelled row) predicts from the images'
+statistics (features.image_features) as one more model. The logits are averaged like stage
+`ensemble`: over a model's folds, then over models, in the space of `ensemble.average` and with
+the model weights it chose (results/ensemble/metrics.json), renormalised over the models
+present; so the images of the test set get the ensemble's test logits, the ones the submission
+was made with.
 
 Prints the top-k species and their probabilities per image, or with `--csv` writes them as a
 long table: `image,rank,label,probability`, k rows per image, rank 1 first. Files that cannot be
