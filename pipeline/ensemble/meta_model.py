@@ -38,10 +38,10 @@ FIXED_LDA_WEIGHT = {"lda": 1.0, "logistic": 0.0}
 LDA_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 INNER_SPLITS = 3
 # Newton steps of the logistic fit: it converges in about 15 on the proxies (lbfgs took 30-300
-# iterations and 8-30x the time for the same accuracy, BENCHMARKS.md).
+# iterations and 2.4-32x the time for the same accuracy, BENCHMARKS.md).
 LOGISTIC_MAX_ITER = 100
-# Past this many rows `auto` chooses on a stratified sample of them: at Classify Leaves' size
-# (14,700 rows a fold, 176 classes) each inner logistic fit would take minutes on a CPU.
+# Past this many rows `auto` chooses on a stratified sample of them: the choice needs no more,
+# and at Classify Leaves' size (14,700 rows a fold, 176 classes) every inner fit costs seconds.
 INNER_MAX_ROWS = 4000
 
 
