@@ -1,4 +1,5 @@
-"""Stage meta's model: one linear classifier per fold on image statistics; fit and predict.
+"""Stage meta's model: linear classifiers on image statistics, one per fold and one on every
+labelled row; fit and predict.
 
 The classifier is linear discriminant analysis, a logistic regression, or a weighted average of
 their probabilities (`meta.classifier: auto` weighs them per fold, `choose_lda_weight`).
@@ -51,8 +52,9 @@ class MetaModel:
     needs.
 
     Attributes:
-        pipeline: StandardScaler then the classifier (`make_classifier`), fitted on the fold's
-            training rows; its `classes_` are class indices (the ones those rows contain).
+        pipeline: StandardScaler then the classifier (`make_classifier`), fitted on a fold's
+            training rows or on every labelled row; its `classes_` are class indices (the ones
+            those rows contain).
         num_classes: the number of classes (data/prepared/classes.json) the logits cover.
         groups: `meta.features`, the feature groups it was fitted on.
         columns: the feature columns, in the order the pipeline expects them.
@@ -79,7 +81,7 @@ class MetaModel:
 
     @property
     def classifier(self) -> str:
-        """This fold's classifier: lda, logistic, or their mix, e.g. 'lda 0.75 + logistic 0.25'."""
+        """lda, logistic, or their mix, e.g. 'lda 0.75 + logistic 0.25'."""
         last = self.pipeline.steps[-1][1]
         if isinstance(last, VotingClassifier):
             lda, logistic = last.weights
@@ -149,8 +151,8 @@ def choose_lda_weight(x: np.ndarray, y: np.ndarray, C: float) -> float:
 def fit_fold(
     train_x: pd.DataFrame, train_y: np.ndarray, params: MetaParams, num_classes: int
 ) -> MetaModel:
-    """`meta.classifier` (auto: `choose_lda_weight`) on standardised features, fitted on one
-    fold's training rows."""
+    """`meta.classifier` (auto: `choose_lda_weight`) on standardised features, fitted on these
+    rows (a fold's training rows, or every labelled row)."""
     x = train_x.to_numpy(np.float64)
     if params.classifier == "auto":
         lda_weight = choose_lda_weight(x, train_y, params.C)
