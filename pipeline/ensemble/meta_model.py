@@ -28,6 +28,7 @@ from sklearn.preprocessing import StandardScaler
 
 from pipeline.config.schema import MetaParams
 from pipeline.ensemble.cells import read_meta_model
+from pipeline.ensemble.scoring import selection_score
 from pipeline.io.console import PipelineError
 
 # The probability of a class a fold's training rows do not contain (and the floor of any).
@@ -122,9 +123,10 @@ def smallest_class_size(y: np.ndarray) -> int:
 def choose_lda_weight(x: np.ndarray, y: np.ndarray, C: float) -> float:
     """`meta.classifier: auto`: the weight of LDA_WEIGHTS whose average of lda's and logistic's
     probabilities classifies most of these rows right in an inner cross-validation on them
-    alone (so a fold's OOF rows never take part), the lower log-loss breaking a tie; 0
-    (logistic) when a class has a single row. Past INNER_MAX_ROWS rows the comparison runs on a
-    stratified sample of that many."""
+    alone (so a fold's OOF rows never take part), the lower log-loss breaking a tie
+    (`scoring.selection_score`, as the ensemble's weights are chosen); 0 (logistic) when a
+    class has a single row. Past INNER_MAX_ROWS rows the comparison runs on a stratified
+    sample of that many."""
     if len(y) > INNER_MAX_ROWS and smallest_class_size(y) >= 2:
         rows, _ = train_test_split(
             np.arange(len(y)), train_size=INNER_MAX_ROWS, stratify=y, random_state=0
@@ -133,19 +135,19 @@ def choose_lda_weight(x: np.ndarray, y: np.ndarray, C: float) -> float:
     splits = min(INNER_SPLITS, smallest_class_size(y))
     if splits < 2:
         return FIXED_LDA_WEIGHT["logistic"]
-    hits, loss = np.zeros(len(LDA_WEIGHTS)), np.zeros(len(LDA_WEIGHTS))
+    classes = np.unique(y)  # every inner training split holds each of them
+    lda_probs, logistic_probs = np.zeros((2, len(y), len(classes)))
     for train, valid in StratifiedKFold(splits, shuffle=True, random_state=0).split(x, y):
-        lda_probs, logistic_probs = (
-            fitted(make_classifier(weight, C), x[train], y[train]).predict_proba(x[valid])
-            for weight in (1.0, 0.0)
-        )
-        truth = np.searchsorted(np.unique(y[train]), y[valid])
-        for i, weight in enumerate(LDA_WEIGHTS):
-            probs = weight * lda_probs + (1 - weight) * logistic_probs
-            hits[i] += (probs.argmax(axis=1) == truth).sum()
-            loss[i] -= np.log(np.maximum(probs[np.arange(len(truth)), truth], 1e-12)).sum()
-    best = max(range(len(LDA_WEIGHTS)), key=lambda i: (hits[i], -loss[i]))
-    return LDA_WEIGHTS[best]
+        for weight, probs in ((1.0, lda_probs), (0.0, logistic_probs)):
+            model = fitted(make_classifier(weight, C), x[train], y[train])
+            probs[valid] = model.predict_proba(x[valid])
+    truth = np.searchsorted(classes, y)
+
+    def score(weight: float) -> tuple[float, float]:
+        probs = weight * lda_probs + (1 - weight) * logistic_probs
+        return selection_score(np.log(np.maximum(probs, ABSENT_CLASS_PROB)), truth)
+
+    return max(LDA_WEIGHTS, key=score)
 
 
 def fit_fold(
