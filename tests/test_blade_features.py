@@ -30,7 +30,7 @@ def save_veined_leaf(path: Path, size: int, vein_spacing: float, angle: float = 
     leaf = np.zeros((big, big), np.uint8)
     cv2.ellipse(leaf, (big // 2, big // 2), (int(0.35 * big), int(0.2 * big)), 0, 0, 360, 1, -1)
     veins = np.zeros_like(leaf)
-    for x in np.arange(0.1, 0.9, vein_spacing or 1.0) * big if vein_spacing else []:
+    for x in np.arange(0.1, 0.9, vein_spacing) * big if vein_spacing else []:
         cv2.line(veins, (int(x), 0), (int(x + 0.3 * big), big), 1, big // 100)
     pixels = np.full((big, big, 3), 255, np.uint8)
     pixels[leaf > 0] = LEAF_GREEN
