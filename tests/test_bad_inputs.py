@@ -38,7 +38,12 @@ GARBAGE = bytes(range(256)) * 4 + b"\x00garbage\xff\n,,\n"
 STAGE_INPUTS = {
     "split": ["data/prepared/train.csv"],
     "cache": ["data/prepared/train.csv", "data/prepared/test.csv"],
-    "train": ["data/folds.csv", "data/prepared/classes.json", "data/cache/images.npy"],
+    "train": [
+        "data/folds.csv",
+        "data/prepared/classes.json",
+        "data/cache/images.npy",
+        "data/cache/orientation.json",
+    ],
     "ensemble": [
         "data/folds.csv",
         "data/prepared/classes.json",
@@ -56,6 +61,7 @@ KINDS = ("missing", "empty", "corrupt")
 TRAIN_KINDS = {
     "data/prepared/classes.json": ("missing", "corrupt"),
     "data/cache/images.npy": ("corrupt",),
+    "data/cache/orientation.json": ("missing",),  # a cache built before it existed
 }
 CASES = [
     (stage, path, kind)

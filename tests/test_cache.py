@@ -21,13 +21,21 @@ from test_params import with_change as change_minimal
 
 from pipeline.config.model_settings import ModelParams
 from pipeline.config.params import ParamsError, load_params, parse_params, resolve_cache_size
-from pipeline.config.paths import CACHE_DIR, CACHE_IMAGES, CACHE_MANIFEST, FOLDS_FILE, PREPARED_TEST
+from pipeline.config.paths import (
+    CACHE_DIR,
+    CACHE_IMAGES,
+    CACHE_MANIFEST,
+    CACHE_ORIENTATION,
+    FOLDS_FILE,
+    PREPARED_TEST,
+)
 from pipeline.data.images import ImageCache, load_image_cache, read_cache_size, write_images
 from pipeline.data.loaders import (
     LeafDataset,
     build_loaders,
     fold_tables,
 )
+from pipeline.data.orientation import read_orientation
 from pipeline.data.settings import data_settings
 from pipeline.data.tables import load_table
 from pipeline.data.transforms import IMAGENET_STD, build_transforms
@@ -182,7 +190,11 @@ def test_cache_off_writes_a_manifest_and_training_decodes_the_files(prepared):
     write_params(prepared)
     manifest = cache.main([])
     assert manifest == {"enabled": False, "image_size": None, "images": 0}
-    assert [p.name for p in CACHE_DIR.iterdir()] == [CACHE_MANIFEST.name]
+    assert sorted(p.name for p in CACHE_DIR.iterdir()) == [
+        CACHE_MANIFEST.name,
+        CACHE_ORIENTATION.name,
+    ]
+    assert read_orientation(CACHE_ORIENTATION)["images"] == len(load_table(FOLDS_FILE))
     params = load_params()
     hp = params.train.for_model("d2l_resnet11")
     folds, test = load_table(FOLDS_FILE), load_table(PREPARED_TEST)
@@ -192,6 +204,30 @@ def test_cache_off_writes_a_manifest_and_training_decodes_the_files(prepared):
     assert all(loader.dataset.cache is None for loader in loaders.values())
     summary = train.main(["--model", "d2l_resnet11", "--fold", "0"])
     assert 0.0 <= summary["oof_acc"] <= 1.0
+
+
+def test_the_orientation_is_measured_on_the_training_images(cached):
+    """The embedded leaves lie at any angle; the measure reads the cache's training rows."""
+    orientation = read_orientation(CACHE_ORIENTATION)
+    assert orientation["images"] == len(load_table(FOLDS_FILE))
+    assert orientation["upright"] is False
+
+
+def test_training_follows_the_measured_orientation(cached, capsys):
+    """Stage train leaves out the turning transforms when the measure says upright, and the
+    checkpoint records what it trained with, for `leaf predict` and a resume."""
+    params = copy.deepcopy(cached)
+    params["train"]["defaults"]["augment"]["train"] += [{"name": "RandomRotate90", "p": 0.5}]
+    params["train"]["defaults"]["tta"] = {"views": ["identity", "rot180"]}
+    write_params(params)
+    upright = {**read_orientation(CACHE_ORIENTATION), "upright": True}
+    CACHE_ORIENTATION.write_text(json.dumps(upright))
+    train.main(["--model", "d2l_resnet11", "--fold", "0"])
+    assert "left out: RandomRotate90, TTA rot180" in capsys.readouterr().out
+    saved = torch.load("models/d2l_resnet11/fold0/best.pt", weights_only=False)["model_params"]
+    assert saved["augment"]["upright"] is True
+    assert [spec["name"] for spec in saved["augment"]["train"]] == ["HorizontalFlip"]
+    assert saved["tta"]["views"] == ["identity"]
 
 
 def test_the_cache_size_is_read_from_its_manifest(cached):

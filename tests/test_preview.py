@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import yaml
 from PIL import Image
 
 from pipeline.config.model_settings import ModelParams
-from pipeline.config.paths import PREPARED_TRAIN
+from pipeline.config.params import load_params
+from pipeline.config.paths import CACHE_ORIENTATION, PREPARED_TRAIN
 from pipeline.io.console import PipelineError
 from pipeline.tools import preview
 
@@ -79,6 +81,20 @@ def test_main_writes_the_grid(prepared, tmp_path, capsys):
         matches = (grid == colour).all(axis=2).sum()
         assert matches == 3 * cell * cell // 2
     assert "3 image(s) x 2 draw(s) of d2l_resnet11's augment.train" in capsys.readouterr().out
+
+
+def test_the_grid_shows_the_policy_oriented_as_training_uses_it(prepared, capsys):
+    """Once stage cache has found upright leaves, the turning transforms are left out."""
+    prepared["train"]["defaults"]["augment"]["train"].append({"name": "RandomRotate90"})
+    Path("params.yaml").write_text(yaml.safe_dump(prepared))
+    preview.main(["--samples", "1"])
+    assert "augment.upright: auto leaves the list as written" in capsys.readouterr().err
+    assert preview.model_settings(load_params(), None)[1].augment.train[-1].name == "RandomRotate90"
+    CACHE_ORIENTATION.parent.mkdir(parents=True)
+    CACHE_ORIENTATION.write_text(json.dumps({"turn": 0.5, "mirror": 0.1, "upright": True}))
+    _, hp = preview.model_settings(load_params(), None)
+    assert [spec.name for spec in hp.augment.train] == ["HorizontalFlip"]
+    assert "left out: RandomRotate90" in capsys.readouterr().err
 
 
 def test_missing_prepared_data_says_what_to_run(tmp_path, monkeypatch, tiny_params):

@@ -57,6 +57,9 @@ class TransformSpec(BaseModel):
 
 
 class AugmentParams(Strict):
+    # auto: stage cache measures whether the leaves stand upright (pipeline.data.orientation);
+    # true: leave out the transforms and TTA views that turn them; false: keep every one.
+    upright: bool | Literal["auto"] = "auto"
     train: list[TransformSpec] = []
     eval: list[TransformSpec] = []
 

@@ -34,6 +34,7 @@ CACHE_IMAGES = CACHE_DIR / "images.npy"
 
 CACHE_INDEX = CACHE_DIR / "index.csv"
 CACHE_MANIFEST = CACHE_DIR / "manifest.json"
+CACHE_ORIENTATION = CACHE_DIR / "orientation.json"
 
 
 MODELS_DIR = Path("models")

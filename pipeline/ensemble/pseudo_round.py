@@ -16,10 +16,11 @@ import pandas as pd
 from dvclive import Live
 
 from pipeline.config.model_settings import ModelParams
-from pipeline.config.paths import CLASSES_FILE, FOLDS_FILE, PREPARED_TEST
+from pipeline.config.paths import CACHE_ORIENTATION, CLASSES_FILE, FOLDS_FILE, PREPARED_TEST
 from pipeline.config.schema import Params
 from pipeline.data.device_data import fold_data
 from pipeline.data.loaders import fold_tables
+from pipeline.data.orientation import orient_settings, read_orientation
 from pipeline.data.settings import DataSettings, data_settings
 from pipeline.data.tables import check_targets, read_class_list, read_input_table
 from pipeline.ensemble.cells import load_ensemble_oof
@@ -150,6 +151,7 @@ def fine_tune_folds(
     device = resolve_device(params.train.device)
     configure_determinism(params.train.deterministic, device)
     data = data_settings(params, device)
+    orientation = read_orientation(CACHE_ORIENTATION)  # as stage train oriented each network
     cells = dict(trained)
     for fold, (rows, labels) in labels_by_fold.items():
         if not len(rows):
@@ -158,7 +160,8 @@ def fine_tune_folds(
         valid = table["fold"].to_numpy() == fold  # the pseudo rows' fold is never one
         for model in params.train.models:
             seed_everything(params.base.seed)  # each cell as if it ran on its own
-            hp = fine_tune_settings(params.train.for_model(model), params.pseudo)
+            hp, _ = orient_settings(params.train.for_model(model), orientation)
+            hp = fine_tune_settings(hp, params.pseudo)
             loaders, _, _ = fold_data(hp, fold_tables(table, test, fold), data)
             oof, test_logits = fine_tune_cell(
                 model,

@@ -32,6 +32,7 @@ import torch
 from pipeline.config.model_settings import ModelParams
 from pipeline.config.params import load_params
 from pipeline.config.paths import (
+    CACHE_ORIENTATION,
     CLASSES_FILE,
     FOLDS_FILE,
     PREPARED_TEST,
@@ -42,6 +43,7 @@ from pipeline.config.paths import (
 from pipeline.config.schema import Params
 from pipeline.data.device_data import fold_data
 from pipeline.data.loaders import fold_tables
+from pipeline.data.orientation import orient_settings, read_orientation
 from pipeline.data.settings import data_settings
 from pipeline.data.tables import check_targets, read_class_list, read_input_table
 from pipeline.ensemble.cells import save_cell
@@ -118,7 +120,9 @@ def explain_failures(
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     params = load_params()
-    hp = check_cell(params, args.model, args.fold)
+    hp, orientation_note = orient_settings(
+        check_cell(params, args.model, args.fold), read_orientation(CACHE_ORIENTATION)
+    )
     seed_everything(params.base.seed)
     device = distributed.setup(resolve_device(params.train.device))  # joins torchrun's group
     configure_determinism(params.train.deterministic, device)
@@ -162,6 +166,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"{len(valid_rows)} valid images, {len(classes)} classes, {hp.epochs} epochs on {device}"
     )
     print(f"augmented on the {data_path}: {why}")
+    if orientation_note:
+        print(f"augment: {orientation_note}")
 
     # 3. Train (or resume), then predict OOF and test logits with the best weights and TTA.
     with (

@@ -8,12 +8,15 @@ Rows are images of data/prepared/train.csv, the first of each class in class ord
 augmentation; the next --samples columns are draws of its `augment.<split>` list (train.defaults
 merged with train.models.<model>), denormalised to what the network is shown before
 normalisation. The draws are seeded by `base.seed`, so the same settings give the same grid.
+Once stage cache has measured whether the leaves stand upright, the list is the one training
+uses (`augment.upright`, pipeline.data.orientation).
 A tool outside the DAG, like `leaf predict`; it needs `dvc repro prepare` to have run.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +26,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.config.model_settings import AugmentParams, ModelParams
 from pipeline.config.params import load_params
-from pipeline.config.paths import AUGMENT_GRID, PREPARED_TRAIN
+from pipeline.config.paths import AUGMENT_GRID, CACHE_ORIENTATION, PREPARED_TRAIN
 from pipeline.config.schema import Params
 from pipeline.data.loaders import LeafDataset
+from pipeline.data.orientation import orient_settings, read_orientation
 from pipeline.data.tables import read_input_table
 from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 from pipeline.io import console
@@ -52,13 +56,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def model_settings(params: Params, model: str | None) -> tuple[str, ModelParams]:
-    """The model's name (the first of train.models by default) and its merged settings."""
+    """The model's name (the first of train.models by default) and its merged settings,
+    oriented as stage train orients them once stage cache has measured the leaves."""
     model = model or next(iter(params.train.models))
     if model not in params.train.models:
         raise PipelineError(
             f"--model {model!r} is not a key of train.models ({', '.join(params.train.models)})"
         )
-    return model, params.train.for_model(model)
+    hp = params.train.for_model(model)
+    if not CACHE_ORIENTATION.exists():
+        if hp.augment.upright == "auto":
+            print(
+                f"preview: {CACHE_ORIENTATION} not found (dvc repro cache measures it), so "
+                "augment.upright: auto leaves the list as written",
+                file=sys.stderr,
+            )
+        return model, hp
+    hp, note = orient_settings(hp, read_orientation(CACHE_ORIENTATION))
+    if note:
+        print(f"preview: {note}", file=sys.stderr)
+    return model, hp
 
 
 def pick_images(count: int) -> pd.DataFrame:
