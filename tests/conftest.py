@@ -51,11 +51,15 @@ def _run_from_project_root():
     os.chdir(ROOT)
 
 
-@pytest.fixture
-def tiny_params() -> dict:
-    """The project's params.yaml with TINY_OVERRIDES laid over it (a fresh copy per test)."""
+def tiny_run_params() -> dict:
+    """The project's params.yaml with TINY_OVERRIDES laid over it (a fresh copy each call)."""
     shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
     return merged_params(yaml.safe_load(yaml.safe_dump(TINY_OVERRIDES)), shipped)
+
+
+@pytest.fixture
+def tiny_params() -> dict:
+    return tiny_run_params()
 
 
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -69,24 +73,44 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
-@pytest.fixture
-def project(tmp_path, tiny_params):
-    """A fresh git + DVC checkout of the project in tmp_path, with the tiny params."""
+def make_project(folder: Path, params: dict) -> Path:
+    """A fresh git + DVC checkout of the project in `folder`, with `params`."""
     # .gitignore too: a run's git-tracked outputs (metrics, plots: cache: false) get committed
     # like the project's own, and checkpoints/ stays out of git.
     for name in ("pipeline", "dvc.yaml", ".gitignore"):
         source = ROOT / name
         if source.is_dir():
-            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(source, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy(source, tmp_path / name)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params, sort_keys=False))
-    run(["git", "init", "-q"], tmp_path)
-    run(["dvc", "init", "-q"], tmp_path)
-    run(["dvc", "config", "core.autostage", "false"], tmp_path)
-    run(["git", "add", "-A"], tmp_path)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], tmp_path)
-    return tmp_path
+            shutil.copy(source, folder / name)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], folder)
+    run(["dvc", "init", "-q"], folder)
+    run(["dvc", "config", "core.autostage", "false"], folder)
+    run(["git", "add", "-A"], folder)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], folder)
+    return folder
+
+
+@pytest.fixture
+def project(tmp_path, tiny_params):
+    """A fresh git + DVC checkout of the project in tmp_path, with the tiny params."""
+    return make_project(tmp_path, tiny_params)
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory) -> tuple[Path, str]:
+    """A `project` after its first `dvc repro` (outputs not committed), and that run's output.
+    Read-only: the end-to-end tests that start from a finished run copy it (`reproduced_project`)
+    instead of each paying for the same first run."""
+    folder = make_project(tmp_path_factory.mktemp("reproduced"), tiny_run_params())
+    return folder, run(["dvc", "repro"], folder).stdout
+
+
+@pytest.fixture
+def reproduced_project(reproduced, tmp_path) -> Path:
+    """A writable copy of `reproduced`: git history, DVC cache, outputs and lock included."""
+    return Path(shutil.copytree(reproduced[0], tmp_path / "project", symlinks=True))
 
 
 def run_stages(workdir: Path, params: dict) -> None:
@@ -126,8 +150,7 @@ def run_stages(workdir: Path, params: dict) -> None:
 def finished_run(tmp_path_factory) -> Path:
     """A project folder holding every output of a tiny run (read-only: copy it to change it)."""
     workdir = tmp_path_factory.mktemp("finished_run")
-    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
-    run_stages(workdir, merged_params(yaml.safe_load(yaml.safe_dump(TINY_OVERRIDES)), shipped))
+    run_stages(workdir, tiny_run_params())
     return workdir
 
 

@@ -112,10 +112,10 @@ def test_queued_and_temp_experiments_on_dvc_added_data(project):
     assert "results/train/d2l_resnet11/fold0/plots/metrics" in plots
 
 
-def test_a_fresh_clone_pulls_the_run_from_a_remote(project, tmp_path_factory):
+def test_a_fresh_clone_pulls_the_run_from_a_remote(reproduced_project, tmp_path_factory):
+    project = reproduced_project  # a copy of a project after its first `dvc repro`
     remote = tmp_path_factory.mktemp("remote")
     run(["dvc", "remote", "add", "-d", "storage", str(remote)], project)
-    run(["dvc", "repro"], project)
     commit(project, "run")
     assert run(["git", "status", "--porcelain"], project).stdout == ""
     run(["dvc", "push"], project)
