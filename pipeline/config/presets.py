@@ -9,6 +9,7 @@ these models".
 
 from __future__ import annotations
 
+import argparse
 import copy
 from decimal import Decimal
 from pathlib import Path
@@ -159,6 +160,19 @@ def changes(merged: dict[str, Any], base: dict[str, Any], path: str = "") -> lis
 
 def _show(value: Any) -> str:
     return value if value in ("(absent)", "(removed)") else flow(value)
+
+
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    """-S/--set KEY=VALUE (repeatable): keys laid over the preset, as `dvc exp run -S` takes."""
+    parser.add_argument(
+        "-S",
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more key over the preset (repeatable; the value is YAML: train.folds=[0])",
+    )
 
 
 def set_dotted(preset: dict[str, Any], base: dict[str, Any], assignment: str) -> None:

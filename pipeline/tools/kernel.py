@@ -30,10 +30,9 @@ from pathlib import Path
 
 from pipeline.competition.kaggle_notebook import create_notebook
 from pipeline.config.params import PARAMS_FILE
-from pipeline.config.presets import load_preset, preset_path
+from pipeline.config.presets import add_set_argument, load_preset, preset_path
 from pipeline.io.console import PipelineError
 from pipeline.io.files import write_json, write_text
-from pipeline.tools.presets import add_set_argument
 
 COMMANDS = ("notebook", "push")
 DEFAULT_DIR = Path("kaggle/kernel")

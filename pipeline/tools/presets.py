@@ -30,6 +30,7 @@ import yaml
 
 from pipeline.config.params import PARAMS_FILE, parse_params
 from pipeline.config.presets import (
+    add_set_argument,
     changes,
     load_preset,
     merged_params,
@@ -41,19 +42,6 @@ from pipeline.config.presets import (
 from pipeline.io import console
 from pipeline.io.console import PipelineError
 from pipeline.io.files import write_bytes, write_text
-
-
-def add_set_argument(parser: argparse.ArgumentParser) -> None:
-    """-S/--set KEY=VALUE (repeatable): keys laid over the preset, as `dvc exp run -S` takes."""
-    parser.add_argument(
-        "-S",
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="one more key over the preset (repeatable; the value is YAML: train.folds=[0])",
-    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
