@@ -283,7 +283,8 @@ def test_cache_size_is_the_largest_models_unless_set():
         ("train.num_workers", 2, "train.num_workers: unknown key"),
         ("train.loader.prefetch_factor", 0, "train.loader.prefetch_factor = 0"),
         ("train.loader.pin_memory", "maybe", "train.loader.pin_memory = 'maybe'"),
-        ("train.channels_last", "always", "train.channels_last.literal['auto'] = 'always'"),
+        ("train.channels_last", "always", "train.channels_last = 'always': allowed: 'auto' | true"),
+        ("train.loader.num_workers", -1, "= -1: allowed: 'auto' | an integer greater than or"),
         ("train.compile", "max", "train.compile = 'max'"),
     ],
 )

@@ -7,8 +7,10 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import tiny_run_params
 
 from pipeline.config.model_settings import ModelParams
+from pipeline.config.params import ParamsError, parse_params
 from pipeline.data.orientation import measure_orientation, orient_settings, read_orientation
 from pipeline.io.console import PipelineError
 
@@ -99,8 +101,12 @@ def test_the_decision_is_part_of_the_settings_a_checkpoint_records():
 
 @pytest.mark.parametrize("value", ["yes please", 1.5])
 def test_a_bad_upright_setting_names_what_is_allowed(value):
-    with pytest.raises(ValueError, match="upright"):
-        ModelParams(augment={"upright": value})
+    params = tiny_run_params()
+    params["train"]["defaults"]["augment"]["upright"] = value
+    with pytest.raises(ParamsError) as err:
+        parse_params(params)
+    line = f"train.defaults.augment.upright = {value!r}: allowed: true | false | 'auto'"
+    assert line in str(err.value)
 
 
 def test_a_corrupt_measure_names_the_file(tmp_path):

@@ -9,6 +9,7 @@ pipeline.config.checks.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,43 @@ def _unknown_key(e: dict, key: str, schema: type[BaseModel]) -> str:
     return f"{key}: unknown key (value {e['input']!r}); {hint}"
 
 
+# pydantic reports a value that no member of a union accepts once per member, the member's
+# tag last in the error's location: `channels_last.bool`, `num_workers.constrained-int`.
+UNION_MEMBER = re.compile(r"bool|int|float|str|constrained-\w+|literal\[.*\]")
+
+
+def _allowed_by(member: str, msg: str) -> str:
+    """What one member of a union allows, in params.yaml's words."""
+    if member == "bool":
+        return "true | false"
+    if member == "constrained-int":
+        return "an integer " + msg.removeprefix("Input should be ")
+    if member == "constrained-str":
+        return "a string that " + msg.removeprefix("String ")
+    return msg.removeprefix("Input should be ")
+
+
+def _merge_union_members(errors: list[dict]) -> list[dict]:
+    """One error per key that a union refused, listing what each member allows."""
+    merged: dict[Any, dict] = {}
+    for index, e in enumerate(errors):
+        *loc, last = e["loc"]
+        if not (isinstance(last, str) and UNION_MEMBER.fullmatch(last)):
+            merged[index] = e
+            continue
+        allowed = _allowed_by(last, e["msg"])
+        if tuple(loc) in merged:
+            merged[tuple(loc)]["msg"] += f" | {allowed}"
+        else:
+            merged[tuple(loc)] = {**e, "loc": tuple(loc), "msg": f"allowed: {allowed}"}
+    return list(merged.values())
+
+
 def _format_errors(
     err: ValidationError, prefix: str = "", schema: type[BaseModel] = Params
 ) -> list[str]:
     lines = []
-    for e in err.errors():
+    for e in _merge_union_members(err.errors()):
         key = prefix + ".".join(str(part) for part in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
