@@ -41,10 +41,10 @@ from pipeline.io.console import parse_stage_args, progress, run
 from pipeline.io.files import atomic_path, remove_stale_temps, write_csv, write_json
 
 
-def images_to_cache() -> pd.DataFrame:
+def images_to_cache(train: pd.DataFrame) -> pd.DataFrame:
     """The prepared train images, then the test images: columns path and md5, no repeats."""
-    tables = [read_input_table(path, ("path", "md5")) for path in (PREPARED_TRAIN, PREPARED_TEST)]
-    return pd.concat([t[["path", "md5"]] for t in tables]).drop_duplicates(ignore_index=True)
+    test = read_input_table(PREPARED_TEST, ("path", "md5"))
+    return pd.concat([t[["path", "md5"]] for t in (train, test)]).drop_duplicates(ignore_index=True)
 
 
 def training_images(cache: ImageCache | None, train: pd.DataFrame) -> Iterator[np.ndarray]:
@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> dict:
     size = resolve_cache_size(params)
     remove_stale_temps(CACHE_DIR)  # what a killed run was writing
     manifest = {"enabled": size is not None, "image_size": size, "images": 0}
-    train = read_input_table(PREPARED_TRAIN, ("path", "md5"))  # checked before anything is written
-    table = None if size is None else images_to_cache()
+    # The tables are checked before anything is written.
+    train = read_input_table(PREPARED_TRAIN, ("path", "md5"))
+    table = None if size is None else images_to_cache(train)
     with atomic_path(CACHE_DIR) as out:
         out.mkdir()
         cache = None
