@@ -56,7 +56,7 @@ def remove_empty_folders(root: Path | str) -> list[Path]:
     fails at stage check would otherwise leave an empty `models/<name>/` behind.
     """
     removed = []
-    for folder, _, _ in sorted(os.walk(root), key=lambda entry: -len(Path(entry[0]).parts)):
+    for folder, _, _ in os.walk(root, topdown=False):  # a folder after everything inside it
         folder = Path(folder)
         if folder != Path(root) and not any(folder.iterdir()):
             folder.rmdir()
