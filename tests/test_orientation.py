@@ -89,6 +89,16 @@ def test_true_and_false_override_the_measure():
     assert names(hp) == [spec["name"] for spec in SPECS] and why == ""
 
 
+def test_a_policy_without_turns_is_said_to_keep_everything():
+    hp = ModelParams(augment={"train": SPECS[:2]}, tta={"views": ["identity", "hflip"]})
+    oriented, why = orient_settings(hp, UPRIGHT)
+    assert names(oriented) == ["RandomResizedCrop", "HorizontalFlip"]
+    assert why.endswith(
+        "stand upright (their mean mask turned 90 degrees differs by 0.52, "
+        "mirrored by 0.07); the policy turns none of them"
+    )
+
+
 def test_only_turning_views_leave_the_identity():
     hp, _ = orient_settings(settings(views=["rot90", "vflip"]), UPRIGHT)
     assert hp.tta.views == ["identity"]

@@ -84,7 +84,8 @@ def orient_settings(hp: ModelParams, orientation: dict) -> tuple[ModelParams, st
             "tta": hp.tta.model_copy(update={"views": views}),
         }
     )
-    return oriented, f"{reason}; left out: {', '.join(dropped) or 'none to leave out'}"
+    left_out = f"left out: {', '.join(dropped)}" if dropped else "the policy turns none of them"
+    return oriented, f"{reason}; {left_out}"
 
 
 def describe_orientation(orientation: dict) -> str:
