@@ -103,8 +103,9 @@ def fit_long_side(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, fitted[::-1], interpolation=cv2.INTER_AREA)
 
 
-def pad_to_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre an image no larger than `size` on a `size` x `size` square, its border replicated.
+def pad_to_square(image: np.ndarray, size: int, border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
+    """Centre an image no larger than `size` on a `size` x `size` square, its border replicated
+    (or filled as `border`, an OpenCV border type: BORDER_CONSTANT pads with zeros).
 
     An odd padding puts the extra row below and the extra column on the right, as
     A.PadIfNeeded(position="center") does.
@@ -114,7 +115,7 @@ def pad_to_square(image: np.ndarray, size: int) -> np.ndarray:
         return image
     top, left = (size - height) // 2, (size - width) // 2
     bottom, right = size - height - top, size - width - left
-    return cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_REPLICATE)
+    return cv2.copyMakeBorder(image, top, bottom, left, right, border)
 
 
 # Pages read through a mapping count towards the process's resident memory (what getrusage and

@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from pipeline.config.model_settings import ModelParams
-from pipeline.data.images import fit_long_side
+from pipeline.data.images import fit_long_side, pad_to_square
 from pipeline.data.tables import corrupt, read_input_json
 from pipeline.ensemble.contours import object_mask
 
@@ -33,12 +34,10 @@ TURNING_VIEWS = ("vflip", "rot90", "rot180", "rot270", "transpose")
 
 
 def centred_mask(image: np.ndarray) -> np.ndarray:
-    """The object mask of an (H, W, 3) uint8 image fitted to MASK_SIZE, centred on a square."""
-    mask = object_mask(fit_long_side(image, MASK_SIZE))
-    square = np.zeros((MASK_SIZE, MASK_SIZE), np.float64)
-    top, left = (MASK_SIZE - mask.shape[0]) // 2, (MASK_SIZE - mask.shape[1]) // 2
-    square[top : top + mask.shape[0], left : left + mask.shape[1]] = mask
-    return square
+    """The object mask (0 or 1) of an (H, W, 3) uint8 image fitted to MASK_SIZE, centred on a
+    square of zeros."""
+    mask = object_mask(fit_long_side(image, MASK_SIZE)).astype(np.uint8)
+    return pad_to_square(mask, MASK_SIZE, cv2.BORDER_CONSTANT)
 
 
 def measure_orientation(images: Iterable[np.ndarray]) -> dict:
