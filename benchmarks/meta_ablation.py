@@ -37,7 +37,14 @@ VARIANTS = {
     "+ turn_pairs": [*LAST_ROUND, "turn_pairs"],
     "+ rings": [*LAST_ROUND, "rings"],
     "+ turn_pairs + rings": [*LAST_ROUND, "turn_pairs", "rings"],
-    "+ turn_pairs + rings + blade (the default)": [*LAST_ROUND, "turn_pairs", "rings", "blade"],
+    "+ turn_pairs + rings + blade": [*LAST_ROUND, "turn_pairs", "rings", "blade"],
+    "+ turn_pairs + rings + blade + widths (the default)": [
+        *LAST_ROUND,
+        "turn_pairs",
+        "rings",
+        "blade",
+        "widths",
+    ],
 }
 
 
@@ -78,7 +85,7 @@ def main() -> None:
             chosen = Counter(name for _, names in runs for name in names)
             results[f"{variant} | {classifier}"] = round(mean, 4)
             print(
-                f"{variant:36s} {classifier:8s} {x.shape[1]:4d} features  {mean:.4f}  "
+                f"{variant:52s} {classifier:8s} {x.shape[1]:4d} features  {mean:.4f}  "
                 f"({time.time() - start:.0f} s; folds: "
                 f"{', '.join(f'{name} x{count}' for name, count in chosen.most_common())})",
                 flush=True,

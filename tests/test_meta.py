@@ -31,6 +31,7 @@ from pipeline.ensemble.region_features import (
     RINGS,
     RINGS_FEATURES,
     RINGS_REACH,
+    WIDTHS_FEATURES,
 )
 from pipeline.io.files import read_json
 from pipeline.stages import ensemble, meta, pseudo
@@ -197,7 +198,8 @@ def test_rings_of_a_round_leaf_are_full_inside_and_empty_outside(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("group", "max_side"), [("disc", DISC_MAX_SIDE_PX), ("blade", BLADE_MAX_SIDE_PX)]
+    ("group", "max_side"),
+    [("disc", DISC_MAX_SIDE_PX), ("widths", DISC_MAX_SIDE_PX), ("blade", BLADE_MAX_SIDE_PX)],
 )
 def test_a_thread_thin_object_keeps_the_canvas_small(tmp_path, monkeypatch, group, max_side):
     """A one-pixel diagonal line across a large image has almost no area; resizing it to 128 px
@@ -226,7 +228,7 @@ def test_feature_groups_choose_the_columns(tmp_path):
 
 def test_a_blank_image_has_no_object_and_finite_features(tmp_path):
     path = save_rectangle(tmp_path / "blank.png", (30, 50), (0, 0, 0, 0), 0, 128)
-    groups = ["size", "shape", "outline", "turn_pairs", "disc", "rings", "blade"]
+    groups = ["size", "shape", "outline", "turn_pairs", "disc", "widths", "rings", "blade"]
     features = image_features(path, groups)
     assert features["object_share"] == 0 and features["log_outline"] == 0
     assert features["solidity"] == 0 and features["polygon_vertices"] == 0
@@ -354,7 +356,7 @@ def test_the_summary_line_names_each_folds_classifier():
         ({"features": []}, "meta.features = []: must be a non-empty list"),
         (
             {"features": ["size", "size"]},
-            "distinct groups: size, shape, outline, turn_pairs, disc, rings, blade, colour",
+            "distinct groups: size, shape, outline, turn_pairs, disc, widths, rings, blade, colour",
         ),
         ({"C": 0}, "meta.C = 0: Input should be greater than 0"),
         ({"classifier": "svm"}, "meta.classifier = 'svm'"),
@@ -416,7 +418,14 @@ def test_on_stage_writes_cells_like_train_and_joins_the_ensemble(run_copy, capsy
     assert columns == 3 + 9 + sum(
         map(
             len,
-            (OUTLINE_FEATURES, TURN_PAIR_FEATURES, DISC_FEATURES, RINGS_FEATURES, BLADE_FEATURES),
+            (
+                OUTLINE_FEATURES,
+                TURN_PAIR_FEATURES,
+                DISC_FEATURES,
+                WIDTHS_FEATURES,
+                RINGS_FEATURES,
+                BLADE_FEATURES,
+            ),
         )
     )
     assert set(metrics["classifiers"]) == {"0", "1"}

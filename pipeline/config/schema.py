@@ -163,12 +163,14 @@ class PseudoParams(Strict):
 META_MODEL = "meta"  # stage meta's member of the ensemble: models/meta/fold<k>/
 
 
-MetaFeature = Literal["size", "shape", "outline", "turn_pairs", "disc", "rings", "blade", "colour"]
+MetaFeature = Literal[
+    "size", "shape", "outline", "turn_pairs", "disc", "widths", "rings", "blade", "colour"
+]
 
 
 MetaFeatures = Annotated[
     list[MetaFeature],
-    distinct("groups: size, shape, outline, turn_pairs, disc, rings, blade, colour"),
+    distinct("groups: size, shape, outline, turn_pairs, disc, widths, rings, blade, colour"),
 ]
 
 

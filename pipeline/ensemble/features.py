@@ -1,7 +1,7 @@
 """Image statistics for stage meta, one row per image: size, object shape and contour
 descriptors, outline curvature and its pairs across scales, colour; the groups measured on the
-leaf's area (discs and rings: pipeline.ensemble.region_features); and inside its blade (veins
-and colour: pipeline.ensemble.blade_features)."""
+leaf's area (discs, widths and rings: pipeline.ensemble.region_features); and inside its blade
+(veins and colour: pipeline.ensemble.blade_features)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pipeline.ensemble.contours import (
     resample_contour,
     turning_angles,
 )
-from pipeline.ensemble.region_features import disc_features, ring_features
+from pipeline.ensemble.region_features import disc_features, ring_features, width_features
 from pipeline.io.console import progress
 
 CONTOUR_FEATURES = (
@@ -161,7 +161,7 @@ def image_features(path: str, groups: list[str]) -> dict[str, float]:
     features = {}
     if "size" in groups:
         features |= size_features(*rgb.shape[:2])
-    if {"shape", "outline", "turn_pairs", "disc", "rings", "blade"} & set(groups):
+    if {"shape", "outline", "turn_pairs", "disc", "widths", "rings", "blade"} & set(groups):
         mask = object_mask(rgb)
         contour = largest_contour(mask)
     if "shape" in groups:
@@ -172,6 +172,8 @@ def image_features(path: str, groups: list[str]) -> dict[str, float]:
         features |= turn_pair_features(contour)
     if "disc" in groups:
         features |= disc_features(mask, contour)
+    if "widths" in groups:
+        features |= width_features(mask, contour)
     if "rings" in groups:
         features |= ring_features(mask, contour)
     if "blade" in groups:

@@ -1,5 +1,6 @@
-"""Stage meta's feature groups measured on the leaf's area: discs along its outline, and rings
-around its centre. Both are free of the leaf's position, turn and the scan's resolution."""
+"""Stage meta's feature groups measured on the leaf's area: discs along its outline, the widths
+of its parts, and rings around its centre. All are free of the leaf's position, turn and the
+scan's resolution."""
 
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ DISC_FEATURES = tuple(
     for name in [f"bin{b}" for b in range(DISC_BINS)] + ["std", "mean"]
 )
 
+# The widths group (a granulometry): on the disc group's canvas, at each radius of WIDTH_RADII (a
+# share of the square root of the leaf's area, in equal ratios from a fine tooth to a broad lobe)
+# the share of the leaf's area that an opening by a disc of that radius removes: the parts of the
+# leaf narrower than the disc (a petiole, teeth, bristle tips, slender lobes), which curvature
+# along the outline sees only as turns.
+WIDTH_RADII = tuple(float(radius) for radius in np.geomspace(0.01, 0.4, 14))
+WIDTHS_FEATURES = tuple(f"widths_r{round(1000 * radius)}" for radius in WIDTH_RADII)
+
 # The rings group: RINGS rings around the leaf's centre of area, out to RINGS_REACH times the
 # square root of its area, each sampled at RING_ANGLES angles on two radii; how the leaf fills a
 # ring, as the magnitudes of the first RING_HARMONICS angular harmonics of its occupancy
@@ -48,16 +57,9 @@ def disc_features(mask: np.ndarray, contour: np.ndarray | None) -> dict[str, flo
     better so). Free of position, resolution and turn; zeros without an object."""
     if contour is None or len(contour) < 3:
         return dict.fromkeys(DISC_FEATURES, 0.0)
-    x, y, width, height = cv2.boundingRect(contour)
-    scale, size = leaf_scale(contour, DISC_SCALE_PX, DISC_MAX_SIDE_PX)
     margin = math.ceil(max(DISC_RADII) * DISC_SCALE_PX) + 2
-    crop = mask[y : y + height, x : x + width].astype(np.float32)
-    inside_leaf = cv2.copyMakeBorder(
-        cv2.resize(crop, size, interpolation=cv2.INTER_AREA),
-        *(margin,) * 4,
-        cv2.BORDER_CONSTANT,
-        value=0,
-    )
+    inside_leaf, scale = leaf_canvas(mask, contour, margin)
+    x, y, _, _ = cv2.boundingRect(contour)
     # The contour runs through the centres of the object's border pixels, half a pixel inside
     # its edge: move each point out by that, so the shares do not depend on the resolution.
     along = edge_points(resample_contour(contour, DISC_POINTS)) - [x, y]
@@ -72,6 +74,41 @@ def disc_features(mask: np.ndarray, contour: np.ndarray | None) -> dict[str, flo
         counts, _ = np.histogram(shares, bins=DISC_BINS, range=(0.0, 1.0))
         values += [*np.sqrt(counts / len(shares)), shares.std(), shares.mean()]
     return dict(zip(DISC_FEATURES, map(float, values), strict=True))
+
+
+def width_features(mask: np.ndarray, contour: np.ndarray | None) -> dict[str, float]:
+    """Per radius of WIDTH_RADII: the square root of the share of the leaf's area that an opening
+    by a disc of that radius removes (the parts narrower than the disc), found with distance
+    transforms: the opening keeps the pixels within the radius of a point whose disc fits inside
+    the leaf. Free of position, resolution and turn; zeros without an object."""
+    if contour is None or len(contour) < 3:
+        return dict.fromkeys(WIDTHS_FEATURES, 0.0)
+    leaf = leaf_canvas(mask, contour, margin=1)[0] > 0.5
+    area = leaf.sum()
+    depth = distance_to_zero(leaf)
+    values = []
+    for radius in WIDTH_RADII:
+        reach = radius * DISC_SCALE_PX
+        fits = depth > reach  # the centres of the discs that lie inside the leaf
+        kept = (distance_to_zero(~fits) <= reach) & leaf if fits.any() else fits
+        values.append(math.sqrt(1 - kept.sum() / max(area, 1)))
+    return dict(zip(WIDTHS_FEATURES, values, strict=True))
+
+
+def leaf_canvas(mask: np.ndarray, contour: np.ndarray, margin: int) -> tuple[np.ndarray, float]:
+    """The object mask cropped to the contour's box and resized so that the square root of the
+    leaf's area is DISC_SCALE_PX pixels (`leaf_scale`; float, the resize blends the edge),
+    padded by `margin` pixels of background; and the resize factor."""
+    x, y, width, height = cv2.boundingRect(contour)
+    scale, size = leaf_scale(contour, DISC_SCALE_PX, DISC_MAX_SIDE_PX)
+    crop = mask[y : y + height, x : x + width].astype(np.float32)
+    resized = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+    return cv2.copyMakeBorder(resized, *(margin,) * 4, cv2.BORDER_CONSTANT, value=0), scale
+
+
+def distance_to_zero(binary: np.ndarray) -> np.ndarray:
+    """Per pixel of `binary`, the Euclidean distance to the nearest false pixel (0 on those)."""
+    return cv2.distanceTransform(binary.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
 
 
 def ring_features(mask: np.ndarray, contour: np.ndarray | None) -> dict[str, float]:

@@ -32,6 +32,11 @@ Feature groups (`meta.features`), on the decoded file at full resolution:
   outline points that lies inside the leaf, with the shares' spread and mean (`disc_features`,
   the integral area invariant): teeth, tips and notches, free of the scan's resolution and of
   how finely the outline is traced;
+- widths: on the disc group's canvas, at 14 radii (1 % to 40 % of that length, in equal
+  ratios) the share of the leaf's area that a morphological opening by a disc of that radius
+  removes (`width_features`, a granulometry): how much of the leaf lies in parts narrower than
+  the disc (a petiole, teeth, bristle tips, slender lobes), free of position, resolution and
+  turn;
 - rings: ten rings round the object's centre of area, out to twice the square root of its area;
   per ring, the magnitudes of the first eight angular harmonics of how the object fills it
   (`ring_features`): its global form, free of position, resolution and turn;
