@@ -11,17 +11,31 @@ import numpy as np
 # channel: a green leaf on brown wood of the same grey is found, and on grey images the channels
 # are equal, so it is the grey level's difference.
 OBJECT_CONTRAST = 0.25
+# Otsu's split of the differences lowers that threshold for a leaf of low contrast (pale green on
+# grey-green card), but never below this percentile of the border's own differences, so that
+# the noise of a plain background stays out of the mask.
+BORDER_NOISE_PERCENTILE = 99
 
 
 def object_mask(rgb: np.ndarray) -> np.ndarray:
     """The pixels of an (H, W, 3) uint8 image that differ from the median colour of its border
-    by more than OBJECT_CONTRAST in some channel."""
+    by more than `object_threshold` in some channel."""
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
-    background = np.median(border, axis=0)
-    mask = np.zeros(rgb.shape[:2], bool)
-    for channel, level in enumerate(background):
-        mask |= np.abs(rgb[..., channel].astype(np.float32) - level) > OBJECT_CONTRAST * 255
-    return mask
+    background = np.median(border, axis=0).astype(np.float32)
+    difference = np.abs(rgb.astype(np.float32) - background).max(axis=2)
+    return difference > object_threshold(difference)
+
+
+def object_threshold(difference: np.ndarray) -> float:
+    """OBJECT_CONTRAST of the range, or Otsu's threshold of the (H, W) differences from the
+    background where that is lower, but not below what the border's own pixels reach
+    (BORDER_NOISE_PERCENTILE). A high-contrast image keeps the fixed threshold."""
+    otsu, _ = cv2.threshold(
+        np.round(difference).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU
+    )
+    border = np.concatenate([difference[0], difference[-1], difference[:, 0], difference[:, -1]])
+    noise = float(np.percentile(border, BORDER_NOISE_PERCENTILE))
+    return min(OBJECT_CONTRAST * 255, max(otsu, noise))
 
 
 def largest_contour(mask: np.ndarray) -> np.ndarray | None:
