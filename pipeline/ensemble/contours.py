@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -21,9 +22,19 @@ def object_mask(rgb: np.ndarray) -> np.ndarray:
     """The pixels of an (H, W, 3) uint8 image that differ from the median colour of its border
     by more than `object_threshold` in some channel."""
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
-    background = np.median(border, axis=0).astype(np.float32)
-    difference = np.abs(rgb.astype(np.float32) - background).max(axis=2)
+    difference = colour_difference(rgb, np.median(border, axis=0))
     return difference > object_threshold(difference)
+
+
+def colour_difference(rgb: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """(H, W) float32: each pixel's largest absolute difference from `colour` over the three
+    channels (channel by channel: several times faster than numpy's reduction over the last
+    axis)."""
+    channels = [
+        cv2.absdiff(rgb[..., channel].astype(np.float32), float(level))
+        for channel, level in enumerate(colour)
+    ]
+    return functools.reduce(np.maximum, channels)
 
 
 def object_threshold(difference: np.ndarray) -> float:
