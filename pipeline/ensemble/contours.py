@@ -21,9 +21,13 @@ BORDER_NOISE_PERCENTILE = 99
 def object_mask(rgb: np.ndarray) -> np.ndarray:
     """The pixels of an (H, W, 3) uint8 image that differ from the median colour of its border
     by more than `object_threshold` in some channel."""
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
-    difference = colour_difference(rgb, np.median(border, axis=0))
+    difference = colour_difference(rgb, np.median(border_pixels(rgb), axis=0))
     return difference > object_threshold(difference)
+
+
+def border_pixels(image: np.ndarray) -> np.ndarray:
+    """The pixels of an image's outermost rows and columns, concatenated (the corners twice)."""
+    return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
 
 
 def colour_difference(rgb: np.ndarray, colour: np.ndarray) -> np.ndarray:
@@ -44,8 +48,7 @@ def object_threshold(difference: np.ndarray) -> float:
     otsu, _ = cv2.threshold(
         np.round(difference).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU
     )
-    border = np.concatenate([difference[0], difference[-1], difference[:, 0], difference[:, -1]])
-    noise = float(np.percentile(border, BORDER_NOISE_PERCENTILE))
+    noise = float(np.percentile(border_pixels(difference), BORDER_NOISE_PERCENTILE))
     return min(OBJECT_CONTRAST * 255, max(otsu, noise))
 
 
