@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import cv2
@@ -288,15 +289,44 @@ def heavy_tailed_classes(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
     return x, y
 
 
+def choose(x: np.ndarray, y: np.ndarray, classifier: str = "auto") -> tuple[float, float | str]:
+    weights = meta_model.CLASSIFIER_LDA_WEIGHTS[classifier]
+    return meta_model.choose_classifier(x, y, weights, C=10.0)
+
+
 def test_auto_leans_to_the_classifier_that_cross_validates_better_inside_the_training_rows():
     rng = np.random.default_rng(0)
-    shared_noise = meta_model.choose_lda_weight(*shared_noise_classes(rng), C=10.0)
-    heavy_tails = meta_model.choose_lda_weight(*heavy_tailed_classes(rng), C=10.0)
+    shared_noise, _ = choose(*shared_noise_classes(rng))
+    heavy_tails, _ = choose(*heavy_tailed_classes(rng))
     # LDA takes a share where its shared covariance fits; none where far-out rows distort it
     assert heavy_tails == 0.0 < shared_noise
-    # a class with a single row cannot be cross-validated: logistic
+    # a class with a single row cannot be cross-validated: logistic, or LDA with Ledoit-Wolf
     x, y = np.array([[0.0], [0.1], [5.0], [5.1], [9.0]]), np.array([0, 0, 1, 1, 2])
-    assert meta_model.choose_lda_weight(x, y, C=10.0) == 0.0
+    assert choose(x, y) == (0.0, meta_model.LEDOIT_WOLF)
+    assert choose(x, y, "lda") == (1.0, meta_model.LEDOIT_WOLF)
+
+
+def test_lda_shrinks_its_covariance_as_much_as_cross_validates_best():
+    # 20 rows a class under one strongly correlated noise: Ledoit-Wolf's estimate from each
+    # class's own rows shrinks the pooled covariance far too much; a small fixed one is chosen
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(8, 40)) * 0.6
+    mixing = rng.normal(size=(40, 40)) / np.sqrt(40)
+
+    def draw(rows_a_class: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.repeat(np.arange(8), rows_a_class)
+        return means[y] + rng.normal(size=(len(y), 40)) @ mixing * 3, y
+
+    (x, y), (fresh_x, fresh_y) = draw(20), draw(100)
+    weight, shrinkage = choose(x, y, "lda")
+    assert weight == 1.0 and shrinkage in meta_model.LDA_SHRINKAGES[1:3]
+    model = meta_model.MetaModel(
+        meta_model.fitted(meta_model.make_classifier(weight, 10.0, shrinkage), x, y), 8, [], []
+    )
+    assert model.classifier == f"lda (shrinkage {shrinkage:g})"
+    ledoit_wolf = meta_model.fitted(meta_model.make_classifier(1.0, 10.0), x, y)
+    chosen_accuracy = (model.pipeline.predict(fresh_x) == fresh_y).mean()
+    assert chosen_accuracy > (ledoit_wolf.predict(fresh_x) == fresh_y).mean() + 0.2
 
 
 def test_a_mixed_fold_averages_the_probabilities_of_lda_and_logistic():
@@ -323,9 +353,13 @@ def test_auto_chooses_on_a_stratified_sample_of_a_large_fold(monkeypatch):
         return fit(pipeline, rows_x, rows_y)
 
     monkeypatch.setattr(meta_model, "fitted", recording_fit)
-    assert meta_model.choose_lda_weight(x, y, C=10.0) in meta_model.LDA_WEIGHTS
-    # 3 inner splits x 2 classifiers, each fitted on 2/3 of the 24 sampled rows: 2 a class
-    assert len(seen) == 6 and all((counts == 2).all() for counts in seen)
+    weight, shrinkage = choose(x, y)
+    assert weight in meta_model.CLASSIFIER_LDA_WEIGHTS["auto"]
+    assert shrinkage in meta_model.LDA_SHRINKAGES
+    # 3 inner splits x (an LDA a shrinkage, and logistic), each fitted on 2/3 of the 24 sampled
+    # rows: 2 a class
+    fits = 3 * (len(meta_model.LDA_SHRINKAGES) + 1)
+    assert len(seen) == fits and all((counts == 2).all() for counts in seen)
 
 
 @pytest.mark.parametrize("classifier", ["logistic", "lda"])
@@ -335,10 +369,8 @@ def test_a_fixed_classifier_is_fitted_on_every_fold(classifier):
     folds = folds_table(list(y), [row % 2 for row in range(len(y))])
     settings = MetaParams(features=["size"], classifier=classifier)
     models = meta_model.fit_models(features, folds, [0, 1], settings, num_classes=8)
-    assert {fold: model.classifier for fold, model in models.items()} == {
-        0: classifier,
-        1: classifier,
-    }
+    for model in models.values():  # LDA's shrinkage is still chosen per fold
+        assert re.fullmatch(rf"{classifier}( \(shrinkage [0-9.]+\))?", model.classifier)
     log_probs = models[0].log_probs(features)
     assert log_probs.shape == (len(y), 8) and np.isfinite(log_probs).all()
 
@@ -429,8 +461,8 @@ def test_on_stage_writes_cells_like_train_and_joins_the_ensemble(run_copy, capsy
         )
     )
     assert set(metrics["classifiers"]) == {"0", "1"}
-    mixes = {"lda", "logistic", *(f"lda {w:g} + logistic {1 - w:g}" for w in (0.25, 0.5, 0.75))}
-    assert set(metrics["classifiers"].values()) <= mixes
+    mix = r"lda( 0\.25| 0\.5| 0\.75)?( \(shrinkage [0-9.]+\))?( \+ logistic 0\.[0-9]+)?|logistic"
+    assert all(re.fullmatch(mix, chosen) for chosen in metrics["classifiers"].values())
     assert f" on {columns} features, OOF accuracy" in capsys.readouterr().out
 
     set_params(run_copy, "ensemble", weights="fit")

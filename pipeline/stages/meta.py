@@ -52,7 +52,8 @@ Features are standardised on each fold's training rows. `meta.classifier`: logis
 multinomial logistic regression, `meta.C` its inverse L2 strength), lda (linear discriminant
 analysis with a shrunk covariance: often better with a few images a class) or auto, the
 average of both's probabilities, LDA's weight (0, 0.25, ..., 1) chosen per fold by a
-cross-validation inside that fold's training rows (`choose_lda_weight`).
+cross-validation inside that fold's training rows; the same cross-validation chooses LDA's
+shrinkage, Ledoit-Wolf's or a fixed one (`choose_classifier`).
 The table of features is kept as models/meta/features.csv. With `meta.enabled: false` the
 stage writes an empty models/meta and a metrics file that says so, and the ensemble leaves it
 out.
