@@ -356,8 +356,8 @@ def test_auto_chooses_on_a_stratified_sample_of_a_large_fold(monkeypatch):
     weight, shrinkage = choose(x, y)
     assert weight in meta_model.CLASSIFIER_LDA_WEIGHTS["auto"]
     assert shrinkage in meta_model.LDA_SHRINKAGES
-    # 3 inner splits x (an LDA a shrinkage, and logistic), each fitted on 2/3 of the 24 sampled
-    # rows: 2 a class
+    # 3 inner splits (3 rows a class) x (an LDA a shrinkage, and logistic), each fitted on 2/3 of
+    # the 24 sampled rows: 2 a class
     fits = 3 * (len(meta_model.LDA_SHRINKAGES) + 1)
     assert len(seen) == fits and all((counts == 2).all() for counts in seen)
 
