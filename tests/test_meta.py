@@ -25,7 +25,9 @@ from pipeline.config.paths import (
 from pipeline.config.schema import MetaParams
 from pipeline.ensemble import meta_model
 from pipeline.ensemble.blade_features import BLADE_FEATURES, BLADE_MAX_SIDE_PX
+from pipeline.ensemble.discriminant import LEDOIT_WOLF
 from pipeline.ensemble.features import OUTLINE_FEATURES, TURN_PAIR_FEATURES, image_features
+from pipeline.ensemble.meta_model import ClassifierChoice
 from pipeline.ensemble.region_features import (
     DISC_FEATURES,
     DISC_MAX_SIDE_PX,
@@ -36,6 +38,9 @@ from pipeline.ensemble.region_features import (
 )
 from pipeline.io.files import read_json
 from pipeline.stages import ensemble, meta, pseudo
+
+# what MetaModel.classifier adds to "lda": its shrinkage and class share, when not the defaults
+REGULARISATION = r"( \((shrinkage [0-9.]+)?(, )?(class covariance [0-9.]+)?\))?"
 
 
 def save_rectangle(path: Path, size: tuple[int, int], box: tuple[int, int, int, int], fg, bg):
@@ -289,21 +294,25 @@ def heavy_tailed_classes(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
     return x, y
 
 
-def choose(x: np.ndarray, y: np.ndarray, classifier: str = "auto") -> tuple[float, float | str]:
+def choose(x: np.ndarray, y: np.ndarray, classifier: str = "auto") -> ClassifierChoice:
     weights = meta_model.CLASSIFIER_LDA_WEIGHTS[classifier]
     return meta_model.choose_classifier(x, y, weights, C=10.0)
 
 
+def fit(choice: ClassifierChoice, x: np.ndarray, y: np.ndarray):
+    return meta_model.fitted(meta_model.make_classifier(choice, C=10.0), x, y)
+
+
 def test_auto_leans_to_the_classifier_that_cross_validates_better_inside_the_training_rows():
     rng = np.random.default_rng(0)
-    shared_noise, _ = choose(*shared_noise_classes(rng))
-    heavy_tails, _ = choose(*heavy_tailed_classes(rng))
+    shared_noise = choose(*shared_noise_classes(rng)).lda_weight
+    heavy_tails = choose(*heavy_tailed_classes(rng)).lda_weight
     # LDA takes a share where its shared covariance fits; none where far-out rows distort it
     assert heavy_tails == 0.0 < shared_noise
     # a class with a single row cannot be cross-validated: logistic, or LDA with Ledoit-Wolf
     x, y = np.array([[0.0], [0.1], [5.0], [5.1], [9.0]]), np.array([0, 0, 1, 1, 2])
-    assert choose(x, y) == (0.0, meta_model.LEDOIT_WOLF)
-    assert choose(x, y, "lda") == (1.0, meta_model.LEDOIT_WOLF)
+    assert choose(x, y) == ClassifierChoice(0.0, LEDOIT_WOLF, class_share=0.0)
+    assert choose(x, y, "lda") == ClassifierChoice(1.0, LEDOIT_WOLF, class_share=0.0)
 
 
 def test_lda_shrinks_its_covariance_as_much_as_cross_validates_best():
@@ -318,21 +327,42 @@ def test_lda_shrinks_its_covariance_as_much_as_cross_validates_best():
         return means[y] + rng.normal(size=(len(y), 40)) @ mixing * 3, y
 
     (x, y), (fresh_x, fresh_y) = draw(20), draw(100)
-    weight, shrinkage = choose(x, y, "lda")
-    assert weight == 1.0 and shrinkage != meta_model.LEDOIT_WOLF and shrinkage <= 0.05
-    model = meta_model.MetaModel(
-        meta_model.fitted(meta_model.make_classifier(weight, 10.0, shrinkage), x, y), 8, [], []
-    )
-    assert model.classifier == f"lda (shrinkage {shrinkage:g})"
-    ledoit_wolf = meta_model.fitted(meta_model.make_classifier(1.0, 10.0), x, y)
+    choice = choose(x, y, "lda")
+    assert choice.lda_weight == 1.0 and choice.shrinkage != LEDOIT_WOLF
+    assert choice.shrinkage <= 0.05
+    model = meta_model.MetaModel(fit(choice, x, y), 8, [], [])
+    assert model.classifier.startswith(f"lda (shrinkage {choice.shrinkage:g}")
+    ledoit_wolf = fit(ClassifierChoice(1.0, LEDOIT_WOLF, choice.class_share), x, y)
     chosen_accuracy = (model.pipeline.predict(fresh_x) == fresh_y).mean()
     assert chosen_accuracy > (ledoit_wolf.predict(fresh_x) == fresh_y).mean() + 0.2
 
 
+def test_classes_that_vary_in_their_own_way_take_a_share_of_their_own_covariance():
+    # 6 classes x 20 rows, each spread along its own few directions: one shared covariance
+    # cannot say which direction a class varies in; a share of the class's own can
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(6, 30)) * 0.5
+    spreads = rng.normal(size=(6, 30, 3)) * 2.0
+
+    def draw(rows_a_class: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.repeat(np.arange(6), rows_a_class)
+        own = np.einsum("rdk,rk->rd", spreads[y], rng.normal(size=(len(y), 3)))
+        return means[y] + own + rng.normal(size=(len(y), 30)) * 0.3, y
+
+    (x, y), (fresh_x, fresh_y) = draw(20), draw(200)
+    choice = choose(x, y, "lda")
+    assert choice.class_share > 0.0
+    model = meta_model.MetaModel(fit(choice, x, y), 6, [], [])
+    assert f"class covariance {choice.class_share:g})" in model.classifier
+    shared_only = fit(ClassifierChoice(1.0, choice.shrinkage, class_share=0.0), x, y)
+    chosen_accuracy = (model.pipeline.predict(fresh_x) == fresh_y).mean()
+    assert chosen_accuracy > (shared_only.predict(fresh_x) == fresh_y).mean() + 0.1
+
+
 def test_a_mixed_fold_averages_the_probabilities_of_lda_and_logistic():
     x, y = shared_noise_classes(np.random.default_rng(0))
-    mixed = meta_model.fitted(meta_model.make_classifier(0.25, C=10.0), x, y)
-    lda, logistic = (meta_model.fitted(meta_model.make_classifier(w, 10.0), x, y) for w in (1, 0))
+    mixed = fit(ClassifierChoice(0.25), x, y)
+    lda, logistic = (fit(ClassifierChoice(weight), x, y) for weight in (1.0, 0.0))
     expected = 0.25 * lda.predict_proba(x) + 0.75 * logistic.predict_proba(x)
     np.testing.assert_allclose(mixed.predict_proba(x), expected, rtol=1e-6)
     model = meta_model.MetaModel(mixed, 8, ["size"], [f"f{i}" for i in range(x.shape[1])])
@@ -353,13 +383,13 @@ def test_auto_chooses_on_a_stratified_sample_of_a_large_fold(monkeypatch):
         return fit(pipeline, rows_x, rows_y)
 
     monkeypatch.setattr(meta_model, "fitted", recording_fit)
-    weight, shrinkage = choose(x, y)
-    assert weight in meta_model.CLASSIFIER_LDA_WEIGHTS["auto"]
-    assert shrinkage in meta_model.LDA_SHRINKAGES
-    # 3 inner splits (3 rows a class) x (an LDA a shrinkage, and logistic), each fitted on 2/3 of
-    # the 24 sampled rows: 2 a class
-    fits = 3 * (len(meta_model.LDA_SHRINKAGES) + 1)
-    assert len(seen) == fits and all((counts == 2).all() for counts in seen)
+    choice = choose(x, y)
+    assert choice.lda_weight in meta_model.CLASSIFIER_LDA_WEIGHTS["auto"]
+    assert choice.shrinkage in meta_model.LDA_SHRINKAGES
+    assert choice.class_share in meta_model.CLASS_SHARES
+    # 3 inner splits (3 rows a class) x (one LDA, whose class statistics serve every shrinkage
+    # and class share, and logistic), each fitted on 2/3 of the 24 sampled rows: 2 a class
+    assert len(seen) == 3 * 2 and all((counts == 2).all() for counts in seen)
 
 
 @pytest.mark.parametrize("classifier", ["logistic", "lda"])
@@ -370,7 +400,7 @@ def test_a_fixed_classifier_is_fitted_on_every_fold(classifier):
     settings = MetaParams(features=["size"], classifier=classifier)
     models = meta_model.fit_models(features, folds, [0, 1], settings, num_classes=8)
     for model in models.values():  # LDA's shrinkage is still chosen per fold
-        assert re.fullmatch(rf"{classifier}( \(shrinkage [0-9.]+\))?", model.classifier)
+        assert re.fullmatch(rf"{classifier}{REGULARISATION}", model.classifier)
     log_probs = models[0].log_probs(features)
     assert log_probs.shape == (len(y), 8) and np.isfinite(log_probs).all()
 
@@ -461,7 +491,7 @@ def test_on_stage_writes_cells_like_train_and_joins_the_ensemble(run_copy, capsy
         )
     )
     assert set(metrics["classifiers"]) == {"0", "1"}
-    mix = r"lda( 0\.25| 0\.5| 0\.75)?( \(shrinkage [0-9.]+\))?( \+ logistic 0\.[0-9]+)?|logistic"
+    mix = rf"lda( 0\.25| 0\.5| 0\.75)?{REGULARISATION}( \+ logistic 0\.[0-9]+)?|logistic"
     assert all(re.fullmatch(mix, chosen) for chosen in metrics["classifiers"].values())
     assert f" on {columns} features, OOF accuracy" in capsys.readouterr().out
 

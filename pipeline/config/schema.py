@@ -175,7 +175,7 @@ MetaFeatures = Annotated[
 
 
 class MetaParams(Strict):
-    """Stage `meta`: a linear classifier on image statistics, one more ensemble member."""
+    """Stage `meta`: a classifier on image statistics, one more ensemble member."""
 
     enabled: bool = False
     features: MetaFeatures = ["size", "shape"]

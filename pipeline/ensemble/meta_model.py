@@ -1,10 +1,11 @@
-"""Stage meta's model: linear classifiers on image statistics, one per fold and one on every
+"""Stage meta's model: classifiers on image statistics, one per fold and one on every
 labelled row; fit and predict.
 
-The classifier is linear discriminant analysis, a logistic regression, or a weighted average of
-their probabilities (`meta.classifier: auto` weighs them per fold). LDA's shrinkage of its
-shared covariance is chosen per fold too, from Ledoit-Wolf's estimate and a few fixed values.
-Both choices come from one cross-validation inside the fold's training rows (`choose_classifier`).
+The classifier is discriminant analysis (pipeline.ensemble.discriminant), a logistic regression,
+or a weighted average of their probabilities (`meta.classifier: auto` weighs them per fold).
+The discriminant's shrinkage of its shared covariance (Ledoit-Wolf's estimate or a few fixed
+values) and each class's share of its own covariance are chosen per fold too. All three choices
+come from one cross-validation inside the fold's training rows (`choose_classifier`).
 Stage `meta` fits one per fold on the other folds' rows for its OOF predictions (`fit_models`),
 and one on every labelled row for the test images (`fit_all_rows`): with few images a class a
 quarter more rows is worth having (BENCHMARKS.md). It saves the latter through
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from scipy.special import softmax
 from sklearn.ensemble import VotingClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
@@ -30,6 +31,7 @@ from sklearn.preprocessing import StandardScaler
 
 from pipeline.config.schema import MetaParams
 from pipeline.ensemble.cells import read_meta_model
+from pipeline.ensemble.discriminant import LEDOIT_WOLF, RegularizedDiscriminant
 from pipeline.ensemble.scoring import selection_score
 from pipeline.io.console import PipelineError
 
@@ -39,12 +41,15 @@ ABSENT_CLASS_LOG_PROB = math.log(ABSENT_CLASS_PROB)
 # `meta.classifier`: LDA's share of the averaged probabilities (logistic has the rest); `auto`
 # cross-validates each of its weights inside the fold's training rows.
 CLASSIFIER_LDA_WEIGHTS = {"lda": (1.0,), "logistic": (0.0,), "auto": (0.0, 0.25, 0.5, 0.75, 1.0)}
-# LDA's shrinkage of each class's covariance towards its diagonal, cross-validated with the
-# weight: Ledoit-Wolf's estimate from the class's own rows, or a fixed one. Ledoit-Wolf suits
-# a few rows a class in many dimensions; with more rows a class it can shrink far too much
-# (stage meta alone on a synthetic set of 40 species: 0.854 against 0.922, BENCHMARKS.md).
-LEDOIT_WOLF = "auto"  # sklearn's name for it
+# LDA's shrinkage of each class's covariance, cross-validated with the weight: Ledoit-Wolf's
+# estimate from the class's own rows, or a fixed one. Ledoit-Wolf suits a few rows a class in
+# many dimensions; with more rows a class it can shrink far too much (stage meta alone on a
+# synthetic set of 40 species: 0.854 against 0.922, BENCHMARKS.md).
 LDA_SHRINKAGES = (LEDOIT_WOLF, 0.02, 0.05, 0.1, 0.2, 0.4)
+# Each class's share of its own covariance, cross-validated with them: 0 is LDA. Real leaves
+# take some (the silhouettes 0.05-0.2), synthetic ones, drawn with one variation for every
+# species, mostly none (BENCHMARKS.md).
+CLASS_SHARES = (0.0, 0.05, 0.1, 0.2)
 # Inner folds of that cross-validation: with 5 its models see 4/5 of the rows, near the rows a
 # class the chosen model is fitted on, which matters for the shrinkage (with 3 the silhouettes'
 # model of the test images took 0.1 on one inner split of four, where Ledoit-Wolf's is 0.8
@@ -56,6 +61,16 @@ LOGISTIC_MAX_ITER = 100
 # Past this many rows `auto` chooses on a stratified sample of them: the choice needs no more,
 # and at Classify Leaves' size (14,700 rows a fold, 176 classes) every inner fit costs seconds.
 INNER_MAX_ROWS = 4000
+
+
+@dataclass(frozen=True)
+class ClassifierChoice:
+    """What `make_classifier` builds: LDA's weight in the average of probabilities (logistic
+    has the rest), its shrinkage and each class's share of its own covariance."""
+
+    lda_weight: float
+    shrinkage: float | str = LEDOIT_WOLF
+    class_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -93,15 +108,16 @@ class MetaModel:
 
     @property
     def classifier(self) -> str:
-        """lda, logistic, or their mix, e.g. 'lda 0.75 + logistic 0.25'; LDA's shrinkage in
-        brackets when it is not Ledoit-Wolf's, e.g. 'lda (shrinkage 0.05)'."""
+        """lda, logistic, or their mix, e.g. 'lda 0.75 + logistic 0.25'; in brackets LDA's
+        shrinkage when it is not Ledoit-Wolf's and the classes' share of their own covariance
+        when it has one, e.g. 'lda (shrinkage 0.05, class covariance 0.1)'."""
         last = self.pipeline.steps[-1][1]
         if isinstance(last, VotingClassifier):
             lda, logistic = last.weights
-            shrinkage = last.named_estimators_["lda"].shrinkage
-            return f"lda {lda:g}{shrinkage_note(shrinkage)} + logistic {logistic:g}"
-        if isinstance(last, LinearDiscriminantAnalysis):
-            return f"lda{shrinkage_note(last.shrinkage)}"
+            note = regularisation_note(last.named_estimators_["lda"])
+            return f"lda {lda:g}{note} + logistic {logistic:g}"
+        if isinstance(last, RegularizedDiscriminant):
+            return f"lda{regularisation_note(last)}"
         return "logistic"
 
     def spec(self) -> dict:
@@ -109,21 +125,24 @@ class MetaModel:
         return {"num_classes": self.num_classes, "groups": self.groups, "columns": self.columns}
 
 
-def shrinkage_note(shrinkage: float | str) -> str:
-    return "" if shrinkage == LEDOIT_WOLF else f" (shrinkage {shrinkage:g})"
+def regularisation_note(lda: RegularizedDiscriminant) -> str:
+    notes = [] if lda.shrinkage == LEDOIT_WOLF else [f"shrinkage {lda.shrinkage:g}"]
+    notes += [f"class covariance {lda.class_share:g}"] if lda.class_share else []
+    return f" ({', '.join(notes)})" if notes else ""
 
 
-def make_classifier(lda_weight: float, C: float, shrinkage: float | str = LEDOIT_WOLF) -> Pipeline:
-    """StandardScaler, then linear discriminant analysis (each class's covariance shrunk towards
-    its diagonal by `shrinkage`, then pooled) with weight `lda_weight` and a logistic regression
-    (L2, inverse strength C) with the rest: one of them alone at weight 1 or 0, else the
-    average of their probabilities."""
-    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=shrinkage)
+def make_classifier(choice: ClassifierChoice, C: float) -> Pipeline:
+    """StandardScaler, then discriminant analysis (`RegularizedDiscriminant`, LDA at class
+    share 0) with weight `choice.lda_weight` and a logistic regression (L2, inverse strength C)
+    with the rest: one of them alone at weight 1 or 0, else the average of their
+    probabilities."""
+    lda = RegularizedDiscriminant(choice.shrinkage, choice.class_share)
     logistic = LogisticRegression(C=C, solver="newton-cg", max_iter=LOGISTIC_MAX_ITER)
-    if lda_weight in (0.0, 1.0):
-        return make_pipeline(StandardScaler(), lda if lda_weight else logistic)
+    weight = choice.lda_weight
+    if weight in (0.0, 1.0):
+        return make_pipeline(StandardScaler(), lda if weight else logistic)
     mix = VotingClassifier(
-        [("lda", lda), ("logistic", logistic)], voting="soft", weights=[lda_weight, 1 - lda_weight]
+        [("lda", lda), ("logistic", logistic)], voting="soft", weights=[weight, 1 - weight]
     )
     return make_pipeline(StandardScaler(), mix)
 
@@ -142,16 +161,16 @@ def smallest_class_size(y: np.ndarray) -> int:
 
 def choose_classifier(
     x: np.ndarray, y: np.ndarray, lda_weights: tuple[float, ...], C: float
-) -> tuple[float, float | str]:
-    """(LDA's weight, its shrinkage): of `lda_weights` and LDA_SHRINKAGES, the pair whose
-    average of lda's and logistic's probabilities classifies most of these rows right in an
-    inner cross-validation on them alone (so a fold's OOF rows never take part), the lower
-    log-loss breaking a tie (`scoring.selection_score`, as the ensemble's weights are chosen).
-    Logistic alone needs no choice; a class with a single row allows none: logistic for
-    `auto`, Ledoit-Wolf's shrinkage for LDA. Past INNER_MAX_ROWS rows the comparison runs on a
-    stratified sample of that many."""
+) -> ClassifierChoice:
+    """Of `lda_weights`, LDA_SHRINKAGES and CLASS_SHARES, the choice whose average of lda's and
+    logistic's probabilities classifies most of these rows right in an inner cross-validation
+    on them alone (so a fold's OOF rows never take part), the lower log-loss breaking a tie
+    (`scoring.selection_score`, as the ensemble's weights are chosen). Logistic alone needs no
+    choice; a class with a single row allows none: logistic for `auto`, LDA with Ledoit-Wolf's
+    shrinkage for `lda`. Past INNER_MAX_ROWS rows the comparison runs on a stratified sample of
+    that many."""
     if lda_weights == (0.0,):
-        return 0.0, LEDOIT_WOLF
+        return ClassifierChoice(0.0)
     if len(y) > INNER_MAX_ROWS and smallest_class_size(y) >= 2:
         rows, _ = train_test_split(
             np.arange(len(y)), train_size=INNER_MAX_ROWS, stratify=y, random_state=0
@@ -159,40 +178,55 @@ def choose_classifier(
         x, y = x[rows], y[rows]
     splits = min(INNER_SPLITS, smallest_class_size(y))
     if splits < 2:
-        return min(lda_weights), LEDOIT_WOLF
-    classes = np.unique(y)  # every inner training split holds each of them
-    logistic_probs = np.zeros((len(y), len(classes)))
-    lda_probs = {shrinkage: np.zeros_like(logistic_probs) for shrinkage in LDA_SHRINKAGES}
-    for train, valid in StratifiedKFold(splits, shuffle=True, random_state=0).split(x, y):
-        for shrinkage, probs in lda_probs.items():
-            model = fitted(make_classifier(1.0, C, shrinkage), x[train], y[train])
-            probs[valid] = model.predict_proba(x[valid])
-        if min(lda_weights) < 1.0:
-            model = fitted(make_classifier(0.0, C), x[train], y[train])
-            logistic_probs[valid] = model.predict_proba(x[valid])
-    truth = np.searchsorted(classes, y)
+        return ClassifierChoice(min(lda_weights))
+    settings = [(shrinkage, share) for share in CLASS_SHARES for shrinkage in LDA_SHRINKAGES]
+    with_logistic = min(lda_weights) < 1.0
+    lda_probs, logistic_probs = inner_probabilities(x, y, splits, settings, with_logistic, C)
+    truth = np.searchsorted(np.unique(y), y)
 
-    def score(choice: tuple[float, float | str]) -> tuple[float, float]:
-        weight, shrinkage = choice
-        probs = weight * lda_probs[shrinkage] + (1 - weight) * logistic_probs
+    def score(choice: ClassifierChoice) -> tuple[float, float]:
+        weight = choice.lda_weight
+        probs = (1 - weight) * logistic_probs
+        if weight:
+            probs = probs + weight * lda_probs[choice.shrinkage, choice.class_share]
         return selection_score(np.log(np.maximum(probs, ABSENT_CLASS_PROB)), truth)
 
-    # Ledoit-Wolf first: the first of equal scores wins
-    choices = [(0.0, LEDOIT_WOLF)] if 0.0 in lda_weights else []
-    choices += [(w, s) for s in LDA_SHRINKAGES for w in lda_weights if w > 0.0]
+    # the simplest first (logistic, Ledoit-Wolf's, no class's own covariance): the first of
+    # equal scores wins
+    choices = [ClassifierChoice(0.0)] if 0.0 in lda_weights else []
+    choices += [ClassifierChoice(w, *setting) for setting in settings for w in lda_weights if w]
     return max(choices, key=score)
+
+
+def inner_probabilities(
+    x: np.ndarray, y: np.ndarray, splits: int, settings: list[tuple], with_logistic: bool, C: float
+) -> tuple[dict[tuple, np.ndarray], np.ndarray]:
+    """Each row's class probabilities from the one of `splits` inner folds that left it out: by
+    LDA with each (shrinkage, class share) of `settings`, all from one fit's class statistics,
+    and by logistic (zeros without it)."""
+    classes = np.unique(y)  # every inner training split holds each of them
+    logistic_probs = np.zeros((len(y), len(classes)))
+    lda_probs = {setting: np.zeros_like(logistic_probs) for setting in settings}
+    for train, valid in StratifiedKFold(splits, shuffle=True, random_state=0).split(x, y):
+        model = fitted(make_classifier(ClassifierChoice(1.0), C), x[train], y[train])
+        scaled, statistics = model[0].transform(x[valid]), model[-1].statistics_
+        for setting, probs in lda_probs.items():
+            probs[valid] = softmax(statistics.log_densities(scaled, *setting), axis=1)
+        if with_logistic:
+            model = fitted(make_classifier(ClassifierChoice(0.0), C), x[train], y[train])
+            logistic_probs[valid] = model.predict_proba(x[valid])
+    return lda_probs, logistic_probs
 
 
 def fit_fold(
     train_x: pd.DataFrame, train_y: np.ndarray, params: MetaParams, num_classes: int
 ) -> MetaModel:
-    """`meta.classifier` on standardised features, LDA's weight and shrinkage chosen by
-    `choose_classifier`, fitted on these rows (a fold's training rows, or every labelled row)."""
+    """`meta.classifier` on standardised features, LDA's weight, shrinkage and class share
+    chosen by `choose_classifier`, fitted on these rows (a fold's training rows, or every
+    labelled row)."""
     x = train_x.to_numpy(np.float64)
-    lda_weight, shrinkage = choose_classifier(
-        x, train_y, CLASSIFIER_LDA_WEIGHTS[params.classifier], params.C
-    )
-    pipeline = fitted(make_classifier(lda_weight, params.C, shrinkage), x, train_y)
+    choice = choose_classifier(x, train_y, CLASSIFIER_LDA_WEIGHTS[params.classifier], params.C)
+    pipeline = fitted(make_classifier(choice, params.C), x, train_y)
     return MetaModel(pipeline, num_classes, list(params.features), list(train_x.columns))
 
 

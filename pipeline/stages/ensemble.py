@@ -3,7 +3,7 @@
     python -m pipeline.stages.ensemble
 
 Reads every models/<model>/fold<k>/ listed by train.models × train.folds (and models/meta/, stage
-meta's linear classifier, when meta.enabled) and writes:
+meta's classifier, when meta.enabled) and writes:
 - data/ensemble/: oof_logits.npy (the ensemble's out-of-fold logits, in folds.csv row order;
   NaN for rows of folds not trained), test_logits.npy (the ensemble's test logits) and
   weights.json (each model's weight, which `leaf predict` averages its models with);

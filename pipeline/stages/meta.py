@@ -1,4 +1,4 @@
-"""Stage `meta`: a linear classifier on each image's size, outline, area and blade statistics.
+"""Stage `meta`: a classifier on each image's size, outline, area and blade statistics.
 
     python -m pipeline.stages.meta
 
@@ -6,7 +6,7 @@ Every network sees its images fitted to one square, so it cannot tell a leaf sca
 1,700 px from one scanned at 150 px, and at 64 px a leaf's margin teeth are gone. Size and
 outline, measured on the original pixels, carry much of the class (on leaf-silhouettes this
 stage alone scores 0.97 OOF, the default network 0.57: BENCHMARKS.md). This stage measures
-them once per image on its original pixels and fits one linear classifier per fold, on the
+them once per image on its original pixels and fits one classifier per fold, on the
 folds the networks train on (pipeline.ensemble.meta_model), writing
 models/meta/fold<k>/ (oof.npz and test_logits.npy, as stage train does, so stage `ensemble`
 weighs it as one more model). Each fold's OOF predictions come from its own classifier; the
@@ -49,11 +49,13 @@ Feature groups (`meta.features`), on the decoded file at full resolution:
   free of position, resolution and turn; constant on silhouettes;
 - colour: mean and standard deviation of each RGB channel over the whole image.
 Features are standardised on each fold's training rows. `meta.classifier`: logistic (a
-multinomial logistic regression, `meta.C` its inverse L2 strength), lda (linear discriminant
-analysis with a shrunk covariance: often better with a few images a class) or auto, the
-average of both's probabilities, LDA's weight (0, 0.25, ..., 1) chosen per fold by a
-cross-validation inside that fold's training rows; the same cross-validation chooses LDA's
-shrinkage, Ledoit-Wolf's or a fixed one (`choose_classifier`).
+multinomial logistic regression, `meta.C` its inverse L2 strength), lda (discriminant analysis
+with a shrunk shared covariance: often better with a few images a class;
+pipeline.ensemble.discriminant) or auto, the average of both's probabilities, LDA's weight
+(0, 0.25, ..., 1) chosen per fold by a cross-validation inside that fold's training rows; the
+same cross-validation chooses LDA's shrinkage (Ledoit-Wolf's or a fixed one) and each class's
+share of its own covariance (0, LDA's linear boundaries, to 0.2: a species that varies in its
+own way), `choose_classifier`.
 The table of features is kept as models/meta/features.csv. With `meta.enabled: false` the
 stage writes an empty models/meta and a metrics file that says so, and the ensemble leaves it
 out.

@@ -15,7 +15,7 @@ saying so, and `submit` uses the ensemble's predictions. When on
    its learning rate times `pseudo.lr_scale`; keep the best epoch on validation, like train.
 3. Predict fold k's validation images (OOF) and the test set with the model's TTA views.
 A fold whose models label no test image keeps its trained predictions, and so does stage meta's
-linear classifier (meta.enabled), which is not fine-tuned. The cells are combined
+classifier (meta.enabled), which is not fine-tuned. The cells are combined
 like stage `ensemble` does (over folds, then over models with `ensemble.weights`) and written,
 atomically, to data/pseudo/ (manifest.json, oof_logits.npy, test_logits.npy); when no fold
 labels any test image the round changes nothing, and the manifest sends `submit` to the
