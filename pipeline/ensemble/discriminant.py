@@ -49,20 +49,26 @@ class ClassStatistics:
         identity = np.eye(len(self.empirical))
         return (1 - shrinkage) * self.empirical + shrinkage * self.mean_variance * identity
 
-    def log_densities(self, x: np.ndarray, shrinkage: float | str, class_share: float):
-        """(rows, classes): each class's log prior plus the log density of each row, up to a
-        constant the same for every class."""
+    def log_densities(
+        self, x: np.ndarray, shrinkage: float | str, class_shares: tuple[float, ...]
+    ) -> list[np.ndarray]:
+        """Per class share: (rows, classes), each class's log prior plus the log density of
+        each row, up to a constant the same for every class."""
         if shrinkage not in self.whitenings:
             self.whitenings[shrinkage] = whitening(self.shared_covariance(shrinkage))
         white = self.whitenings[shrinkage]
         rows, means = x @ white, self.means @ white
         squared = (rows**2).sum(axis=1)[:, None] - 2 * rows @ means.T + (means**2).sum(axis=1)
-        out = np.log(self.priors) - 0.5 * squared  # LDA's (rows, classes)
-        if class_share > 0:
-            for k, (mean, centred) in enumerate(zip(means, self.centred, strict=True)):
-                offsets = rows - mean
-                out[:, k] += own_covariance_term(centred @ white, offsets, class_share)
-        return out
+        lda = np.log(self.priors) - 0.5 * squared
+        outs = [lda.copy() for _ in class_shares]
+        if not any(class_shares):
+            return outs
+        for k, (mean, centred) in enumerate(zip(means, self.centred, strict=True)):
+            spreads, projected = own_directions(centred @ white, rows, mean)
+            for out, share in zip(outs, class_shares, strict=True):
+                if share:
+                    out[:, k] += own_covariance_term(spreads, projected, squared[:, k], share)
+        return outs
 
 
 def weighted_sum(weights: np.ndarray, matrices: list) -> np.ndarray:
@@ -85,20 +91,29 @@ def whitening(covariance: np.ndarray) -> np.ndarray:
     return vectors[:, kept] / np.sqrt(values[kept])
 
 
-def own_covariance_term(centred: np.ndarray, offsets: np.ndarray, share: float) -> np.ndarray:
-    """What a class's own covariance changes in its log density, all whitened by the shared
-    covariance S (S = I below): the class's covariance is (1 - share) I + share D'D / n for its
-    n centred rows D, whose inverse and determinant the Woodbury identity reduces to n x n
-    matrices. Terms the same for every class (the share's own) are left out."""
-    scale = share / (len(centred) * (1 - share))
-    inner = np.eye(len(centred)) + scale * centred @ centred.T
-    projected = centred @ offsets.T  # (n, rows)
-    correction = (projected * np.linalg.solve(inner, projected)).sum(axis=0)
-    squared = (offsets**2).sum(axis=1)
-    # the Mahalanobis distance is (squared - scale * correction) / (1 - share); LDA's
-    # squared / 2 is already taken off by the caller
+def own_directions(centred: np.ndarray, rows: np.ndarray, mean: np.ndarray):
+    """A class's own covariance D'D / n from its n centred rows D (whitened), in the
+    eigenvectors Q of D D' (which has D'D's nonzero eigenvalues): those eigenvalues, and
+    Q' D (row - mean) for each of `rows`, (n, rows). Cheap with a few rows a class."""
+    spreads, directions = eigh(centred @ centred.T)  # D D' shares D'D's nonzero spectrum
+    projected = directions.T @ (centred @ rows.T - (centred @ mean)[:, None])
+    return np.maximum(spreads, 0.0), projected
+
+
+def own_covariance_term(
+    spreads: np.ndarray, projected: np.ndarray, squared: np.ndarray, share: float
+) -> np.ndarray:
+    """What a share of its own covariance changes in a class's log density, given
+    `own_directions` and the rows' squared whitened distances to the class mean (the shared
+    covariance is the identity here). The class's covariance is (1 - share) I + share D'D / n;
+    the Woodbury identity reduces its inverse and determinant to the n directions. Terms the
+    same for every class (the share's own) are left out."""
+    scale = share / (len(spreads) * (1 - share))
+    stretch = 1 + scale * spreads
+    correction = ((projected**2) / stretch[:, None]).sum(axis=0)
     mahalanobis = (squared - scale * correction) / (1 - share)
-    return 0.5 * squared - 0.5 * mahalanobis - 0.5 * np.linalg.slogdet(inner)[1]
+    # LDA's -squared / 2 is already in the caller's scores
+    return 0.5 * squared - 0.5 * mahalanobis - 0.5 * np.log(stretch).sum()
 
 
 class RegularizedDiscriminant(ClassifierMixin, BaseEstimator):
@@ -118,9 +133,8 @@ class RegularizedDiscriminant(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        scores = self.statistics_.log_densities(
-            np.asarray(x, np.float64), self.shrinkage, self.class_share
-        )
+        x = np.asarray(x, np.float64)
+        scores = self.statistics_.log_densities(x, self.shrinkage, (self.class_share,))[0]
         return softmax(scores, axis=1)
 
     def predict(self, x: np.ndarray) -> np.ndarray:

@@ -179,9 +179,8 @@ def choose_classifier(
     splits = min(INNER_SPLITS, smallest_class_size(y))
     if splits < 2:
         return ClassifierChoice(min(lda_weights))
-    settings = [(shrinkage, share) for share in CLASS_SHARES for shrinkage in LDA_SHRINKAGES]
     with_logistic = min(lda_weights) < 1.0
-    lda_probs, logistic_probs = inner_probabilities(x, y, splits, settings, with_logistic, C)
+    lda_probs, logistic_probs = inner_probabilities(x, y, splits, with_logistic, C)
     truth = np.searchsorted(np.unique(y), y)
 
     def score(choice: ClassifierChoice) -> tuple[float, float]:
@@ -194,24 +193,28 @@ def choose_classifier(
     # the simplest first (logistic, Ledoit-Wolf's, no class's own covariance): the first of
     # equal scores wins
     choices = [ClassifierChoice(0.0)] if 0.0 in lda_weights else []
+    settings = [(shrinkage, share) for share in CLASS_SHARES for shrinkage in LDA_SHRINKAGES]
     choices += [ClassifierChoice(w, *setting) for setting in settings for w in lda_weights if w]
     return max(choices, key=score)
 
 
 def inner_probabilities(
-    x: np.ndarray, y: np.ndarray, splits: int, settings: list[tuple], with_logistic: bool, C: float
+    x: np.ndarray, y: np.ndarray, splits: int, with_logistic: bool, C: float
 ) -> tuple[dict[tuple, np.ndarray], np.ndarray]:
     """Each row's class probabilities from the one of `splits` inner folds that left it out: by
-    LDA with each (shrinkage, class share) of `settings`, all from one fit's class statistics,
-    and by logistic (zeros without it)."""
+    LDA with each shrinkage of LDA_SHRINKAGES and class share of CLASS_SHARES, all from one
+    fit's class statistics, and by logistic (zeros without it)."""
     classes = np.unique(y)  # every inner training split holds each of them
     logistic_probs = np.zeros((len(y), len(classes)))
-    lda_probs = {setting: np.zeros_like(logistic_probs) for setting in settings}
+    lda_probs = {}
     for train, valid in StratifiedKFold(splits, shuffle=True, random_state=0).split(x, y):
         model = fitted(make_classifier(ClassifierChoice(1.0), C), x[train], y[train])
         scaled, statistics = model[0].transform(x[valid]), model[-1].statistics_
-        for setting, probs in lda_probs.items():
-            probs[valid] = softmax(statistics.log_densities(scaled, *setting), axis=1)
+        for shrinkage in LDA_SHRINKAGES:
+            scores = statistics.log_densities(scaled, shrinkage, CLASS_SHARES)
+            for share, share_scores in zip(CLASS_SHARES, scores, strict=True):
+                probs = lda_probs.setdefault((shrinkage, share), np.zeros_like(logistic_probs))
+                probs[valid] = softmax(share_scores, axis=1)
         if with_logistic:
             model = fitted(make_classifier(ClassifierChoice(0.0), C), x[train], y[train])
             logistic_probs[valid] = model.predict_proba(x[valid])
