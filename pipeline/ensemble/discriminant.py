@@ -35,12 +35,15 @@ class ClassStatistics:
         self.means = np.stack([rows.mean(axis=0) for rows in groups])
         self.centred = [rows - rows.mean(axis=0) for rows in groups]
         self.priors = np.array([len(rows) for rows in groups]) / len(x)
-        covariances = [rows.T @ rows / len(rows) for rows in self.centred]
-        self.empirical = weighted_sum(self.priors, covariances)
+        # the classes' covariances weighted by their priors: all centred rows' covariance
+        every = np.concatenate(self.centred)
+        self.empirical = every.T @ every / len(x)
         # a fixed shrinkage pulls each class's covariance towards its mean variance
-        traces = [np.trace(covariance) for covariance in covariances]
-        self.mean_variance = weighted_sum(self.priors, traces) / x.shape[1]
-        self.ledoit_wolf = weighted_sum(self.priors, [ledoit_wolf_covariance(r) for r in groups])
+        self.mean_variance = (every**2).sum() / every.size
+        self.ledoit_wolf = sum(
+            prior * ledoit_wolf_covariance(rows)
+            for prior, rows in zip(self.priors, groups, strict=True)
+        )
         self.whitenings = {}  # shrinkage -> `whitening` of its shared covariance
 
     def shared_covariance(self, shrinkage: float | str) -> np.ndarray:
@@ -69,10 +72,6 @@ class ClassStatistics:
                 if share:
                     out[:, k] += own_covariance_term(spreads, projected, squared[:, k], share)
         return outs
-
-
-def weighted_sum(weights: np.ndarray, matrices: list) -> np.ndarray:
-    return sum(w * m for w, m in zip(weights, matrices, strict=True))
 
 
 def ledoit_wolf_covariance(rows: np.ndarray) -> np.ndarray:
