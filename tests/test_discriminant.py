@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from scipy.special import softmax
@@ -48,3 +50,25 @@ def test_a_class_of_one_row_and_a_bad_share():
     assert np.isfinite(probs).all() and (probs.argmax(axis=1) == y).all()
     with pytest.raises(ValueError, match=r"class_share must be in \[0, 1\), not 1"):
         RegularizedDiscriminant(class_share=1.0).fit(x, y)
+
+
+@pytest.mark.parametrize("class_share", [0.0, 0.2])
+def test_predicting_leaves_the_fitted_model_as_it_is(class_share):
+    x, y = classes(np.random.default_rng(2))
+    model = RegularizedDiscriminant(class_share=class_share).fit(x, y)
+    before = pickle.dumps(model)
+    model.predict_proba(x)
+    assert pickle.dumps(model) == before
+
+
+def test_without_a_class_share_the_saved_model_keeps_no_training_rows():
+    """At Classify Leaves' size the rows would be tens of MB in models/meta/model.pkl."""
+    rng = np.random.default_rng(3)
+    sizes = {}
+    for rows_a_class in (4, 400):
+        y = np.repeat(np.arange(5), rows_a_class)
+        x = rng.normal(size=(len(y), 6)) + np.arange(5)[y, None]
+        sizes[rows_a_class] = len(pickle.dumps(RegularizedDiscriminant().fit(x, y)))
+        with_share = RegularizedDiscriminant(class_share=0.1).fit(x, y)
+    assert sizes[400] == sizes[4]
+    assert len(pickle.dumps(with_share)) > 2 * sizes[400]  # its own directions: 400 rows a class

@@ -376,19 +376,24 @@ def test_auto_chooses_on_a_stratified_sample_of_a_large_fold(monkeypatch):
     x, y = shared_noise_classes(np.random.default_rng(0))  # 48 rows, 8 classes x 6
     monkeypatch.setattr(meta_model, "INNER_MAX_ROWS", 24)
     seen = []
-    fit = meta_model.fitted
+    fit, statistics = meta_model.fitted, meta_model.ClassStatistics
 
     def recording_fit(pipeline, rows_x, rows_y):
         seen.append(np.bincount(rows_y, minlength=8))
         return fit(pipeline, rows_x, rows_y)
 
+    def recording_statistics(rows_x, rows_y):
+        seen.append(np.bincount(rows_y, minlength=8))
+        return statistics(rows_x, rows_y)
+
     monkeypatch.setattr(meta_model, "fitted", recording_fit)
+    monkeypatch.setattr(meta_model, "ClassStatistics", recording_statistics)
     choice = choose(x, y)
     assert choice.lda_weight in meta_model.CLASSIFIER_LDA_WEIGHTS["auto"]
     assert choice.shrinkage in meta_model.LDA_SHRINKAGES
     assert choice.class_share in meta_model.CLASS_SHARES
-    # 3 inner splits (3 rows a class) x (one LDA, whose class statistics serve every shrinkage
-    # and class share, and logistic), each fitted on 2/3 of the 24 sampled rows: 2 a class
+    # 3 inner splits (3 rows a class) x (one set of LDA's class statistics, which serves every
+    # shrinkage and class share, and logistic), each on 2/3 of the 24 sampled rows: 2 a class
     assert len(seen) == 3 * 2 and all((counts == 2).all() for counts in seen)
 
 

@@ -15,6 +15,8 @@ cross-validation (pipeline.ensemble.meta_model) scores every setting from one pa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.linalg import eigh
 from scipy.special import softmax
@@ -27,7 +29,8 @@ LEDOIT_WOLF = "auto"  # sklearn's name for it
 
 class ClassStatistics:
     """Per class: its rows' mean, its rows centred, its share of the rows; and the shared
-    covariance before shrinkage, with Ledoit-Wolf's."""
+    covariance before shrinkage, with Ledoit-Wolf's. `whitened` makes one shrinkage's model of
+    them."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
         self.classes = np.unique(y)
@@ -44,7 +47,6 @@ class ClassStatistics:
             prior * ledoit_wolf_covariance(rows)
             for prior, rows in zip(self.priors, groups, strict=True)
         )
-        self.whitenings = {}  # shrinkage -> `whitening` of its shared covariance
 
     def shared_covariance(self, shrinkage: float | str) -> np.ndarray:
         if shrinkage == LEDOIT_WOLF:
@@ -52,22 +54,37 @@ class ClassStatistics:
         identity = np.eye(len(self.empirical))
         return (1 - shrinkage) * self.empirical + shrinkage * self.mean_variance * identity
 
-    def log_densities(
-        self, x: np.ndarray, shrinkage: float | str, class_shares: tuple[float, ...]
-    ) -> list[np.ndarray]:
+    def whitened(self, shrinkage: float | str, with_own: bool) -> WhitenedClasses:
+        """The model of `shrinkage`'s shared covariance; with each class's own directions
+        (`own_directions`) if it is to take a share of its own covariance."""
+        white = whitening(self.shared_covariance(shrinkage))
+        own = tuple(own_directions(centred @ white) for centred in self.centred if with_own)
+        return WhitenedClasses(white, self.means @ white, np.log(self.priors), own)
+
+
+@dataclass(frozen=True)
+class WhitenedClasses:
+    """One shrinkage's model, in the coordinates where the shared covariance is the identity
+    (`white`): each class's mean and log prior, and its own directions (`own_directions`,
+    none where no class share is wanted). It keeps no training rows."""
+
+    white: np.ndarray
+    means: np.ndarray
+    log_priors: np.ndarray
+    own: tuple[tuple[np.ndarray, np.ndarray], ...]
+
+    def log_densities(self, x: np.ndarray, class_shares: tuple[float, ...]) -> list[np.ndarray]:
         """Per class share: (rows, classes), each class's log prior plus the log density of
         each row, up to a constant the same for every class."""
-        if shrinkage not in self.whitenings:
-            self.whitenings[shrinkage] = whitening(self.shared_covariance(shrinkage))
-        white = self.whitenings[shrinkage]
-        rows, means = x @ white, self.means @ white
+        rows = x @ self.white
+        means = self.means
         squared = (rows**2).sum(axis=1)[:, None] - 2 * rows @ means.T + (means**2).sum(axis=1)
-        lda = np.log(self.priors) - 0.5 * squared
+        lda = self.log_priors - 0.5 * squared
         outs = [lda.copy() for _ in class_shares]
         if not any(class_shares):
             return outs
-        for k, (mean, centred) in enumerate(zip(means, self.centred, strict=True)):
-            spreads, projected = own_directions(centred @ white, rows, mean)
+        for k, (spreads, directions) in enumerate(self.own):
+            projected = directions @ rows.T - (directions @ means[k])[:, None]
             for out, share in zip(outs, class_shares, strict=True):
                 if share:
                     out[:, k] += own_covariance_term(spreads, projected, squared[:, k], share)
@@ -90,21 +107,21 @@ def whitening(covariance: np.ndarray) -> np.ndarray:
     return vectors[:, kept] / np.sqrt(values[kept])
 
 
-def own_directions(centred: np.ndarray, rows: np.ndarray, mean: np.ndarray):
+def own_directions(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A class's own covariance D'D / n from its n centred rows D (whitened), in the
-    eigenvectors Q of D D' (which has D'D's nonzero eigenvalues): those eigenvalues, and
-    Q' D (row - mean) for each of `rows`, (n, rows). Cheap with a few rows a class."""
-    spreads, directions = eigh(centred @ centred.T)  # D D' shares D'D's nonzero spectrum
-    projected = directions.T @ (centred @ rows.T - (centred @ mean)[:, None])
-    return np.maximum(spreads, 0.0), projected
+    eigenvectors Q of D D' (which has D'D's nonzero eigenvalues): those eigenvalues, and the
+    directions Q' D, (n, features). Cheap with a few rows a class."""
+    spreads, vectors = eigh(centred @ centred.T)  # D D' shares D'D's nonzero spectrum
+    return np.maximum(spreads, 0.0), vectors.T @ centred
 
 
 def own_covariance_term(
     spreads: np.ndarray, projected: np.ndarray, squared: np.ndarray, share: float
 ) -> np.ndarray:
-    """What a share of its own covariance changes in a class's log density, given
-    `own_directions` and the rows' squared whitened distances to the class mean (the shared
-    covariance is the identity here). The class's covariance is (1 - share) I + share D'D / n;
+    """What a share of its own covariance changes in a class's log density, given its
+    `own_directions`' spreads, the rows' offsets from the class mean along its directions
+    (`projected`, (n, rows)) and their squared whitened distances to it (the shared covariance
+    is the identity here). The class's covariance is (1 - share) I + share D'D / n;
     the Woodbury identity reduces its inverse and determinant to the n directions. Terms the
     same for every class (the share's own) are left out."""
     scale = share / (len(spreads) * (1 - share))
@@ -116,7 +133,8 @@ def own_covariance_term(
 
 
 class RegularizedDiscriminant(ClassifierMixin, BaseEstimator):
-    """sklearn classifier over `ClassStatistics`: LDA at class_share 0 (the same probabilities
+    """sklearn classifier over `ClassStatistics` (fitted: `model_`, its `WhitenedClasses`, which
+    predicting leaves as it is): LDA at class_share 0 (the same probabilities
     as LinearDiscriminantAnalysis(solver="lsqr", shrinkage=shrinkage)), else each class's
     covariance mixed with its own by class_share (0 <= class_share < 1)."""
 
@@ -127,13 +145,14 @@ class RegularizedDiscriminant(ClassifierMixin, BaseEstimator):
     def fit(self, x: np.ndarray, y: np.ndarray) -> RegularizedDiscriminant:
         if not 0 <= self.class_share < 1:
             raise ValueError(f"class_share must be in [0, 1), not {self.class_share}")
-        self.statistics_ = ClassStatistics(np.asarray(x, np.float64), np.asarray(y))
-        self.classes_ = self.statistics_.classes
+        statistics = ClassStatistics(np.asarray(x, np.float64), np.asarray(y))
+        self.classes_ = statistics.classes
+        self.model_ = statistics.whitened(self.shrinkage, with_own=self.class_share > 0)
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float64)
-        scores = self.statistics_.log_densities(x, self.shrinkage, (self.class_share,))[0]
+        scores = self.model_.log_densities(x, (self.class_share,))[0]
         return softmax(scores, axis=1)
 
     def predict(self, x: np.ndarray) -> np.ndarray:

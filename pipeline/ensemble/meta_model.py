@@ -31,7 +31,11 @@ from sklearn.preprocessing import StandardScaler
 
 from pipeline.config.schema import MetaParams
 from pipeline.ensemble.cells import read_meta_model
-from pipeline.ensemble.discriminant import LEDOIT_WOLF, RegularizedDiscriminant
+from pipeline.ensemble.discriminant import (
+    LEDOIT_WOLF,
+    ClassStatistics,
+    RegularizedDiscriminant,
+)
 from pipeline.ensemble.scoring import selection_score
 from pipeline.io.console import PipelineError
 
@@ -208,10 +212,12 @@ def inner_probabilities(
     logistic_probs = np.zeros((len(y), len(classes)))
     lda_probs = {}
     for train, valid in StratifiedKFold(splits, shuffle=True, random_state=0).split(x, y):
-        model = fitted(make_classifier(ClassifierChoice(1.0), C), x[train], y[train])
-        scaled, statistics = model[0].transform(x[valid]), model[-1].statistics_
+        scaler = StandardScaler().fit(x[train])
+        statistics = ClassStatistics(scaler.transform(x[train]), y[train])
+        scaled = scaler.transform(x[valid])
         for shrinkage in LDA_SHRINKAGES:
-            scores = statistics.log_densities(scaled, shrinkage, CLASS_SHARES)
+            model = statistics.whitened(shrinkage, with_own=True)
+            scores = model.log_densities(scaled, CLASS_SHARES)
             for share, share_scores in zip(CLASS_SHARES, scores, strict=True):
                 probs = lda_probs.setdefault((shrinkage, share), np.zeros_like(logistic_probs))
                 probs[valid] = softmax(share_scores, axis=1)
