@@ -33,6 +33,7 @@ class ClassStatistics:
     them."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
+        x, y = np.asarray(x, np.float64), np.asarray(y)
         self.classes = np.unique(y)
         groups = [x[y == label] for label in self.classes]
         self.means = np.stack([rows.mean(axis=0) for rows in groups])
@@ -76,7 +77,7 @@ class WhitenedClasses:
     def log_densities(self, x: np.ndarray, class_shares: tuple[float, ...]) -> list[np.ndarray]:
         """Per class share: (rows, classes), each class's log prior plus the log density of
         each row, up to a constant the same for every class."""
-        rows = x @ self.white
+        rows = np.asarray(x, np.float64) @ self.white
         means = self.means
         squared = (rows**2).sum(axis=1)[:, None] - 2 * rows @ means.T + (means**2).sum(axis=1)
         lda = self.log_priors - 0.5 * squared
@@ -145,13 +146,12 @@ class RegularizedDiscriminant(ClassifierMixin, BaseEstimator):
     def fit(self, x: np.ndarray, y: np.ndarray) -> RegularizedDiscriminant:
         if not 0 <= self.class_share < 1:
             raise ValueError(f"class_share must be in [0, 1), not {self.class_share}")
-        statistics = ClassStatistics(np.asarray(x, np.float64), np.asarray(y))
+        statistics = ClassStatistics(x, y)
         self.classes_ = statistics.classes
         self.model_ = statistics.whitened(self.shrinkage, with_own=self.class_share > 0)
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, np.float64)
         scores = self.model_.log_densities(x, (self.class_share,))[0]
         return softmax(scores, axis=1)
 

@@ -37,7 +37,7 @@ from pipeline.ensemble.discriminant import (
     RegularizedDiscriminant,
 )
 from pipeline.ensemble.scoring import selection_score
-from pipeline.io.console import PipelineError
+from pipeline.io.console import PipelineError, progress
 
 # The probability of a class a fold's training rows do not contain (and the floor of any).
 ABSENT_CLASS_PROB = 1e-6
@@ -65,6 +65,10 @@ LOGISTIC_MAX_ITER = 100
 # Past this many rows `auto` chooses on a stratified sample of them: the choice needs no more,
 # and at Classify Leaves' size (14,700 rows a fold, 176 classes) every inner fit costs seconds.
 INNER_MAX_ROWS = 4000
+# The features' precision as the classifiers get them. The logistic fit runs in it: float32 takes
+# a third of float64's time at Classify Leaves' size, for the same accuracy (BENCHMARKS.md).
+# The discriminant computes in float64 whatever it is given.
+FEATURE_DTYPE = np.float32
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ class MetaModel:
                 f"stage meta's model needs the feature(s) {', '.join(missing)}; "
                 "run `dvc repro meta` to refit it with this version's features"
             )
-        x = features[self.columns].to_numpy(np.float64)
+        x = features[self.columns].to_numpy(FEATURE_DTYPE)
         out = np.full((len(x), self.num_classes), ABSENT_CLASS_LOG_PROB, dtype=np.float32)
         probs = self.pipeline.predict_proba(x)
         out[:, self.pipeline.classes_] = np.log(np.maximum(probs, ABSENT_CLASS_PROB))
@@ -233,7 +237,7 @@ def fit_fold(
     """`meta.classifier` on standardised features, LDA's weight, shrinkage and class share
     chosen by `choose_classifier`, fitted on these rows (a fold's training rows, or every
     labelled row)."""
-    x = train_x.to_numpy(np.float64)
+    x = train_x.to_numpy(FEATURE_DTYPE)
     choice = choose_classifier(x, train_y, CLASSIFIER_LDA_WEIGHTS[params.classifier], params.C)
     pipeline = fitted(make_classifier(choice, params.C), x, train_y)
     return MetaModel(pipeline, num_classes, list(params.features), list(train_x.columns))
@@ -248,11 +252,12 @@ def fit_models(
 ) -> dict[int, MetaModel]:
     """fold -> its classifier, fitted on the rows of the other folds (as the networks train)."""
     targets, fold_of_row = folds["target"].to_numpy(), folds["fold"].to_numpy()
+    # minutes a fold at Classify Leaves' size on a few cores (BENCHMARKS.md): show the ETA
     return {
         fold: fit_fold(
             features[fold_of_row != fold], targets[fold_of_row != fold], params, num_classes
         )
-        for fold in fold_ids
+        for fold in progress(fold_ids, desc="meta: fitting", unit="fold")
     }
 
 

@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     features = feature_table(folds["path"], groups)
     test_features = feature_table(test["path"], groups)
     models = fit_models(features, folds, params.train.folds, settings, num_classes)
+    print(f"meta: fitting the test images' classifier on all {len(folds)} labelled rows")
     all_rows = fit_all_rows(features, folds, settings, num_classes)
     cells = fold_logits(models, all_rows, features, folds, test_features)
     targets = folds["target"].to_numpy()
