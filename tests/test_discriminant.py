@@ -69,6 +69,13 @@ def test_without_a_class_share_the_saved_model_keeps_no_training_rows():
         y = np.repeat(np.arange(5), rows_a_class)
         x = rng.normal(size=(len(y), 6)) + np.arange(5)[y, None]
         sizes[rows_a_class] = len(pickle.dumps(RegularizedDiscriminant().fit(x, y)))
-        with_share = RegularizedDiscriminant(class_share=0.1).fit(x, y)
     assert sizes[400] == sizes[4]
+    with_share = RegularizedDiscriminant(class_share=0.1).fit(x, y)
     assert len(pickle.dumps(with_share)) > 2 * sizes[400]  # its own directions: 400 rows a class
+
+
+def test_a_model_saved_by_the_earlier_code_is_refused_when_loaded():
+    earlier = RegularizedDiscriminant()
+    earlier.__dict__.update(statistics_={}, classes_=np.arange(2))  # what it used to keep
+    with pytest.raises(ValueError, match="fitted by an earlier version"):
+        pickle.loads(pickle.dumps(earlier))

@@ -134,10 +134,10 @@ def own_covariance_term(
 
 
 class RegularizedDiscriminant(ClassifierMixin, BaseEstimator):
-    """sklearn classifier over `ClassStatistics` (fitted: `model_`, its `WhitenedClasses`, which
-    predicting leaves as it is): LDA at class_share 0 (the same probabilities
+    """sklearn classifier over `ClassStatistics`: LDA at class_share 0 (the same probabilities
     as LinearDiscriminantAnalysis(solver="lsqr", shrinkage=shrinkage)), else each class's
-    covariance mixed with its own by class_share (0 <= class_share < 1)."""
+    covariance mixed with its own by class_share (0 <= class_share < 1). Fitted, it keeps one
+    `WhitenedClasses` (`model_`), which predicting does not change."""
 
     def __init__(self, shrinkage: float | str = LEDOIT_WOLF, class_share: float = 0.0):
         self.shrinkage = shrinkage
@@ -150,6 +150,13 @@ class RegularizedDiscriminant(ClassifierMixin, BaseEstimator):
         self.classes_ = statistics.classes
         self.model_ = statistics.whitened(self.shrinkage, with_own=self.class_share > 0)
         return self
+
+    def __setstate__(self, state: dict) -> None:
+        # A model.pkl saved before `model_` (it kept `statistics_`) would unpickle, then fail
+        # to predict; refusing it here makes loading it say "refit" (cells.read_meta_model).
+        if "statistics_" in state:
+            raise ValueError("fitted by an earlier version of RegularizedDiscriminant")
+        super().__setstate__(state)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         scores = self.model_.log_densities(x, (self.class_share,))[0]
