@@ -10,7 +10,7 @@ from scipy.special import softmax
 from scipy.stats import multivariate_normal
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-from pipeline.ensemble.discriminant import LEDOIT_WOLF, RegularizedDiscriminant
+from pipeline.ensemble.discriminant import LEDOIT_WOLF, ClassStatistics, RegularizedDiscriminant
 
 
 def classes(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -79,3 +79,11 @@ def test_a_model_saved_by_the_earlier_code_is_refused_when_loaded():
     earlier.__dict__.update(statistics_={}, classes_=np.arange(2))  # what it used to keep
     with pytest.raises(ValueError, match="fitted by an earlier version"):
         pickle.loads(pickle.dumps(earlier))
+
+
+def test_a_class_share_asked_of_a_model_without_the_own_directions_is_refused():
+    x, y = classes(np.random.default_rng(4))
+    shared_only = ClassStatistics(x, y).whitened(0.1, with_own=False)
+    assert len(shared_only.log_densities(x, (0.0,))) == 1
+    with pytest.raises(ValueError, match="needs the model made with the classes' own directions"):
+        shared_only.log_densities(x, (0.0, 0.1))

@@ -84,6 +84,8 @@ class WhitenedClasses:
         outs = [lda.copy() for _ in class_shares]
         if not any(class_shares):
             return outs
+        if not self.own:  # else every share would silently score as LDA
+            raise ValueError("a class share needs the model made with the classes' own directions")
         for k, (spreads, directions) in enumerate(self.own):
             projected = directions @ rows.T - (directions @ means[k])[:, None]
             for out, share in zip(outs, class_shares, strict=True):

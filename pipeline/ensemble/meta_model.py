@@ -220,8 +220,8 @@ def inner_probabilities(
         statistics = ClassStatistics(scaler.transform(x[train]), y[train])
         scaled = scaler.transform(x[valid])
         for shrinkage in LDA_SHRINKAGES:
-            model = statistics.whitened(shrinkage, with_own=True)
-            scores = model.log_densities(scaled, CLASS_SHARES)
+            whitened = statistics.whitened(shrinkage, with_own=True)
+            scores = whitened.log_densities(scaled, CLASS_SHARES)
             for share, share_scores in zip(CLASS_SHARES, scores, strict=True):
                 probs = lda_probs.setdefault((shrinkage, share), np.zeros_like(logistic_probs))
                 probs[valid] = softmax(share_scores, axis=1)
