@@ -140,8 +140,11 @@ def test_each_member_reports_what_it_adds(two_model_run, weighting):
     _, _, metrics = ens.ensemble(two_model_run, ["good", "bad"], [0, 1], "logits", weighting)
     assert metrics["models"]["good"]["adds"] == 0.5
     assert metrics["models"]["bad"]["adds"] == 0.0
+    # `bad` is wrong on half the images, each of which only `good` gets right.
+    assert metrics["models"]["good"]["right_alone"] == 4
+    assert metrics["models"]["bad"]["right_alone"] == 0
     _, _, alone = ens.ensemble(two_model_run, ["good"], [0, 1], "logits", weighting)
-    assert "adds" not in alone["models"]["good"]  # nothing to compare one member with
+    assert not {"adds", "right_alone"} & set(alone["models"]["good"])  # nothing to compare with
 
 
 def test_equal_weighting_reports_no_fitted_accuracy(two_model_run):

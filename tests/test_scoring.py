@@ -155,6 +155,16 @@ def test_a_members_contribution_is_the_honest_accuracy_lost_without_it():
     assert scoring.honest_accuracy(oofs, targets, one_fold, "logits", "fit", 20) == equal
 
 
+def test_right_alone_counts_the_images_no_other_member_gets_right():
+    targets = np.array([0, 1, 2, 0, 1])
+    predicted = ([0, 1, 2, 1, 0], [0, 2, 2, 0, 0], [1, 1, 0, 0, 0])  # members' argmax per image
+    oofs = [np.eye(3)[p] for p in predicted]
+    # Every image that one member gets right, another does too (image 4: nobody).
+    assert scoring.right_alone(oofs, targets) == [0, 0, 0]
+    assert scoring.right_alone(oofs[:2], targets) == [1, 1]  # images 1 and 3
+    assert scoring.right_alone([oofs[0], oofs[2]], targets) == [2, 1]  # images 0, 2 and 3
+
+
 def test_cross_fitted_weights_are_fitted_without_the_fold_they_score():
     # Model 0 is right on fold 0 only, model 1 on fold 1 only. Fitted on all rows, the weights
     # can serve both folds at once; fitted on the other fold, each fold's weights favour the

@@ -186,6 +186,16 @@ def member_contributions(
     return [whole - honest(oofs[:i] + oofs[i + 1 :]) for i in range(len(oofs))]
 
 
+def right_alone(oofs: list[np.ndarray], targets: np.ndarray) -> list[int]:
+    """Per member, the images it classifies right and every other member wrong: about the
+    most a weight on it can win (an average can also be right where every member is wrong, but
+    rarely), so a member right alone on few images adds little however it is weighted. Needs
+    two members or more."""
+    right = np.stack([o.argmax(axis=1) == targets for o in oofs])
+    others_right = right.sum(axis=0) - right
+    return [int((r & (o == 0)).sum()) for r, o in zip(right, others_right, strict=True)]
+
+
 def confusion_rows(oof: np.ndarray, targets: np.ndarray, classes: list[str]) -> pd.DataFrame:
     """The true and predicted class name of every scored OOF image.
 

@@ -14,8 +14,10 @@ meta's classifier, when meta.enabled) and writes:
   `setup` (the members and their image size, epochs and lr: `members_setup`), the weight of
   each model, and per model its OOF accuracy (overall and per fold) and, with two members or
   more, what it adds (`adds`): the ensemble's honest accuracy (cross-fitted with `fit`,
-  equal weights otherwise) minus the same without it. Its key order is the column order of
-  `dvc exp show`, so plain `dvc exp show` opens with the accuracies and the setup;
+  equal weights otherwise) minus the same without it, and on how many images it is right
+  where every other member is wrong (`right_alone`: about the most a weight on it can win). Its key
+  order is the column order of `dvc exp show`, so plain `dvc exp show` opens with the
+  accuracies and the setup;
 - results/ensemble/confusion.csv (actual, predicted: class names, one row per scored OOF image)
   and per_class.csv (class, accuracy, count), the data of `dvc plots show`'s confusion matrix
   and per-class accuracy bars.
@@ -58,6 +60,7 @@ from pipeline.ensemble.scoring import (
     honest_accuracy,
     member_contributions,
     per_class_accuracy,
+    right_alone,
 )
 from pipeline.io.console import parse_stage_args, run
 from pipeline.io.files import atomic_path, write_csv, write_json
@@ -111,8 +114,9 @@ def ensemble(
         )
         whole = scores.get("oof_accuracy_fitted_cross", equal)
         added = member_contributions(scored_oofs, honest, whole)
-        for model, value in zip(models, added, strict=True):
-            per_model[model]["adds"] = value
+        alone = right_alone(scored_oofs, scored_targets)
+        for model, value, count in zip(models, added, alone, strict=True):
+            per_model[model].update(adds=value, right_alone=count)
     # Key order is `dvc exp show`'s column order: the accuracies and the setup first.
     metrics = {
         **scores,
@@ -156,7 +160,11 @@ def main(argv: list[str] | None = None) -> dict:
     write_csv(CONFUSION_FILE, confusion)
     write_csv(PER_CLASS_FILE, per_class)
     for model, scores in metrics["models"].items():
-        adds = f", adds {scores['adds']:+.4f}" if "adds" in scores else ""
+        adds = (
+            f", adds {scores['adds']:+.4f}, right alone on {scores['right_alone']} image(s)"
+            if "adds" in scores
+            else ""
+        )
         print(
             f"ensemble: {model:<24} OOF accuracy {scores['oof_accuracy']:.4f}, "
             f"weight {metrics['weights'][model]:.3f}{adds}"
