@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from pipeline.config import paths
 from pipeline.config.params import ParamsError, parse_params
@@ -370,6 +372,24 @@ def test_a_mixed_fold_averages_the_probabilities_of_lda_and_logistic():
     log_probs = model.log_probs(pd.DataFrame(x, columns=model.columns))
     floored = np.maximum(expected, meta_model.ABSENT_CLASS_PROB)
     np.testing.assert_allclose(log_probs, np.log(floored), rtol=1e-5)
+
+
+@pytest.mark.parametrize("lda_weight", [1.0, 0.0, 0.5])
+def test_a_new_value_far_outside_the_training_range_counts_as_its_edge(lda_weight):
+    # One more column, nearly constant in training (an image statistic that barely varies): a
+    # new row with an artefact there (50) is classified as if its value were the largest seen.
+    rng = np.random.default_rng(0)
+    x, y = shared_noise_classes(rng)
+    x = np.column_stack([x, rng.normal(size=len(y)) * 0.01])
+    new = x[::6].copy()  # one row of each class
+    at_edge, artefact = new.copy(), new.copy()
+    at_edge[:, -1], artefact[:, -1] = x[:, -1].max(), 50.0
+    model = fit(ClassifierChoice(lda_weight), x, y)
+    np.testing.assert_allclose(model.predict_proba(artefact), model.predict_proba(at_edge))
+    assert (model.predict(artefact) == model.predict(new)).mean() >= 0.75
+    # standardised alone, the artefact outweighs every other feature: one class for all
+    unclipped = make_pipeline(StandardScaler(), model.steps[-1][1]).fit(x, y)
+    assert len(set(unclipped.predict(artefact))) == 1
 
 
 def test_auto_chooses_on_a_stratified_sample_of_a_large_fold(monkeypatch):

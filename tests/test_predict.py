@@ -153,6 +153,7 @@ def test_meta_saves_its_classifier_of_the_test_images_fitted_on_every_row(meta_r
     classifier = {"logistic": "logisticregression", "lda": "regularizeddiscriminant"}
     alone = model.classifier.split(" (")[0]  # a mix reads "lda 0.5 + logistic 0.5"
     assert [name for name, _ in model.pipeline.steps] == [
+        "minmaxscaler",
         "standardscaler",
         classifier.get(alone, "votingclassifier"),
     ]

@@ -135,7 +135,7 @@ def write_cells(cells: dict, table: pd.DataFrame, model: Any) -> None:
 
 
 def write_meta_model(folder: Path, pipeline: Any, spec: dict) -> None:
-    """Stage meta's classifier: model.pkl (the pickled sklearn pipeline, StandardScaler
+    """Stage meta's classifier: model.pkl (the pickled sklearn pipeline, its scaler
     included) and model.json (`spec`: num_classes, groups, columns)."""
     (folder / META_MODEL_NAME).write_bytes(pickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL))
     write_json(folder / META_SPEC_NAME, spec)

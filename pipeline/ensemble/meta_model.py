@@ -27,7 +27,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from pipeline.config.schema import MetaParams
 from pipeline.ensemble.cells import read_meta_model
@@ -87,7 +87,7 @@ class MetaModel:
     needs.
 
     Attributes:
-        pipeline: StandardScaler then the classifier (`make_classifier`), fitted on a fold's
+        pipeline: `scaling_steps` then the classifier (`make_classifier`), fitted on a fold's
             training rows or on every labelled row; its `classes_` are class indices (the ones
             those rows contain).
         num_classes: the number of classes (data/prepared/classes.json) the logits cover.
@@ -139,8 +139,15 @@ def regularisation_note(lda: RegularizedDiscriminant) -> str:
     return f" ({', '.join(notes)})" if notes else ""
 
 
+def scaling_steps() -> list:
+    """Standardise each feature after clipping a new row to the range the training rows span.
+    A value far outside it (an artefact in one image, in a column nearly constant in training)
+    would outweigh every other feature in the discriminant's distances (BENCHMARKS.md)."""
+    return [MinMaxScaler(clip=True), StandardScaler()]
+
+
 def make_classifier(choice: ClassifierChoice, C: float) -> Pipeline:
-    """StandardScaler, then discriminant analysis (`RegularizedDiscriminant`, LDA at class
+    """`scaling_steps`, then discriminant analysis (`RegularizedDiscriminant`, LDA at class
     share 0) with weight `choice.lda_weight` and a logistic regression (L2, inverse strength C)
     with the rest: one of them alone at weight 1 or 0, else the average of their
     probabilities."""
@@ -148,11 +155,11 @@ def make_classifier(choice: ClassifierChoice, C: float) -> Pipeline:
     logistic = LogisticRegression(C=C, solver="newton-cg", max_iter=LOGISTIC_MAX_ITER)
     weight = choice.lda_weight
     if weight in (0.0, 1.0):
-        return make_pipeline(StandardScaler(), lda if weight else logistic)
+        return make_pipeline(*scaling_steps(), lda if weight else logistic)
     mix = VotingClassifier(
         [("lda", lda), ("logistic", logistic)], voting="soft", weights=[weight, 1 - weight]
     )
-    return make_pipeline(StandardScaler(), mix)
+    return make_pipeline(*scaling_steps(), mix)
 
 
 def fitted(pipeline: Pipeline, x: np.ndarray, y: np.ndarray) -> Pipeline:
@@ -216,7 +223,7 @@ def inner_probabilities(
     logistic_probs = np.zeros((len(y), len(classes)))
     lda_probs = {}
     for train, valid in StratifiedKFold(splits, shuffle=True, random_state=0).split(x, y):
-        scaler = StandardScaler().fit(x[train])
+        scaler = make_pipeline(*scaling_steps()).fit(x[train])
         statistics = ClassStatistics(scaler.transform(x[train]), y[train])
         scaled = scaler.transform(x[valid])
         for shrinkage in LDA_SHRINKAGES:
@@ -234,9 +241,9 @@ def inner_probabilities(
 def fit_fold(
     train_x: pd.DataFrame, train_y: np.ndarray, params: MetaParams, num_classes: int
 ) -> MetaModel:
-    """`meta.classifier` on standardised features, LDA's weight, shrinkage and class share
-    chosen by `choose_classifier`, fitted on these rows (a fold's training rows, or every
-    labelled row)."""
+    """`meta.classifier` on standardised features (`scaling_steps`), LDA's weight, shrinkage
+    and class share chosen by `choose_classifier`, fitted on these rows (a fold's training
+    rows, or every labelled row)."""
     x = train_x.to_numpy(FEATURE_DTYPE)
     choice = choose_classifier(x, train_y, CLASSIFIER_LDA_WEIGHTS[params.classifier], params.C)
     pipeline = fitted(make_classifier(choice, params.C), x, train_y)

@@ -48,14 +48,14 @@ Feature groups (`meta.features`), on the decoded file at full resolution:
   curvedness) and the blade's CIELAB means and deviations (`blade_features`): veins and colour,
   free of position, resolution and turn; constant on silhouettes;
 - colour: mean and standard deviation of each RGB channel over the whole image.
-Features are standardised on each fold's training rows. `meta.classifier`: logistic (a
-multinomial logistic regression, `meta.C` its inverse L2 strength), lda (discriminant analysis
-with a shrunk shared covariance: often better with a few images a class;
-pipeline.ensemble.discriminant) or auto, the average of both's probabilities, LDA's weight
-(0, 0.25, ..., 1) chosen per fold by a cross-validation inside that fold's training rows; the
-same cross-validation chooses LDA's shrinkage (Ledoit-Wolf's or a fixed one) and each class's
-share of its own covariance (0, LDA's linear boundaries, to 0.2: a species that varies in its
-own way), `choose_classifier`.
+Features are standardised on each fold's training rows, and a row scored is first clipped to
+the range those span. `meta.classifier`: logistic (a multinomial logistic regression, `meta.C`
+its inverse L2 strength), lda (discriminant analysis with a shrunk shared covariance: often
+better with a few images a class; pipeline.ensemble.discriminant) or auto, the average of
+both's probabilities, LDA's weight (0, 0.25, ..., 1) chosen per fold by a cross-validation
+inside that fold's training rows; the same cross-validation chooses LDA's shrinkage
+(Ledoit-Wolf's or a fixed one) and each class's share of its own covariance (0, LDA's linear
+boundaries, to 0.2: a species that varies in its own way), `choose_classifier`.
 The table of features is kept as models/meta/features.csv. With `meta.enabled: false` the
 stage writes an empty models/meta and a metrics file that says so, and the ensemble leaves it
 out.
