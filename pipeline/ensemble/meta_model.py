@@ -142,7 +142,8 @@ def regularisation_note(lda: RegularizedDiscriminant) -> str:
 def scaling_steps() -> list:
     """Standardise each feature after clipping a new row to the range the training rows span.
     A value far outside it (an artefact in one image, in a column nearly constant in training)
-    would outweigh every other feature in the discriminant's distances (BENCHMARKS.md)."""
+    would outweigh every other feature in the discriminant's distances (BENCHMARKS.md). Where
+    training holds one value, sklearn takes the range as 1: a new row passes up to 1 above it."""
     return [MinMaxScaler(clip=True), StandardScaler()]
 
 

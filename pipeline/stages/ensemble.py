@@ -15,8 +15,8 @@ meta's classifier, when meta.enabled) and writes:
   each model, and per model its OOF accuracy (overall and per fold) and, with two members or
   more, what it adds (`adds`): the ensemble's honest accuracy (cross-fitted with `fit`,
   equal weights otherwise) minus the same without it, and on how many images it is right
-  where every other member is wrong (`right_alone`: about the most a weight on it can win). Its key
-  order is the column order of `dvc exp show`, so plain `dvc exp show` opens with the
+  where every other member is wrong (`right_alone`: about the most a weight on it can win).
+  Its key order is the column order of `dvc exp show`, so plain `dvc exp show` opens with the
   accuracies and the setup;
 - results/ensemble/confusion.csv (actual, predicted: class names, one row per scored OOF image)
   and per_class.csv (class, accuracy, count), the data of `dvc plots show`'s confusion matrix
