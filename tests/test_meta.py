@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
+from sklearn.base import clone
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -388,7 +389,7 @@ def test_a_new_value_far_outside_the_training_range_counts_as_its_edge(lda_weigh
     np.testing.assert_allclose(model.predict_proba(artefact), model.predict_proba(at_edge))
     assert (model.predict(artefact) == model.predict(new)).mean() >= 0.75
     # standardised alone, the artefact outweighs every other feature: one class for all
-    unclipped = make_pipeline(StandardScaler(), model.steps[-1][1]).fit(x, y)
+    unclipped = make_pipeline(StandardScaler(), clone(model.steps[-1][1])).fit(x, y)
     assert len(set(unclipped.predict(artefact))) == 1
 
 

@@ -140,10 +140,9 @@ def regularisation_note(lda: RegularizedDiscriminant) -> str:
 
 
 def scaling_steps() -> list:
-    """Standardise each feature after clipping a new row to the range the training rows span.
-    A value far outside it (an artefact in one image, in a column nearly constant in training)
-    would outweigh every other feature in the discriminant's distances (BENCHMARKS.md). Where
-    training holds one value, sklearn takes the range as 1: a new row passes up to 1 above it."""
+    """Standardise each feature after clipping a new row to the training rows' range (an
+    artefact far outside it, in a column nearly constant in training, would outweigh every
+    other feature in the discriminant, BENCHMARKS.md). A column constant in training: to +1."""
     return [MinMaxScaler(clip=True), StandardScaler()]
 
 
@@ -156,11 +155,12 @@ def make_classifier(choice: ClassifierChoice, C: float) -> Pipeline:
     logistic = LogisticRegression(C=C, solver="newton-cg", max_iter=LOGISTIC_MAX_ITER)
     weight = choice.lda_weight
     if weight in (0.0, 1.0):
-        return make_pipeline(*scaling_steps(), lda if weight else logistic)
-    mix = VotingClassifier(
-        [("lda", lda), ("logistic", logistic)], voting="soft", weights=[weight, 1 - weight]
-    )
-    return make_pipeline(*scaling_steps(), mix)
+        classifier = lda if weight else logistic
+    else:
+        classifier = VotingClassifier(
+            [("lda", lda), ("logistic", logistic)], voting="soft", weights=[weight, 1 - weight]
+        )
+    return make_pipeline(*scaling_steps(), classifier)
 
 
 def fitted(pipeline: Pipeline, x: np.ndarray, y: np.ndarray) -> Pipeline:
