@@ -4,10 +4,11 @@
     python benchmarks/ablation.py --preset presets/leaf-silhouettes.yaml --model d2l_resnet11_slim
 
 Needs the preset's prepared data, folds and cache (run benchmarks/leaf_silhouettes.sh first).
-Each variant is the preset with one change, trained by the train stage's own code in a scratch
-folder that links the project's data/, so the project's outputs are never touched. Prints a
-table and, last, one JSON line: per variant the best epoch's validation accuracy without TTA,
-the OOF accuracy with the preset's TTA views, and the seconds the cell took.
+Each variant is the preset laid over params.yaml (as `leaf preset` runs it) with one change to
+train.defaults, trained by the train stage's own code in a scratch folder that links the
+project's data/, so the project's outputs are never touched. Prints a table and, last, one
+JSON line: per variant the best epoch's validation accuracy without TTA, the OOF accuracy with
+the preset's TTA views, and the seconds the cell took.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.config.presets import load_preset, merged_params  # noqa: E402
 from pipeline.config.schema import deep_merge  # noqa: E402
 
 # name -> overrides of train.defaults, laid over the preset's.
@@ -35,13 +37,24 @@ VARIANTS = {
     "no augmentation": {"augment": {"train": []}},
     "shipped params.yaml augmentation": "shipped",
     "+ MixUp 0.2 / CutMix 1.0": {"mixup": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0}},
-    "no EMA": {"ema": {"enabled": False}},
+    "EMA on, decay 0.995": {"ema": {"enabled": True, "decay": 0.995}},
 }
 
 
+def preset_params(preset_file: str) -> dict:
+    """The whole params of a preset run: the preset laid over params.yaml, as `leaf preset` does."""
+    return merged_params(load_preset(preset_file), shipped_params())
+
+
+def shipped_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
 def variant_params(preset: dict, model: str, fold: int, override: dict | str) -> dict:
+    """`preset` (whole params) training only (`model`, `fold`), with `override` laid over its
+    train.defaults ("shipped": params.yaml's own augmentation)."""
     if override == "shipped":
-        shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+        shipped = shipped_params()
         override = {"augment": {"train": shipped["train"]["defaults"]["augment"]["train"]}}
     params = copy.deepcopy(preset)
     params["train"]["models"] = {model: preset["train"]["models"].get(model) or {}}
@@ -80,7 +93,7 @@ def main() -> None:
     args = parser.parse_args()
     if not (ROOT / "data/folds.csv").is_file():
         sys.exit("error: data/folds.csv not found; run benchmarks/leaf_silhouettes.sh first")
-    preset = yaml.safe_load(Path(args.preset).read_text())
+    preset = preset_params(args.preset)
 
     results = {}
     print(f"{'variant':<36} {'valid acc':>9} {'OOF (TTA)':>9} {'seconds':>8}")
