@@ -6,6 +6,11 @@ import yaml
 from pipeline.config.checks import CHECKS
 from pipeline.config.params import ParamsError, load_params, parse_params
 
+try:
+    from helpers.trees import leaf_paths, lookup
+except ImportError:  # tests/ is a package (tests/__init__.py): import through it
+    from tests.helpers.trees import leaf_paths, lookup
+
 MINIMAL = {"train": {"models": {"d2l_resnet11": {}}}}
 
 
@@ -32,26 +37,20 @@ def test_project_params_validate():
         params.train.for_model(name)
 
 
-def missing_keys(schema_values: dict, written: dict, prefix: str = "") -> list[str]:
-    """The keys of `schema_values` (nested) that `written` does not spell out."""
-    missing = []
-    for key, value in schema_values.items():
-        path = f"{prefix}{key}"
-        if key not in written:
-            missing.append(path)
-        elif isinstance(value, dict) and value and isinstance(written[key], dict):
-            missing += missing_keys(value, written[key], f"{path}.")
-    return missing
-
-
 def test_params_yaml_spells_out_every_key_so_no_run_takes_the_schemas_fallbacks():
     # The schema's own defaults serve minimal files (below) and differ from params.yaml's (its
     # meta.features, epochs, lr ...): the shipped file must never lean on them.
     written = yaml.safe_load(open("params.yaml", encoding="utf-8"))
     values = parse_params(written).model_dump()
     del values["train"]["models"]  # its entries are the file's own
+    missing = []
+    for path in leaf_paths(values):
+        try:
+            lookup(written, path)
+        except KeyError as err:
+            missing.append(err.args[0])
     # a model's own key: its name is the backbone unless it says otherwise
-    assert missing_keys(values, written) == ["train.defaults.backbone"]
+    assert missing == ["train.defaults.backbone"]
 
 
 def test_minimal_params_take_defaults():

@@ -16,29 +16,14 @@ from pipeline.config.presets import flow, load_preset, merged_params, preset_ove
 from pipeline.io.console import PipelineError
 from pipeline.tools import presets
 
+try:
+    from helpers.trees import leaf_paths, lookup
+except ImportError:  # tests/ is a package (tests/__init__.py): import through it
+    from tests.helpers.trees import leaf_paths, lookup
+
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-
-
-def leaf_paths(tree: dict, prefix: tuple = ()) -> list[tuple]:
-    """Every leaf of a nested mapping as a key path; train.models' entries count as leaves."""
-    paths = []
-    for key, value in tree.items():
-        path = (*prefix, key)
-        if isinstance(value, dict) and value and path != ("train", "models"):
-            paths += leaf_paths(value, path)
-        else:
-            paths.append(path)
-    return paths
-
-
-def lookup(tree: dict, path: tuple):
-    for key in path:
-        if not isinstance(tree, dict) or key not in tree:
-            raise KeyError(".".join(map(str, path)))
-        tree = tree[key]
-    return tree
 
 
 def apply(params: dict, overrides: list[str]) -> dict:
