@@ -1,7 +1,7 @@
 """gpu_check's temporary projects, stage train run in them, and the OOM and torchrun checks.
 
 A project is a folder holding a Classify-Leaves-style competition folder (train.csv, test.csv,
-images/ of generated 224 px JPEGs, from benchmarks/throughput.py's generator), a params.yaml
+images/ of generated 224 px JPEGs, from benchmarks/throughput_data.py's generator), a params.yaml
 (the shipped one with overrides laid over it) and, once `prepare_project` ran stages prepare,
 split and cache in it, data/prepared, folds and the uint8 cache. The train stage then runs in
 a subprocess, as dvc.yaml runs it, or through gpu_check_runner.py, which lays a GPU memory cap
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from gpu_check_runner import TRAIN_SECONDS_PREFIX  # noqa: E402
-from throughput import write_jpegs  # noqa: E402
+from throughput_data import write_jpegs  # noqa: E402
 
 from pipeline.config.presets import merged_params  # noqa: E402
 

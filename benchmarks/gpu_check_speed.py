@@ -1,7 +1,7 @@
 """gpu_check's speed checks (part b): images/s through the real training code.
 
 Ours: the uint8 cache (pipeline.data.images) read by LeafDataset/create_loader workers and
-DeviceLoader (pipeline.data.loaders, via throughput.our_loader), one epoch of
+DeviceLoader (pipeline.data.loaders, via throughput_data.our_loader), one epoch of
 pipeline.training.engine.train_one_epoch after a warm-up epoch (which compiles, when compile is on).
 Beside it in the same run: throughput.py's naive baseline (PIL decode per image, no workers,
 fp32) and the ceiling: the same engine epoch on one synthetic batch already on the GPU.
@@ -18,15 +18,15 @@ import numpy as np
 import pandas as pd
 import torch
 from gpu_check_project import ROOT  # noqa: F401 - puts the project and benchmarks/ on sys.path
-from throughput import (
+from throughput_data import (
     CLASSES,
     batches,
     naive_loader,
     our_loader,
     synchronize,
-    time_steps,
     write_jpegs,
 )
+from throughput_models import time_steps
 
 from pipeline.config.model_settings import ModelParams, TtaParams
 from pipeline.data.images import ImageCache, write_images

@@ -30,7 +30,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import write_jpegs  # noqa: E402
+from throughput_data import write_jpegs  # noqa: E402
 
 from pipeline.config.params import parse_params  # noqa: E402
 from pipeline.config.presets import load_preset, merged_params  # noqa: E402
