@@ -15,6 +15,8 @@ from pipeline.config.presets import merged_params
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/helpers
+# The fixtures `workdir` and `comp` of stage prepare's tests (tests/test_prepare*.py).
+pytest_plugins = ["helpers.prepare"]
 
 # The smallest run that still exercises every stage: 3 species, 2 folds, 1 epoch, 32 px.
 # Laid over the project's params.yaml key by key, so every other setting stays as shipped.

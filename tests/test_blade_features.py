@@ -94,5 +94,5 @@ def test_no_leaf_or_a_needle_gives_zeros(tmp_path):
     assert set(blade(str(tmp_path / "blank.png")).values()) == {0.0}
     needle = np.zeros((1600, 1600), np.uint8)
     cv2.line(needle, (0, 0), (1599, 1599), 255, 1)
-    Image.fromarray(needle).save(tmp_path / "needle.png")  # its canvas: tests/test_meta.py
+    Image.fromarray(needle).save(tmp_path / "needle.png")  # its canvas: tests/test_meta_features.py
     assert set(blade(str(tmp_path / "needle.png")).values()) == {0.0}

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from test_cache import dataset, with_change, write_odd_images
+from test_cache import dataset, write_odd_images
+from test_cache_params import with_change
 
 from pipeline.config.model_settings import ModelParams
 from pipeline.config.params import parse_params

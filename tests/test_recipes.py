@@ -1,17 +1,13 @@
 """Training recipes: MixUp/CutMix, EMA of the weights, head learning rate, gradient clipping,
-the onecycle schedule, their params.yaml schema, and a training run with all of them on."""
+the onecycle schedule, and their params.yaml schema. A training run with all of them on:
+test_recipes_training.py."""
 
 from __future__ import annotations
-
-import json
-import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from test_params import problems
-from test_resume import FOLD, LAST, MODEL, cell_outputs, copy_run, metric_history
 from test_train import lrs
 from torch import nn
 
@@ -22,10 +18,8 @@ from pipeline.config.model_settings import (
     SchedulerParams,
 )
 from pipeline.config.params import parse_params
-from pipeline.config.paths import CHECKPOINT_NAME, fold_dir, fold_results_dir
 from pipeline.models.registry import create_model
-from pipeline.stages import train
-from pipeline.training import engine, fitting, optim
+from pipeline.training import optim
 from pipeline.training.engine import create_mixup, create_trainer, mix_batch
 from pipeline.training.fitting import epoch_best
 from pipeline.training.optim import create_optimizer
@@ -248,83 +242,3 @@ def test_an_odd_batch_size_is_fine_without_mixing_and_per_model_overrides_are_ch
     parse_params({"train": {"models": {"d2l_resnet11": None}, "defaults": {"batch_size": 7}}})
     raw = {"train": {"models": {"d2l_resnet11": {"batch_size": 5, "mixup": {"mixup_alpha": 0.2}}}}}
     assert "train.models.d2l_resnet11.mixup = " in problems(raw)
-
-
-# ----------------------------------------------------------------------------------------------
-# Training with every recipe on
-
-RECIPE = {
-    "mixup": {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "switch_prob": 0.5},
-    "ema": {"enabled": True, "decay": 0.6},
-    "optimizer": {"head_lr": 0.01},
-    "scheduler": {"name": "onecycle", "warmup_epochs": 0.5},
-    "grad_clip_norm": 5.0,
-}
-
-
-@pytest.fixture
-def recipe_run(finished_run, tmp_path, monkeypatch):
-    """The tiny run's data in `tmp_path`/`name` with RECIPE on, as the cwd; restores torch."""
-    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    torch.set_num_threads(1)
-
-    def make(name: str, **changes) -> Path:
-        workdir = copy_run(finished_run, tmp_path / name, **RECIPE, **changes)
-        monkeypatch.chdir(workdir)
-        return workdir
-
-    yield make
-    torch.use_deterministic_algorithms(deterministic)
-    torch.set_num_threads(threads)
-
-
-def test_training_with_mixup_cutmix_ema_head_lr_and_clipping(recipe_run, capsys):
-    workdir = recipe_run("recipe", epochs=2)
-    summary = train.main(["--model", MODEL, "--fold", str(FOLD)])
-    out = capsys.readouterr().out
-    assert summary["best_weights"] in ("raw", "ema") and math.isfinite(summary["oof_loss"])
-    assert "(ema " in out  # each epoch prints the EMA weights' validation accuracy too
-
-    live = workdir / fold_results_dir(MODEL, FOLD)
-    logged = json.loads((live / "metrics.json").read_text())
-    assert logged["best_weights"] == summary["best_weights"]
-    history = metric_history(workdir)
-    for name in ("valid/acc.tsv", "valid_ema/acc.tsv", "valid_ema/loss.tsv", "train/acc.tsv"):
-        assert len(history[name].splitlines()) == 3, name  # a header and two epochs
-    best = torch.load(fold_dir(MODEL, FOLD) / CHECKPOINT_NAME, weights_only=False)
-    assert best["epoch"] == summary["best_epoch"]
-    assert best["weights"] == summary["best_weights"]
-
-
-class Stopped(Exception):
-    """Stands for a kill between epochs."""
-
-
-def test_a_stopped_run_with_ema_and_mixing_resumes_bit_identically(recipe_run, monkeypatch):
-    settings = {"deterministic": True, "epochs": 3, "drop_rate": 0.2}
-    recipe_run("reference", **settings)
-    train.main(["--model", MODEL, "--fold", str(FOLD)])
-    expected = cell_outputs(Path.cwd()), metric_history(Path.cwd())
-
-    stopped = recipe_run("stopped", **settings)
-    run_epoch = engine.run_epoch
-
-    def stop_before_epoch_3(trainer, loaders, valid_targets, epoch, epochs):
-        if epoch == 3:
-            raise Stopped  # after epoch 2's checkpoint was written
-        return run_epoch(trainer, loaders, valid_targets, epoch, epochs)
-
-    monkeypatch.setattr(fitting, "run_epoch", stop_before_epoch_3)
-    with pytest.raises(Stopped):
-        train.main(["--model", MODEL, "--fold", str(FOLD)])
-    assert torch.load(LAST, weights_only=False)["epoch"] == 2
-    monkeypatch.setattr(fitting, "run_epoch", run_epoch)
-    train.main(["--model", MODEL, "--fold", str(FOLD)])
-
-    resumed = cell_outputs(stopped), metric_history(stopped)
-    assert resumed[1] == expected[1]  # every epoch's metrics, raw and EMA, to the bit
-    assert resumed[0]["epoch"] == expected[0]["epoch"]
-    for name, tensor in expected[0]["state_dict"].items():
-        assert torch.equal(resumed[0]["state_dict"][name], tensor), name
-    for name in ("oof_logits", "test_logits"):
-        assert np.array_equal(resumed[0][name], expected[0][name]), name

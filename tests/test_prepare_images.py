@@ -1,0 +1,143 @@
+"""Stage `prepare` and the images: a missing, broken, oversized or misplaced image stops it with the
+file and row named and nothing written; a valid image of any mode is accepted."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import images as imgs
+from helpers.prepare import (
+    check_consistent,
+    fails,
+    read_prepared,
+    rel,
+    table_name,
+    write_params,
+)
+
+from pipeline.stages import prepare as prepare_stage
+
+# ----------------------------------------------------------------------------------------------
+# Bad images
+
+
+@pytest.mark.parametrize("breakage", ["missing", "truncated", "zero_bytes", "text"])
+def test_bad_image_is_refused_with_file_and_row(workdir, comp, breakage):
+    image, _ = comp.train[4]
+    path = comp.root / image
+    if breakage == "missing":
+        path.unlink()
+    elif breakage == "truncated":
+        imgs.write_truncated_jpeg(path)
+    elif breakage == "zero_bytes":
+        imgs.write_empty(path)
+    else:
+        imgs.write_text_file(path)
+    message = fails(
+        workdir,
+        table_name(comp, "train.csv"),
+        rel(comp, image),
+        rows=(imgs.csv_line_of(comp.train_csv, image),),
+    )
+    if breakage == "missing":
+        assert "not found" in message
+    else:
+        assert "cannot read image" in message
+    # Only the broken image is reported.
+    assert message.count("row ") == 1
+
+
+def test_bad_test_image_names_test_csv(workdir, comp):
+    image = comp.test[2]
+    imgs.write_truncated_jpeg(comp.root / image)
+    fails(
+        workdir,
+        table_name(comp, "test.csv"),
+        rel(comp, image),
+        rows=(imgs.csv_line_of(comp.test_csv, image),),
+    )
+
+
+def test_every_bad_image_is_reported_at_once(workdir, comp):
+    broken = [comp.train[1][0], comp.train[7][0]]
+    (comp.root / broken[0]).unlink()
+    imgs.write_empty(comp.root / broken[1])
+    fails(
+        workdir,
+        *(rel(comp, b) for b in broken),
+        rows=tuple(imgs.csv_line_of(comp.train_csv, b) for b in broken),
+    )
+
+
+def test_image_cell_naming_a_directory_is_refused(workdir, comp):
+    rows = list(comp.train)
+    rows[3] = ("images", rows[3][1])  # the images/ folder itself
+    imgs.write_csv(comp.train_csv, ["image", "label"], rows)
+    fails(workdir, table_name(comp, "train.csv"), rows=(5,))
+
+
+@pytest.mark.parametrize("table", ["train.csv", "test.csv"])
+def test_decompression_bomb_is_refused(workdir, comp, table):
+    # 30,000 x 30,000 = 900 Mpx (2.7 GB as RGB) in a PNG of about 100 KB.
+    bomb = "images/bomb.png"
+    imgs.write_bomb_png(comp.root / bomb)
+    if table == "train.csv":
+        rows = [*comp.train[:2], (bomb, comp.train[2][1]), *comp.train[3:]]
+        imgs.write_csv(comp.train_csv, ["image", "label"], rows)
+    else:
+        tests = [comp.test[0], bomb, *comp.test[2:]]
+        imgs.write_csv(comp.test_csv, ["image"], [[t] for t in tests])
+        imgs.write_csv(comp.sample_csv, ["image", "label"], [[t, "x"] for t in tests])
+    fails(
+        workdir,
+        table_name(comp, table),
+        rel(comp, bomb),
+        "30000x30000 pixels",
+        "decompression bomb",
+        rows=(4 if table == "train.csv" else 3,),
+    )
+
+
+def test_the_pixel_limit_is_data_max_megapixels(workdir, comp):
+    write_params(workdir, max_megapixels=0.0005)  # the images are 32x32 = 0.001 megapixels
+    fails(workdir, table_name(comp, "train.csv"), "over the limit of 0.0005 megapixels")
+
+
+# ----------------------------------------------------------------------------------------------
+# Valid images of any mode
+
+SPECIAL_IMAGES = {
+    "grayscale_jpeg": ("jpg", lambda p: imgs.write_grayscale(p)),
+    "grayscale_png": ("png", lambda p: imgs.write_grayscale(p)),
+    "rgba": ("png", imgs.write_rgba),
+    "palette_transparent": ("png", lambda p: imgs.write_palette(p, transparency=True)),
+    "palette": ("png", lambda p: imgs.write_palette(p, transparency=False)),
+    "cmyk": ("jpg", imgs.write_cmyk_jpeg),
+    "16bit": ("png", imgs.write_16bit_png),
+    "exif_rotated": ("jpg", imgs.write_exif_rotated_jpeg),
+}
+
+
+@pytest.mark.parametrize("kind", SPECIAL_IMAGES)
+def test_images_of_any_mode_are_accepted(workdir, comp, kind):
+    suffix, write = SPECIAL_IMAGES[kind]
+    train_image, test_image = f"images/{kind}_train.{suffix}", f"images/{kind}_test.{suffix}"
+    write(comp.root / train_image)
+    write(comp.root / test_image)
+    rows = [*comp.train, (train_image, comp.train[0][1])]
+    imgs.write_csv(comp.train_csv, ["image", "label"], rows)
+    imgs.write_csv(comp.test_csv, ["image"], [[t] for t in [*comp.test, test_image]])
+    imgs.write_csv(
+        comp.sample_csv, ["image", "label"], [[t, "x"] for t in [*comp.test, test_image]]
+    )
+    prepare_stage.main([])
+    classes, train, test = read_prepared(workdir)
+    assert list(train["image"])[-1] == train_image
+    assert list(test["image"])[-1] == test_image
+    check_consistent(workdir, classes, train, test)
+
+
+def test_image_cells_without_the_images_folder_are_one_error_saying_so(workdir, comp):
+    train = comp.train_csv.read_text(encoding="utf-8")
+    comp.train_csv.write_text(train.replace("images/", ""), encoding="utf-8")
+    message = fails(workdir, "image files not found under", "write the column as images/<file>")
+    assert message.count("\n") < 3  # one paragraph, not a line per image

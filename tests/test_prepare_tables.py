@@ -1,0 +1,197 @@
+"""Stage `prepare` and the CSV tables: every bad cell, row, encoding, column or table stops it with
+the file (and row) named and nothing written, and a failed run keeps the previous output."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import images as imgs
+from helpers.prepare import (
+    PREPARED,
+    assert_nothing_written,
+    fails,
+    has_row,
+    leftovers,
+    read_prepared,
+    rel,
+    run_cli,
+    table_name,
+    write_params,
+)
+
+from pipeline.competition.inputs import InputDataError
+from pipeline.stages import prepare as prepare_stage
+
+# ----------------------------------------------------------------------------------------------
+# Bad cells and tables
+
+
+@pytest.mark.parametrize("label", ["", "   "], ids=["empty", "whitespace"])
+def test_empty_label_is_refused_with_row(workdir, comp, label):
+    rows = list(comp.train)
+    rows[5] = (rows[5][0], label)
+    imgs.write_csv(comp.train_csv, ["image", "label"], rows)
+    fails(workdir, table_name(comp, "train.csv"), "empty 'label'", rows=(7,))
+
+
+@pytest.mark.parametrize("label", ["NaN", "nan", "NA", "null", "N/A", "None", "#N/A", "<NA>"])
+def test_missing_value_marker_as_label_is_refused_with_row(workdir, comp, label):
+    # Read as text, "NaN" would silently become a class; pandas and Kaggle read it as missing.
+    rows = list(comp.train)
+    rows[5] = (rows[5][0], label)
+    rows[9] = (rows[9][0], f" {label} ")
+    imgs.write_csv(comp.train_csv, ["image", "label"], rows)
+    message = fails(
+        workdir,
+        table_name(comp, "train.csv"),
+        f"'label' is {label!r}",
+        "missing-value marker",
+        rows=(7, 11),
+    )
+    assert message.count("row ") == 2
+
+
+def test_label_merely_containing_a_marker_is_a_class(workdir, comp):
+    rows = [(image, f"{label}_nana") for image, label in comp.train]
+    imgs.write_csv(comp.train_csv, ["image", "label"], rows)
+    prepare_stage.main([])
+    classes, _, _ = read_prepared(workdir)
+    assert classes == sorted(f"{c}_nana" for c in comp.classes)
+
+
+def test_duplicate_image_rows_are_refused(workdir, comp):
+    rows = list(comp.train)
+    rows[6] = (rows[2][0], rows[6][1])  # line 8 repeats line 4's image
+    imgs.write_csv(comp.train_csv, ["image", "label"], rows)
+    message = fails(
+        workdir, table_name(comp, "train.csv"), rows[2][0], "more than once", rows=(4, 8)
+    )
+    assert "row 4, row 8" in message
+
+
+def test_row_numbers_count_blank_lines(workdir, comp):
+    lines = comp.train_csv.read_text(encoding="utf-8").splitlines()
+    image = lines[5].split(",")[0]
+    lines[5] = f"{image},"  # line 6: empty label
+    lines.insert(2, "")  # a blank line 3: the bad row is now line 7 of the file
+    comp.train_csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert imgs.csv_line_of(comp.train_csv, image) == 7
+    fails(workdir, table_name(comp, "train.csv"), "empty 'label'", rows=(7,))
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16"])
+def test_csv_not_in_utf8_is_refused_with_line(workdir, comp, encoding):
+    rows = [*comp.train[:4], (comp.train[4][0], "érable"), *comp.train[5:]]
+    text = "image,label\n" + "".join(f"{image},{label}\n" for image, label in rows)
+    comp.train_csv.write_bytes(text.encode(encoding))
+    line = 6 if encoding == "latin-1" else 1  # UTF-16 fails at its own byte-order mark
+    fails(
+        workdir, table_name(comp, "train.csv"), f"not UTF-8 text (line {line}:", "save it as UTF-8"
+    )
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [(2, "row 2 has more cells than the header"), (5, "Expected 2 fields in line 5, saw 3")],
+)
+def test_row_with_more_cells_than_the_header_is_refused(workdir, comp, row, expected):
+    # On row 2, pandas would silently take the first column as an index and shift the others.
+    lines = comp.train_csv.read_text(encoding="utf-8").splitlines()
+    lines[row - 1] += ",acer_rubrum"  # an unquoted comma inside a label
+    comp.train_csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    fails(workdir, table_name(comp, "train.csv"), expected)
+
+
+def test_missing_label_column_lists_the_columns_found(workdir, comp):
+    imgs.write_csv(comp.train_csv, ["image", "species"], comp.train)
+    message = fails(workdir, table_name(comp, "train.csv"), "'label'")
+    assert "found ['image', 'species']" in message
+
+
+def test_missing_train_csv(workdir, comp):
+    comp.train_csv.unlink()
+    fails(workdir, table_name(comp, "train.csv"), "not found")
+
+
+def test_missing_data_root(workdir):
+    write_params(workdir, root="no/such/folder")
+    fails(workdir, "no/such/folder", "no such folder")
+
+
+def test_image_in_both_train_and_test(workdir, comp):
+    shared = comp.test[1]
+    imgs.write_csv(comp.train_csv, ["image", "label"], [*comp.train, (shared, comp.train[0][1])])
+    fails(workdir, table_name(comp, "test.csv"), table_name(comp, "train.csv"), shared)
+
+
+def test_image_in_both_train_and_test_under_another_spelling(workdir, comp):
+    shared = comp.train[0][0]
+    imgs.write_csv(comp.test_csv, ["image"], [[f"./{shared}"], *([t] for t in comp.test)])
+    imgs.write_csv(
+        comp.sample_csv, ["image", "label"], [[f"./{shared}", "x"], *([t, "x"] for t in comp.test)]
+    )
+    try:
+        prepare_stage.main([])
+    except InputDataError as err:
+        assert shared in str(err)
+    else:
+        raise AssertionError(f"{shared} is in train.csv and (as ./{shared}) in test.csv")
+    assert_nothing_written(workdir)
+
+
+@pytest.mark.parametrize("table", ["train.csv", "test.csv"])
+@pytest.mark.parametrize("escaping", ["../outside.jpg", "../../etc/passwd", "/etc/passwd"])
+def test_image_path_escaping_the_root_is_refused(workdir, comp, table, escaping):
+    imgs.write_jpeg(workdir / "outside.jpg", index=99)  # exists, so only its place is wrong
+    if table == "train.csv":
+        rows = [*comp.train[:2], (escaping, comp.train[2][1]), *comp.train[3:]]
+        imgs.write_csv(comp.train_csv, ["image", "label"], rows)
+    else:
+        tests = [*comp.test[:1], escaping, *comp.test[2:]]
+        imgs.write_csv(comp.test_csv, ["image"], [[t] for t in tests])
+        imgs.write_csv(comp.sample_csv, ["image", "label"], [[t, "x"] for t in tests])
+    message = fails(
+        workdir,
+        table_name(comp, table),
+        escaping,
+        "inside",
+        rows=(4 if table == "train.csv" else 3,),
+    )
+    assert message.count("row ") == 1
+
+
+@pytest.mark.parametrize("change", ["reordered", "other_image", "row_missing"])
+def test_sample_submission_not_matching_test_csv(workdir, comp, change):
+    images = list(comp.test)
+    if change == "reordered":
+        images[0], images[1] = images[1], images[0]
+    elif change == "other_image":
+        images[2] = "images/999.jpg"
+    else:
+        images = images[:-1]
+    imgs.write_csv(comp.sample_csv, ["image", "label"], [[i, "x"] for i in images])
+    fails(workdir, table_name(comp, "sample_submission.csv"), "test.csv")
+
+
+def test_failed_run_keeps_the_previous_output(workdir, comp):
+    prepare_stage.main([])
+    before = {p.name: p.read_bytes() for p in (workdir / PREPARED).iterdir()}
+    (comp.root / comp.train[0][0]).unlink()
+    with pytest.raises(InputDataError):
+        prepare_stage.main([])
+    after = {p.name: p.read_bytes() for p in (workdir / PREPARED).iterdir()}
+    assert after == before
+    assert leftovers(workdir) == []
+
+
+def test_cli_prints_error_and_exits_2_without_traceback(workdir, comp):
+    image = comp.train[3][0]
+    (comp.root / image).unlink()
+    result = run_cli(workdir)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert error_lines, result.stderr
+    assert table_name(comp, "train.csv") in error_lines[0]
+    assert rel(comp, image) in result.stderr
+    assert has_row(result.stderr, 5)
+    assert_nothing_written(workdir)
