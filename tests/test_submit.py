@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers.projects import write_prepared_project
+from helpers.submissions import CLASSES, COLUMNS, TEST
 
 from pipeline.competition.submission import SubmissionError, submission_problems
 from pipeline.config.params import load_params
@@ -16,14 +17,6 @@ from pipeline.io.console import PipelineError
 from pipeline.io.files import file_md5
 from pipeline.stages import submit as submit_stage
 from pipeline.stages.submit import make_submission
-
-CLASSES = ["acer", "betula", "quercus"]
-COLUMNS = ["image", "label"]
-TEST = pd.Series(["images/5.jpg", "images/2.jpg", "images/9.jpg"])
-
-
-def valid() -> pd.DataFrame:
-    return pd.DataFrame({"image": TEST, "label": ["acer", "quercus", "acer"]})
 
 
 def test_labels_come_from_argmax_in_test_order():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers.submissions import CLASSES, TEST
+from helpers.submissions import CLASSES, COLUMNS, TEST, valid
 
 from pipeline.competition.submission import (
     SubmissionError,
@@ -17,12 +17,6 @@ from pipeline.competition.submission import (
     submission_problems,
 )
 from pipeline.io.console import format_problems
-
-COLUMNS = ["image", "label"]
-
-
-def valid() -> pd.DataFrame:
-    return pd.DataFrame({"image": TEST, "label": ["acer", "quercus", "acer"]})
 
 
 def problems_of(text: str, tmp_path: Path, encoding: str = "utf-8") -> list[str]:
