@@ -123,25 +123,21 @@ def test_cli_as_a_subprocess_has_no_traceback(prepared_project):
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "pipeline.tools.validate"]
-    ok = subprocess.run(
-        [*command, "sub.csv"],
-        cwd=prepared_project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+
+    def validate(name: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline.tools.validate", name],
+            cwd=prepared_project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    ok = validate("sub.csv")
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("OK: sub.csv: 3 rows")
-    bad = subprocess.run(
-        [*command, "bad.csv"],
-        cwd=prepared_project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    bad = validate("bad.csv")
     assert bad.returncode == 2
     assert "error: bad.csv: not UTF-8 text (line 2: byte 0xe9)" in bad.stderr
     assert "Traceback" not in bad.stderr
