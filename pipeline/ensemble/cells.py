@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from pipeline.config.paths import (
     CHECKPOINT_NAME,
@@ -97,6 +96,8 @@ def save_cell(
     test_logits: np.ndarray,
 ) -> None:
     """Write best.pt, oof.npz and test_logits.npy into the cell's folder, all or nothing."""
+    import torch  # here: only stage train saves checkpoints; the stages that read cells skip it
+
     with atomic_path(fold_dir(model_name, fold)) as out:
         out.mkdir()
         torch.save(checkpoint, out / CHECKPOINT_NAME)

@@ -36,7 +36,6 @@ from pipeline.config.paths import (
     PSEUDO_METRICS,
     TEST_LOGITS_NAME,
 )
-from pipeline.ensemble.pseudo_round import run_round
 from pipeline.io.console import parse_stage_args, run
 from pipeline.io.files import atomic_path, write_json
 
@@ -60,6 +59,10 @@ def main(argv: list[str] | None = None) -> dict:
         write_json(PSEUDO_METRICS, {"pseudo": metrics})
         print("pseudo: the pseudo-label round is off (pseudo.enabled: false); nothing to do")
         return metrics
+    # Imported here: the round needs torch and the training code, which take seconds to load
+    # for a stage that is off by default.
+    from pipeline.ensemble.pseudo_round import run_round
+
     metrics, oof, test = run_round(params)
     manifest = {key: metrics[key] for key in ("enabled", "fine_tuned", "pseudo_labelled")}
     write_round(manifest, oof, test)
