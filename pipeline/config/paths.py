@@ -37,8 +37,7 @@ TRAIN_RESULTS_DIR = Path("results/train")
 CHECKPOINT_NAME = "best.pt"
 LAST_CHECKPOINT_NAME = "last.pt"
 OOF_NAME = "oof.npz"
-OOF_LOGITS_NAME = "oof_logits.npy"
-TEST_LOGITS_NAME = "test_logits.npy"
+TEST_LOGITS_NAME = "test_logits.npy"  # in a cell, and in data/ensemble/ and data/pseudo/
 
 META_DIR = MODELS_DIR / META_MODEL
 META_METRICS = Path("results/meta/metrics.json")
@@ -53,6 +52,7 @@ META_SPEC_NAME = "model.json"
 CELLS_MANIFEST = Path("data/cells.json")
 
 ENSEMBLE_DIR = Path("data/ensemble")
+OOF_LOGITS_NAME = "oof_logits.npy"  # in data/ensemble/ and data/pseudo/, beside TEST_LOGITS_NAME
 # The model weights stage ensemble chose, which `leaf predict` averages its models with.
 ENSEMBLE_WEIGHTS = ENSEMBLE_DIR / "weights.json"
 ENSEMBLE_METRICS = Path("results/ensemble/metrics.json")
