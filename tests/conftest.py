@@ -14,7 +14,7 @@ import yaml
 from pipeline.config.presets import merged_params
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/helpers
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/: `from helpers.x import y`
 # The fixtures `workdir` and `comp` of stage prepare's tests (tests/test_prepare*.py).
 pytest_plugins = ["helpers.prepare"]
 

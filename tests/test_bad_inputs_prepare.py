@@ -7,14 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import images as imgs
 
 from pipeline.competition.inputs import InputDataError
 from pipeline.stages import prepare as prepare_stage
-
-try:
-    from helpers import images as imgs
-except ImportError:  # tests/ is a package (tests/__init__.py): import through it
-    from tests.helpers import images as imgs
 
 MODEL = "d2l_resnet11"
 

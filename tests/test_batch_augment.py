@@ -9,6 +9,7 @@ import albucore
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
+from helpers.batches import MEAN, STD, full_sizes, random_images, spec
 
 from pipeline.data.batch_augment import BatchAugment, batch_form_gap, mix32, normalise, uniforms
 from pipeline.data.batch_colour import (
@@ -18,12 +19,6 @@ from pipeline.data.batch_colour import (
     adjust_saturation,
     brightness_contrast,
 )
-
-try:
-    from helpers.batches import MEAN, STD, full_sizes, random_images, spec
-except ImportError:  # tests/ is a package (tests/__init__.py): import through it
-    from tests.helpers.batches import MEAN, STD, full_sizes, random_images, spec
-
 
 # -- the random numbers ---------------------------------------------------------------------
 

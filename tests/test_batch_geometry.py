@@ -10,15 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
+from helpers.batches import MEAN, STD, full_sizes, random_images, spec
 
 from pipeline.data.batch_augment import BatchAugment
 from pipeline.data.batch_geometry import sample
 from pipeline.data.images import pad_to_square
-
-try:
-    from helpers.batches import MEAN, STD, full_sizes, random_images, spec
-except ImportError:  # tests/ is a package (tests/__init__.py): import through it
-    from tests.helpers.batches import MEAN, STD, full_sizes, random_images, spec
 
 EYE = torch.eye(2).expand(1, 2, 2)
 

@@ -7,15 +7,11 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import images as imgs
 from PIL import Image
 
 from pipeline.data.images import ImageReadError, load_image, to_rgb
 from pipeline.data.tables import load_table
-
-try:
-    from helpers import images as imgs
-except ImportError:  # tests/ is a package (tests/__init__.py): import through it
-    from tests.helpers import images as imgs
 
 
 def assert_rgb(array: np.ndarray, height: int, width: int) -> None:

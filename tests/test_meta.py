@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers.meta import REGULARISATION
 
 from pipeline.config import paths
 from pipeline.config.params import ParamsError, parse_params
@@ -26,11 +27,6 @@ from pipeline.ensemble.features import OUTLINE_FEATURES, TURN_PAIR_FEATURES
 from pipeline.ensemble.region_features import DISC_FEATURES, RINGS_FEATURES, WIDTHS_FEATURES
 from pipeline.io.files import read_json
 from pipeline.stages import ensemble, meta, pseudo
-
-try:
-    from helpers.meta import REGULARISATION
-except ImportError:  # tests/ is a package (tests/__init__.py): import through it
-    from tests.helpers.meta import REGULARISATION
 
 
 def test_the_summary_line_names_each_folds_classifier():

@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.meta import REGULARISATION
 from sklearn.base import clone
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -16,11 +17,6 @@ from pipeline.config.schema import MetaParams
 from pipeline.ensemble import meta_model
 from pipeline.ensemble.discriminant import LEDOIT_WOLF
 from pipeline.ensemble.meta_model import ClassifierChoice
-
-try:
-    from helpers.meta import REGULARISATION
-except ImportError:  # tests/ is a package (tests/__init__.py): import through it
-    from tests.helpers.meta import REGULARISATION
 
 
 def folds_table(targets: list[int], fold_of_row: list[int]) -> pd.DataFrame:

@@ -2,14 +2,10 @@ import copy
 
 import pytest
 import yaml
+from helpers.trees import leaf_paths, lookup
 
 from pipeline.config.checks import CHECKS
 from pipeline.config.params import ParamsError, load_params, parse_params
-
-try:
-    from helpers.trees import leaf_paths, lookup
-except ImportError:  # tests/ is a package (tests/__init__.py): import through it
-    from tests.helpers.trees import leaf_paths, lookup
 
 MINIMAL = {"train": {"models": {"d2l_resnet11": {}}}}
 

@@ -9,17 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.trees import leaf_paths, lookup
 
 from pipeline.config.checks import CHECKS
 from pipeline.config.params import ParamsError, parse_params
 from pipeline.config.presets import flow, load_preset, merged_params, preset_overrides
 from pipeline.io.console import PipelineError
 from pipeline.tools import presets
-
-try:
-    from helpers.trees import leaf_paths, lookup
-except ImportError:  # tests/ is a package (tests/__init__.py): import through it
-    from tests.helpers.trees import leaf_paths, lookup
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
