@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import re
-import subprocess
 import sys
 import types
-from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from helpers.processes import run_python
 
 from pipeline.io.console import PipelineError
 from pipeline.tools import cli
@@ -41,14 +39,6 @@ MAIN_ARGS = {
 }
 
 
-def python(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
 def leaf(argv: list[str]) -> int:
     """Run `leaf ARGV` in-process; its exit code."""
     try:
@@ -67,12 +57,12 @@ def test_every_stage_in_dvc_yaml_is_covered():
 @pytest.mark.parametrize("stage", STAGES)
 def test_stage_help_and_unknown_flag_touch_nothing(stage, tmp_path):
     prog = f"python3 -m pipeline.stages.{stage}"
-    shown = python(["-m", f"pipeline.stages.{stage}", "--help"], tmp_path)
+    shown = run_python(["-m", f"pipeline.stages.{stage}", "--help"], tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith(f"usage: {prog} [-h]")
     assert f"Stage `{stage}`:" in shown.stdout  # the docstring's first line
     required = ["--model", "m", "--fold", "0"] if stage == "train" else []
-    bad = python(["-m", f"pipeline.stages.{stage}", *required, "--no-such-flag"], tmp_path)
+    bad = run_python(["-m", f"pipeline.stages.{stage}", *required, "--no-such-flag"], tmp_path)
     assert bad.returncode == 2
     assert "unrecognized arguments: --no-such-flag" in bad.stderr
     assert f"usage: {prog}" in bad.stderr
@@ -110,7 +100,7 @@ def test_leaf_help_lists_the_subcommands_without_importing_tools(tmp_path):
         "                    and m != 'pipeline.tools.cli'))\n"
         f"print('heavy', [m for m in {HEAVY!r} if m in sys.modules])\n"
     )
-    result = python(["-c", code], tmp_path)
+    result = run_python(["-c", code], tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: leaf [-h] COMMAND ...")
     for command in cli.COMMANDS:  # a long name has its help on the next line
@@ -125,14 +115,14 @@ def test_leaf_validate_help_does_not_import_torch(tmp_path):
         "except SystemExit as e:\n    print('exit', e.code)\n"
         f"print('heavy', [m for m in {HEAVY!r} if m in sys.modules])\n"
     )
-    result = python(["-c", code], tmp_path)
+    result = run_python(["-c", code], tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: leaf validate [-h]")
     assert result.stdout.endswith("exit 0\nheavy []\n")
 
 
 def test_leaf_runs_as_a_module(tmp_path):
-    result = python(["-m", "pipeline.tools.cli", "kaggle", "download", "--help"], tmp_path)
+    result = run_python(["-m", "pipeline.tools.cli", "kaggle", "download", "--help"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: leaf kaggle download [-h]")
     assert list(tmp_path.iterdir()) == []
@@ -220,7 +210,7 @@ def test_leaf_passes_the_arguments_and_exits_0(monkeypatch):
 def test_an_int_result_is_the_exit_code(monkeypatch, tmp_path):
     fake_tool(monkeypatch, lambda args: args.value)
     assert cli.main(["fake", "--value", "3"]) == 3
-    result = python(["-m", "pipeline.tools.cli", "kaggle"], tmp_path)  # `sys.exit(main())`
+    result = run_python(["-m", "pipeline.tools.cli", "kaggle"], tmp_path)  # `sys.exit(main())`
     assert result.returncode == 2
 
 

@@ -4,21 +4,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers.processes import run_python
 from helpers.projects import write_prepared_project
 from helpers.submissions import CLASSES, TEST, VALID_CSV
 
 from pipeline.io.console import run
 from pipeline.tools import validate
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 # ----------------------------------------------------------------------------------------------
 # The command line
@@ -121,18 +118,9 @@ def test_cli_as_a_subprocess_has_no_traceback(prepared_project):
     (prepared_project / "bad.csv").write_bytes(
         "image,label\nimages/5.jpg,\xe9rable\n".encode("latin-1")
     )
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
 
     def validate(name: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "pipeline.tools.validate", name],
-            cwd=prepared_project,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        return run_python(["-m", "pipeline.tools.validate", name], prepared_project, timeout=180)
 
     ok = validate("sub.csv")
     assert ok.returncode == 0, ok.stderr

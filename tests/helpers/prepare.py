@@ -11,7 +11,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,8 @@ from pipeline.io.console import PipelineError
 from pipeline.stages import prepare as prepare_stage
 
 from . import images as imgs
+from .processes import run_python
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 COMP = "comp"  # data.root, relative to the project (the test's cwd)
 PREPARED = Path("data/prepared")
 
@@ -88,18 +87,8 @@ def table_name(comp: imgs.Competition, name: str) -> str:
 
 
 def run_cli(workdir: Path) -> subprocess.CompletedProcess:
-    """`python -m pipeline.prepare` in workdir, as DVC runs it."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.stages.prepare"],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    """`python -m pipeline.stages.prepare` in workdir, as DVC runs it."""
+    return run_python(["-m", "pipeline.stages.prepare"], workdir, timeout=180)
 
 
 def read_prepared(workdir: Path):
