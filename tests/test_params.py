@@ -6,6 +6,7 @@ from helpers.trees import leaf_paths, lookup
 
 from pipeline.config.checks import CHECKS
 from pipeline.config.params import ParamsError, load_params, parse_params
+from pipeline.config.presets import read_params_file
 
 MINIMAL = {"train": {"models": {"d2l_resnet11": {}}}}
 
@@ -36,7 +37,7 @@ def test_project_params_validate():
 def test_params_yaml_spells_out_every_key_so_no_run_takes_the_schemas_fallbacks():
     # The schema's own defaults serve minimal files (below) and differ from params.yaml's (its
     # meta.features, epochs, lr ...): the shipped file must never lean on them.
-    written = yaml.safe_load(open("params.yaml", encoding="utf-8"))
+    written = read_params_file()
     values = parse_params(written).model_dump()
     del values["train"]["models"]  # its entries are the file's own
     missing = []
