@@ -153,6 +153,8 @@ class ModelParams(Strict):
     drop_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
     mixup: MixupParams = MixupParams()
     ema: EmaParams = EmaParams()
+    # Checkpoints written before `keep` existed kept the best epoch.
+    keep: Literal["last", "best"] = "best"
     grad_clip_norm: Annotated[float, Field(gt=0)] | None = None
     amp: bool = True
     augment: AugmentParams = AugmentParams()

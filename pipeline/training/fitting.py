@@ -1,4 +1,4 @@
-"""The training loop: resume, epochs, the best epoch, a checkpoint after each; then prediction.
+"""The training loop: resume, epochs, the kept epoch, a checkpoint after each; then prediction.
 
 `fit_and_predict` is the one fit-then-predict sequence, run by stage train for a cell and by
 stage pseudo for each fine-tuned cell.
@@ -33,6 +33,29 @@ def epoch_best(metrics: dict[str, float]) -> tuple[str, float, float]:
     return max(candidates, key=lambda candidate: (candidate[1], -candidate[2]))
 
 
+def epoch_last(metrics: dict[str, float]) -> tuple[str, float, float]:
+    """This epoch's weights as `keep: last` takes them: the moving average's when there is one.
+
+    The validation fold plays no part in the choice, so the OOF predictions stay unbiased.
+    """
+    if "valid_ema/acc" in metrics:
+        return "ema", metrics["valid_ema/acc"], metrics["valid_ema/loss"]
+    return "raw", metrics["valid/acc"], metrics["valid/loss"]
+
+
+def kept_weights(metrics: dict[str, float], best: dict, keep: str) -> tuple[str, float, float] | None:
+    """The weights of this epoch to keep instead of `best`'s, with their validation accuracy and
+    loss; None to keep `best`'s.
+
+    keep `last` takes every epoch's, so the final one stands; `best` takes an epoch's better
+    weights when their accuracy (then lower loss) beats the best so far.
+    """
+    if keep == "last":
+        return epoch_last(metrics)
+    weights, acc, loss = epoch_best(metrics)
+    return (weights, acc, loss) if (acc, -loss) > (best["acc"], -best["loss"]) else None
+
+
 def describe_epoch(metrics: dict[str, float]) -> str:
     ema = f" (ema {metrics['valid_ema/acc']:.4f})" if "valid_ema/acc" in metrics else ""
     return (
@@ -57,14 +80,16 @@ def fit_epoch(
     metrics = run_epoch(trainer, loaders, valid_targets, epoch, hp.epochs)
     log_epoch(live, metrics)
     history.append(metrics)
-    weights, acc, loss = epoch_best(metrics)
-    improved = (acc, -loss) > (best["acc"], -best["loss"])
-    if improved:
+    kept = kept_weights(metrics, best, hp.keep)
+    if kept:
+        weights, acc, loss = kept
         model = trainer.ema.module if weights == "ema" else trainer.model
         state = copy.deepcopy(model.state_dict())
         best = {"acc": acc, "loss": loss, "epoch": epoch, "weights": weights, "state": state}
     seconds = time.perf_counter() - start
-    marker = ("  *" + (" ema" if weights == "ema" else "")) if improved else ""
+    marker = ""
+    if kept and hp.keep == "best":  # mark the new best; under `last` every epoch would be marked
+        marker = "  *" + (" ema" if kept[0] == "ema" else "")
     print(f"epoch {epoch:>3}/{hp.epochs}  {describe_epoch(metrics)} | {seconds:.1f}s{marker}")
     return best
 
@@ -78,16 +103,17 @@ def fit_and_predict(
     checkpoint_path: Path,
     fingerprint: dict[str, Any],
 ) -> tuple[dict, np.ndarray, np.ndarray]:
-    """The training loop, then the best weights' OOF and test logits with the model's TTA views.
+    """The training loop, then the kept weights' OOF and test logits with the model's TTA views.
 
     The loop resumes from `checkpoint_path` and saves it after every epoch (the write
-    overlapping the next epoch, see CheckpointWriter). The best epoch has the highest validation
-    accuracy (then the lowest loss) of the raw weights or, with `ema.enabled`, of their moving
+    overlapping the next epoch, see CheckpointWriter). `hp.keep` says which weights are kept:
+    `last`, the final epoch's (its moving average's with `ema.enabled`); `best`, the epoch with
+    the highest validation accuracy (then the lowest loss) of the raw weights or their moving
     average, whichever validates better.
 
     Returns:
-        The best epoch's validation accuracy (`acc`) and loss (`loss`), number (`epoch`),
-        which weights won (`weights`: `raw` or `ema`) and those weights (`state`); and the
+        The kept epoch's validation accuracy (`acc`) and loss (`loss`), number (`epoch`),
+        which weights they are (`weights`: `raw` or `ema`) and those weights (`state`); and the
         logits of the validation and test loaders' images in their order (every process gets
         all of them under torchrun).
     """
