@@ -21,7 +21,7 @@ from pipeline.config.params import parse_params
 from pipeline.models.registry import create_model
 from pipeline.training import optim
 from pipeline.training.engine import create_mixup, create_trainer, mix_batch
-from pipeline.training.fitting import epoch_best
+from pipeline.training.fitting import epoch_best, kept_weights
 from pipeline.training.optim import create_optimizer
 
 CPU = torch.device("cpu")
@@ -128,6 +128,26 @@ def test_mixing_is_off_by_default():
 )  # fmt: skip
 def test_the_better_weights_win_on_accuracy_then_loss(metrics, expected):
     assert epoch_best(metrics) == expected
+
+
+NO_BEST = {"acc": -1.0, "loss": float("inf")}
+BEST_SO_FAR = {"acc": 0.8, "loss": 0.5}
+RAW = {"valid/acc": 0.5, "valid/loss": 1.0}
+RAW_AND_EMA = {**RAW, "valid_ema/acc": 0.4, "valid_ema/loss": 2.0}
+
+
+@pytest.mark.parametrize(
+    ("metrics", "best", "keep", "expected"),
+    [
+        (RAW, BEST_SO_FAR, "last", ("raw", 0.5, 1.0)),  # worse than the best, kept all the same
+        (RAW_AND_EMA, BEST_SO_FAR, "last", ("ema", 0.4, 2.0)),  # the average, though raw is better
+        (RAW, BEST_SO_FAR, "best", None),
+        (RAW, NO_BEST, "best", ("raw", 0.5, 1.0)),
+        (RAW_AND_EMA, NO_BEST, "best", ("raw", 0.5, 1.0)),
+    ],
+)  # fmt: skip
+def test_keep_last_takes_every_epoch_without_looking_at_validation(metrics, best, keep, expected):
+    assert kept_weights(metrics, best, keep) == expected
 
 
 # ----------------------------------------------------------------------------------------------

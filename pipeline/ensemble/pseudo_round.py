@@ -78,7 +78,7 @@ def fit_in_scratch(
     The round keeps neither: its results are the cells' logits and results/pseudo/metrics.json.
 
     Returns:
-        The best epoch, and its OOF and test logits with the model's TTA views.
+        The kept epoch, and its OOF and test logits with the model's TTA views.
     """
     with tempfile.TemporaryDirectory(prefix="pseudo-") as scratch:
         scratch = Path(scratch)
@@ -129,7 +129,7 @@ def fine_tune_cell(
     cell = f"{model_name} fold {fold}"
     best, oof, test_logits = fit_in_scratch(trainer, loaders, hp, valid_targets, cell)
     print(
-        f"pseudo {model_name} fold {fold}: best epoch {best['epoch']}, "
+        f"pseudo {model_name} fold {fold}: kept epoch {best['epoch']}, "
         f"OOF accuracy {accuracy(oof, valid_targets):.4f} with TTA"
     )
     return oof, test_logits

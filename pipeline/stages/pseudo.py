@@ -12,7 +12,7 @@ saying so, and `submit` uses the ensemble's predictions. When on
    into fold k's model, and the OOF accuracy after the round would flatter it.
 2. Fine-tune each models/<model>/fold<k>/best.pt for `pseudo.epochs` on fold k's training
    images plus the labelled test images, with the model's own settings and augmentation and
-   its learning rate times `pseudo.lr_scale`; keep the best epoch on validation, like train.
+   its learning rate times `pseudo.lr_scale`; keep an epoch's weights as `keep` says, like train.
 3. Predict fold k's validation images (OOF) and the test set with the model's TTA views.
 A fold whose models label no test image keeps its trained predictions, and so does stage meta's
 classifier (meta.enabled), which is not fine-tuned. The cells are combined

@@ -1,4 +1,4 @@
-"""Stage `train`: train one model on one fold, keep its best epoch, predict OOF and test logits.
+"""Stage `train`: train one model on one fold, keep an epoch's weights, predict OOF and test logits.
 
     python -m pipeline.stages.train --model d2l_resnet11 --fold 0
     torchrun --nproc_per_node=4 -m pipeline.stages.train --model d2l_resnet11 --fold 0   # on 4 GPUs
@@ -9,7 +9,8 @@ only those coordinates; every hyperparameter is `train.defaults` merged with
 - models/<model>/fold<k>/: best.pt (weights, params, classes), oof.npz (row, logits),
   test_logits.npy
 - results/train/<model>/fold<k>/: DVCLive per-epoch metrics (train/valid loss and accuracy, lr;
-  valid_ema/ for the EMA weights) and a summary naming the best epoch and its `best_weights`
+  valid_ema/ for the EMA weights) and a summary naming the kept epoch (`best_epoch`, as `keep`
+  chose it) and its `best_weights`
 - checkpoints/<model>/fold<k>/last.pt: everything needed to continue after the last finished
   epoch, rewritten every epoch. A run stopped at any moment (Ctrl-C, SIGKILL, a crash) resumes
   from it on the next run if it was made with the same settings and data; once the outputs are
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if orientation_note:
         print(f"augment: {orientation_note}")
 
-    # 3. Train (or resume), then predict OOF and test logits with the best weights and TTA.
+    # 3. Train (or resume), then predict OOF and test logits with the kept weights and TTA.
     with (
         explain_failures(args.model, hp, checkpoint_path, device),
         open_live(args.model, args.fold) as live,
@@ -204,8 +205,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         mark_complete(checkpoint_path, fingerprint, hp.epochs)
     distributed.barrier()  # every process returns once the outputs are in place
     print(
-        f"train {args.model} fold {args.fold}: best epoch {best['epoch']} ({best['weights']}), "
-        f"OOF accuracy {oof['acc']:.4f} with TTA {hp.tta}"
+        f"train {args.model} fold {args.fold}: kept epoch {best['epoch']} ({best['weights']}, "
+        f"keep: {hp.keep}), OOF accuracy {oof['acc']:.4f} with TTA {hp.tta}"
     )
     return summary
 

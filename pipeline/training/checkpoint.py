@@ -181,7 +181,7 @@ def resume(
     reads the checkpoint it wrote and sends it to the others, which need no shared disk.
 
     Returns:
-        The number of finished epochs, the best epoch so far and the metric history; 0, no best
+        The number of finished epochs, the kept epoch so far and the metric history; 0, no kept
         and no history when training starts from scratch.
     """
     checkpoint = load_resumable(checkpoint_path, fingerprint) if distributed.is_main() else None
@@ -196,7 +196,7 @@ def resume(
     if done < epochs:
         print(f"resuming {cell} from epoch {done + 1}")
     else:
-        print(f"resuming {cell} after its last epoch: predicting with the best weights")
+        print(f"resuming {cell} after its last epoch: predicting with the kept weights")
     return done, checkpoint["best"], checkpoint["history"]
 
 

@@ -43,7 +43,9 @@ def epoch_last(metrics: dict[str, float]) -> tuple[str, float, float]:
     return "raw", metrics["valid/acc"], metrics["valid/loss"]
 
 
-def kept_weights(metrics: dict[str, float], best: dict, keep: str) -> tuple[str, float, float] | None:
+def kept_weights(
+    metrics: dict[str, float], best: dict, keep: str
+) -> tuple[str, float, float] | None:
     """The weights of this epoch to keep instead of `best`'s, with their validation accuracy and
     loss; None to keep `best`'s.
 
