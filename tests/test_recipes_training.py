@@ -44,11 +44,15 @@ def recipe_run(finished_run, tmp_path, monkeypatch):
     torch.set_num_threads(threads)
 
 
-def test_training_with_mixup_cutmix_ema_head_lr_and_clipping(recipe_run, capsys):
-    workdir = recipe_run("recipe", epochs=2)
+@pytest.mark.parametrize("keep", ["last", "best"])
+def test_training_with_mixup_cutmix_ema_head_lr_and_clipping(recipe_run, capsys, keep):
+    workdir = recipe_run(f"recipe-{keep}", epochs=2, keep=keep)
     summary = train.main(["--model", MODEL, "--fold", str(FOLD)])
     out = capsys.readouterr().out
     assert summary["best_weights"] in ("raw", "ema") and math.isfinite(summary["oof_loss"])
+    if keep == "last":  # the final epoch's moving average, whatever the validation says
+        assert (summary["best_epoch"], summary["best_weights"]) == (2, "ema")
+    assert f"keep: {keep}" in out
     assert "(ema " in out  # each epoch prints the EMA weights' validation accuracy too
 
     live = workdir / fold_results_dir(MODEL, FOLD)
