@@ -7,8 +7,8 @@ Needs the preset's prepared data, folds and cache (run benchmarks/leaf_silhouett
 Each variant is the preset laid over params.yaml (as `leaf preset` runs it) with one change to
 train.defaults, trained by the train stage's own code in a scratch folder that links the
 project's data/, so the project's outputs are never touched. Prints a table and, last, one
-JSON line: per variant the best epoch's validation accuracy without TTA, the OOF accuracy with
-the preset's TTA views, and the seconds the cell took.
+JSON line: per variant the kept epoch's validation accuracy without TTA (train.defaults.keep
+says which), the OOF accuracy with the preset's TTA views, and the seconds the cell took.
 """
 
 from __future__ import annotations
