@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from PIL import Image
+from helpers.datasets import dataset, write_odd_images
 
 from pipeline.config.model_settings import ModelParams
 from pipeline.config.params import load_params, resolve_cache_size
@@ -35,7 +35,7 @@ from pipeline.data.loaders import (
 from pipeline.data.orientation import read_orientation
 from pipeline.data.settings import data_settings
 from pipeline.data.tables import load_table
-from pipeline.data.transforms import IMAGENET_STD, build_transforms
+from pipeline.data.transforms import IMAGENET_STD
 from pipeline.io.console import PipelineError
 from pipeline.models.d2l_resnet import D2LResNet
 from pipeline.stages import cache, generate, prepare, split, train
@@ -67,11 +67,6 @@ def cached(prepared) -> dict:
     return prepared
 
 
-def dataset(table: pd.DataFrame, hp: ModelParams, *, train: bool, images=None) -> LeafDataset:
-    transform = build_transforms(hp, train=train)
-    return LeafDataset(table.path, None, transform, hp.image_size, seed=3, cache=images)
-
-
 def assert_same_tensors(decoded: LeafDataset, from_cache: LeafDataset) -> None:
     for epoch in (0, 1):
         for index in range(len(decoded)):
@@ -98,21 +93,6 @@ def test_cached_tensors_equal_the_decoded_ones(cached, keep_aspect):
         decoded = dataset(folds, hp, train=train_mode)
         from_cache = dataset(folds, hp, train=train_mode, images=images.select(folds))
         assert_same_tensors(decoded, from_cache)
-
-
-def write_odd_images(folder: Path) -> pd.DataFrame:
-    """Wide, tall, smaller-than-the-cache, grayscale and RGBA images, as a path/md5 table."""
-    rng = np.random.default_rng(0)
-    folder.mkdir()
-    shapes = {"wide.jpg": (30, 70), "tall.jpg": (90, 40), "small.png": (12, 20)}
-    for name, shape in shapes.items():
-        pixels = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / name)
-    Image.fromarray(rng.integers(0, 256, (50, 45), dtype=np.uint8)).save(folder / "grey.png")
-    rgba = rng.integers(0, 256, (40, 60, 4), dtype=np.uint8)
-    Image.fromarray(rgba, mode="RGBA").save(folder / "alpha.png")
-    paths = sorted(str(p) for p in folder.iterdir())
-    return pd.DataFrame({"path": paths, "md5": [f"m{i}" for i in range(len(paths))]})
 
 
 def test_any_shape_and_mode_reads_back_as_decoded(tmp_path):

@@ -3,15 +3,13 @@ edits of params.yaml (or of the images) make DVC rebuild the cache."""
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 
 import pytest
 import yaml
 from conftest import run
-from test_params import MINIMAL
-from test_params import with_change as change_minimal
+from helpers.params import two_models_with_change
 
 from pipeline.config.params import ParamsError, parse_params, resolve_cache_size
 from pipeline.config.paths import CACHE_MANIFEST
@@ -20,19 +18,12 @@ from pipeline.config.paths import CACHE_MANIFEST
 # Params
 
 
-def with_change(path: str | None = None, value=None) -> dict:
-    """Two models, one at 96 px, with one key changed."""
-    raw = change_minimal(path, value) if path else copy.deepcopy(MINIMAL)
-    raw["train"]["models"]["resnet18"] = {"image_size": 96}
-    return raw
-
-
 def test_cache_size_is_the_largest_models_unless_set():
-    assert resolve_cache_size(parse_params(with_change())) == 96
-    assert resolve_cache_size(parse_params(with_change("cache.image_size", 128))) == 128
-    assert resolve_cache_size(parse_params(with_change("cache.enabled", False))) is None
+    assert resolve_cache_size(parse_params(two_models_with_change())) == 96
+    assert resolve_cache_size(parse_params(two_models_with_change("cache.image_size", 128))) == 128
+    assert resolve_cache_size(parse_params(two_models_with_change("cache.enabled", False))) is None
     # Off, the cache puts no limit on the models' sizes.
-    off = with_change("cache", {"enabled": False, "image_size": 32})
+    off = two_models_with_change("cache", {"enabled": False, "image_size": 32})
     assert resolve_cache_size(parse_params(off)) is None
 
 
@@ -56,7 +47,7 @@ def test_cache_size_is_the_largest_models_unless_set():
 )
 def test_bad_cache_and_loader_params_name_the_key(path, value, expected):
     with pytest.raises(ParamsError) as err:
-        parse_params(with_change(path, value))
+        parse_params(two_models_with_change(path, value))
     assert expected in str(err.value)
 
 

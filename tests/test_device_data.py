@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_resume import cell_outputs, write_params
+from helpers.training_runs import cell_outputs, write_params
 
 from pipeline.config.model_settings import ModelParams
 from pipeline.config.params import load_params, resolve_cache_size

@@ -7,6 +7,7 @@ pipeline/. So editing a module reruns exactly the stages that run it, and no sta
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,17 @@ def test_no_module_is_over_300_lines():
         for path in (ROOT / folder).rglob("*.py")
     }
     assert {path: lines for path, lines in sizes.items() if lines > 300} == {}
+
+
+def test_no_test_module_imports_another():
+    """What several test modules share lives in tests/helpers/, so each test module stands alone."""
+    test_modules = {path.stem for path in (ROOT / "tests").glob("test_*.py")}
+    importers = {}
+    for path in (ROOT / "tests").glob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if set(names) & test_modules:
+                importers.setdefault(path.name, sorted(set(names) & test_modules))
+    assert importers == {}

@@ -117,7 +117,7 @@ def one_thread():
 
 
 def test_the_loop_trains_what_the_old_loop_trained(run_copy, monkeypatch, one_thread):
-    from test_resume import cell_outputs, metric_history, write_params
+    from helpers.training_runs import cell_outputs, metric_history, write_params
 
     from pipeline.stages import train
 

@@ -16,7 +16,7 @@ import time
 import pytest
 import yaml
 from conftest import run
-from test_resume import LAST, cell_outputs, saved_epoch, start_training
+from helpers.training_runs import LAST, cell_outputs, saved_epoch, start_training
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

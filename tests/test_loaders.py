@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers.datasets import dataset, write_odd_images
+from helpers.params import two_models_with_change
 from PIL import Image
-from test_cache import dataset, write_odd_images
-from test_cache_params import with_change
 
 from pipeline.config.model_settings import ModelParams
 from pipeline.config.params import parse_params
@@ -99,7 +99,7 @@ def test_transforms_draw_independently(tmp_path):
 
 
 def test_loader_settings_follow_params_and_device():
-    params = parse_params(with_change("train.loader.num_workers", 2))
+    params = parse_params(two_models_with_change("train.loader.num_workers", 2))
     on_cpu = data_settings(params, torch.device("cpu"), cached=False)
     assert on_cpu.cache is None and on_cpu.workers[0] == 2
     cpu = loader_kwargs(on_cpu.loader, on_cpu.device, on_cpu.workers[0])
@@ -132,7 +132,7 @@ def test_device_loader_batches_equal_the_normalised_items(tmp_path, channels_las
 
 
 def test_a_runs_data_settings_are_decided_once_from_params_and_device():
-    params = parse_params(with_change("train.loader.num_workers", 2))
+    params = parse_params(two_models_with_change("train.loader.num_workers", 2))
     params = params.model_copy(update={"cache": params.cache.model_copy(update={"enabled": False})})
     data = data_settings(params, torch.device("cpu"))
     assert data.workers == (2, "train.loader.num_workers")

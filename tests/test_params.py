@@ -2,29 +2,12 @@ import copy
 
 import pytest
 import yaml
+from helpers.params import MINIMAL, problems, with_change
 from helpers.trees import leaf_paths, lookup
 
 from pipeline.config.checks import CHECKS
 from pipeline.config.params import ParamsError, load_params, parse_params
 from pipeline.config.presets import read_params_file
-
-MINIMAL = {"train": {"models": {"d2l_resnet11": {}}}}
-
-
-def problems(raw: dict) -> str:
-    with pytest.raises(ParamsError) as err:
-        parse_params(raw, checks=CHECKS)  # the schema, then backbones and transforms
-    return str(err.value)
-
-
-def with_change(path: str, value) -> dict:
-    raw = copy.deepcopy(MINIMAL)
-    *parents, leaf = path.split(".")
-    node = raw
-    for key in parents:
-        node = node.setdefault(key, {})
-    node[leaf] = value
-    return raw
 
 
 def test_project_params_validate():

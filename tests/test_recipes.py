@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_params import problems
-from test_train import lrs
+from helpers.params import problems
+from helpers.schedules import lrs
 from torch import nn
 
 from pipeline.config.model_settings import (

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_resume import FOLD, LAST, MODEL, cell_outputs, copy_run, metric_history
+from helpers.training_runs import FOLD, LAST, MODEL, cell_outputs, copy_run, metric_history
 
 from pipeline.config.paths import CHECKPOINT_NAME, fold_dir, fold_results_dir
 from pipeline.stages import train

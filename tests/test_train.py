@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.run_if import RunIf
+from helpers.schedules import lrs
 from torch import nn
 
 from pipeline.config.model_settings import OptimizerParams, SchedulerParams
@@ -14,20 +15,9 @@ from pipeline.training.device import (
     resolve_device,
     resolve_num_workers,
 )
-from pipeline.training.optim import create_optimizer, create_scheduler
+from pipeline.training.optim import create_optimizer
 
 CPU = torch.device("cpu")
-
-
-def lrs(params: SchedulerParams, epochs=10, steps=4) -> list[float]:
-    optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=1.0)
-    scheduler = create_scheduler(optimizer, params, epochs * steps, steps)
-    seen = []
-    for _ in range(epochs * steps):
-        seen.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    return seen
 
 
 def test_warmup_rises_then_cosine_decays_to_the_floor():
