@@ -15,7 +15,7 @@ does on its own training rows; these say how its submission does on rows it neve
 `split` writes train.csv (the rest), test.csv (the held-out images) and answers.csv (their
 labels) and links every other entry of the source folder (images/) into the new one. `score`
 runs in the project folder after the run: it prints each member's accuracy on the held-out
-images (its fold models averaged as stage ensemble averages them), the submission's, and the
+images (its fold models averaged by stage ensemble's own code), the submission's, and the
 run's OOF figures, then one JSON line. Nothing of the project's data or outputs is touched.
 """
 
@@ -36,13 +36,11 @@ from pipeline.config.params import load_params  # noqa: E402
 from pipeline.config.paths import (  # noqa: E402
     CLASSES_FILE,
     ENSEMBLE_METRICS,
+    FOLDS_FILE,
     SUBMISSION_FILE,
-    TEST_LOGITS_NAME,
-    fold_dir,
 )
 from pipeline.data.synthetic import make_species, plan_images  # noqa: E402
-from pipeline.ensemble.members import ensemble_members  # noqa: E402
-from pipeline.ensemble.scoring import average  # noqa: E402
+from pipeline.ensemble.members import ensemble_members, model_logits, read_cells  # noqa: E402
 
 ANSWERS_NAME = "answers.csv"
 
@@ -98,10 +96,11 @@ def held_out_scores(answers: pd.DataFrame) -> dict:
     scored = submission[image_col].isin(truth.index).to_numpy()
     expected = truth.loc[submission[image_col][scored]].to_numpy()
     classes = np.array(json.loads(CLASSES_FILE.read_text()))
+    num_rows = len(pd.read_csv(FOLDS_FILE))
+    cells = read_cells(ensemble_members(params), params.train.folds, num_rows)
     scores = {}
-    for model in ensemble_members(params):
-        tests = [np.load(fold_dir(model, fold) / TEST_LOGITS_NAME) for fold in params.train.folds]
-        predicted = classes[average(tests, params.ensemble.average)[scored].argmax(axis=1)]
+    for model, (_, test) in model_logits(cells, num_rows, params.ensemble.average).items():
+        predicted = classes[test[scored].argmax(axis=1)]
         scores[model] = float((predicted == expected).mean())
     scores["submission"] = float((submission[label_col][scored].to_numpy() == expected).mean())
     return scores
