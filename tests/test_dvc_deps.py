@@ -7,12 +7,11 @@ pipeline/. So editing a module reruns exactly the stages that run it, and no sta
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers.imports import import_closure
+from helpers.imports import import_closure, imported_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -101,13 +100,10 @@ def test_no_module_is_over_300_lines():
 
 def test_no_test_module_imports_another():
     """What several test modules share lives in tests/helpers/, so each test module stands alone."""
-    test_modules = {path.stem for path in (ROOT / "tests").glob("test_*.py")}
+    test_files = sorted((ROOT / "tests").glob("test_*.py"))
+    test_modules = {path.stem for path in test_files}
     importers = {}
-    for path in (ROOT / "tests").glob("test_*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            if set(names) & test_modules:
-                importers.setdefault(path.name, sorted(set(names) & test_modules))
+    for path in test_files:
+        if imported := test_modules & set(imported_modules(path)):
+            importers[path.name] = sorted(imported)
     assert importers == {}

@@ -22,21 +22,28 @@ def module_file(root: Path, module: str) -> Path | None:
     return None
 
 
+def imported_modules(path: Path) -> list[str]:
+    """Every absolute module name `path` imports, anywhere in its body (lazy imports too).
+
+    `from a import b` gives `a` and `a.b`: `b` may name a module.
+    """
+    modules = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            modules += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return modules
+
+
 def direct_imports(root: Path, path: Path) -> set[Path]:
     """The project files `path` imports itself, anywhere in its body (lazy imports too)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        modules = []
-        if isinstance(node, ast.Import):
-            modules = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from pipeline import distributed` names a module; `from pipeline.x import y` may.
-            modules = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        for module in modules:
-            if module == PACKAGE or module.startswith(PACKAGE + "."):
-                file = module_file(root, module)
-                if file is not None and file.name != "__init__.py":
-                    found.add(file)
+    for module in imported_modules(path):
+        if module == PACKAGE or module.startswith(PACKAGE + "."):
+            file = module_file(root, module)
+            if file is not None and file.name != "__init__.py":
+                found.add(file)
     return found
 
 
