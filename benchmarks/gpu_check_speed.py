@@ -29,7 +29,8 @@ from throughput_data import (
 from throughput_models import time_steps
 
 from pipeline.config.model_settings import ModelParams, TtaParams
-from pipeline.data.images import ImageCache, write_images
+from pipeline.data.images import ImageCache
+from pipeline.data.network_images import write_images
 from pipeline.models.registry import create_model
 from pipeline.training.device import compile_model, configure_determinism, seed_everything
 from pipeline.training.engine import create_trainer, train_one_epoch

@@ -34,8 +34,9 @@ from throughput_data import write_jpegs  # noqa: E402
 
 from pipeline.config.params import parse_params  # noqa: E402
 from pipeline.config.presets import load_preset, merged_params  # noqa: E402
-from pipeline.data.images import ImageCache, write_images  # noqa: E402
+from pipeline.data.images import ImageCache  # noqa: E402
 from pipeline.data.loaders import LeafDataset  # noqa: E402
+from pipeline.data.network_images import write_images  # noqa: E402
 from pipeline.data.transforms import build_transforms  # noqa: E402
 
 

@@ -23,8 +23,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.config.model_settings import AugmentParams, ModelParams, TransformSpec
 from pipeline.config.schema import GenerateParams, LoaderParams
-from pipeline.data.images import ImageCache, write_images
+from pipeline.data.images import ImageCache
 from pipeline.data.loaders import DeviceLoader, LeafDataset, create_loader, loader_kwargs
+from pipeline.data.network_images import write_images
 from pipeline.data.synthetic import JPEG_OPTIONS, make_species, render_image
 from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 from pipeline.training.device import use_channels_last

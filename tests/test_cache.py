@@ -17,7 +17,7 @@ import yaml
 from helpers.datasets import dataset, write_odd_images
 
 from pipeline.config.model_settings import ModelParams
-from pipeline.config.params import load_params, resolve_cache_size
+from pipeline.config.params import load_params, resolve_cache_size, resolve_crop_to_leaf
 from pipeline.config.paths import (
     CACHE_DIR,
     CACHE_IMAGES,
@@ -26,12 +26,13 @@ from pipeline.config.paths import (
     FOLDS_FILE,
     PREPARED_TEST,
 )
-from pipeline.data.images import ImageCache, load_image_cache, read_cache_size, write_images
+from pipeline.data.images import ImageCache, load_image_cache, read_cache_manifest
 from pipeline.data.loaders import (
     LeafDataset,
     build_loaders,
     fold_tables,
 )
+from pipeline.data.network_images import write_images
 from pipeline.data.orientation import read_orientation
 from pipeline.data.settings import data_settings
 from pipeline.data.tables import load_table
@@ -67,6 +68,11 @@ def cached(prepared) -> dict:
     return prepared
 
 
+def built_cache(size: int) -> ImageCache:
+    """Stage cache's images, asked for at `size` with the params' crop."""
+    return load_image_cache(size, resolve_crop_to_leaf(load_params()))
+
+
 def assert_same_tensors(decoded: LeafDataset, from_cache: LeafDataset) -> None:
     for epoch in (0, 1):
         for index in range(len(decoded)):
@@ -81,13 +87,18 @@ def assert_same_tensors(decoded: LeafDataset, from_cache: LeafDataset) -> None:
 
 
 @pytest.mark.parametrize("keep_aspect", [True, False])
-def test_cached_tensors_equal_the_decoded_ones(cached, keep_aspect):
+def test_cached_tensors_equal_the_decoded_ones(prepared, keep_aspect):
+    # Stretched (keep_aspect: false), a leaf cut from its frame is not square, so it would be
+    # stretched from its fitted copy (next test); whole frames are square here.
+    prepared["train"]["defaults"]["crop_to_leaf"] = keep_aspect
+    write_params(prepared)
+    cache.main([])
     hp = (
         load_params()
         .train.for_model("d2l_resnet11")
         .model_copy(update={"keep_aspect": keep_aspect})
     )
-    images = load_image_cache(resolve_cache_size(load_params()))
+    images = built_cache(resolve_cache_size(load_params()))
     folds = load_table(FOLDS_FILE)
     for train_mode in (False, True):  # eval fit, and the seeded train augmentation
         decoded = dataset(folds, hp, train=train_mode)
@@ -113,11 +124,28 @@ def test_any_shape_and_mode_reads_back_as_decoded(tmp_path):
     )
 
 
+def test_images_cut_to_the_leaf_read_back_as_decoded(prepared, tmp_path):
+    """With crop_to_leaf the cache holds each leaf cut from its frame, as a file read without
+    the cache is cut."""
+    folds = load_table(FOLDS_FILE)
+    whole = write_images(folds, 32, tmp_path / "whole.npy")
+    cut = write_images(folds, 32, tmp_path / "cut.npy", crop_to_leaf=True)
+    assert (whole[["height", "width"]] == 32).all().all()  # the synthetic images are square
+    assert (cut[["height", "width"]].min(axis=1) < 32).mean() > 0.5  # most leaves are not
+    images = ImageCache(tmp_path / "cut.npy", cut.assign(row=np.arange(len(cut))))
+    hp = ModelParams(image_size=32, crop_to_leaf=True)
+    for train_mode in (False, True):
+        assert_same_tensors(
+            dataset(folds, hp, train=train_mode),
+            dataset(folds, hp, train=train_mode, images=images),
+        )
+
+
 def test_cache_is_memory_mapped_and_opened_in_each_process(cached):
     array = np.load(CACHE_IMAGES, mmap_mode="r")
     folds, test = load_table(FOLDS_FILE), load_table(PREPARED_TEST)
     assert array.shape == (len(folds) + len(test), 32, 32, 3) and array.dtype == np.uint8
-    images = load_image_cache(32).select(test)
+    images = built_cache(32).select(test)
     first = images[0]
     assert isinstance(images._array, np.memmap)
     assert first.dtype == np.uint8 and first.flags.owndata  # a copy, not a view of the map
@@ -156,7 +184,9 @@ def test_training_reads_the_cache_and_decodes_nothing(cached, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("an image was decoded")
 
-    monkeypatch.setattr("pipeline.data.loaders.load_image", no_decoding)  # LeafDataset decodes
+    monkeypatch.setattr(
+        "pipeline.data.loaders.load_network_image", no_decoding
+    )  # LeafDataset decodes
     summary = train.main(["--model", "d2l_resnet11", "--fold", "0"])
     assert 0.0 <= summary["oof_acc"] <= 1.0
     assert (Path("models/d2l_resnet11/fold0/test_logits.npy")).is_file()
@@ -166,7 +196,13 @@ def test_cache_off_writes_a_manifest_and_training_decodes_the_files(prepared):
     prepared["cache"] = {"enabled": False, "image_size": None}
     write_params(prepared)
     manifest = cache.main([])
-    assert manifest == {"enabled": False, "image_size": None, "images": 0}
+    crop_to_leaf = resolve_crop_to_leaf(load_params())
+    assert manifest == {
+        "enabled": False,
+        "image_size": None,
+        "images": 0,
+        "crop_to_leaf": crop_to_leaf,
+    }
     assert sorted(p.name for p in CACHE_DIR.iterdir()) == [
         CACHE_MANIFEST.name,
         CACHE_ORIENTATION.name,
@@ -209,22 +245,26 @@ def test_training_follows_the_measured_orientation(cached, capsys):
 
 def test_the_cache_size_is_read_from_its_manifest(cached):
     """What the loaders and the resume fingerprint use is the size the cache was built at."""
-    assert read_cache_size() == 32
-    assert load_image_cache(32).size == 32
-    assert load_image_cache(32).select(load_table(PREPARED_TEST)).size == 32
+    assert read_cache_manifest()["image_size"] == 32
+    assert built_cache(32).size == 32
+    assert built_cache(32).select(load_table(PREPARED_TEST)).size == 32
     assert data_settings(load_params(), torch.device("cpu")).cache_size == 32
 
 
 def test_a_cache_built_with_other_settings_is_an_error(cached):
     with pytest.raises(PipelineError, match=r"holds 32 px images but the params ask for 48 px"):
-        load_image_cache(48)
+        built_cache(48)
+    built = json.loads(CACHE_MANIFEST.read_text())["crop_to_leaf"]
+    held = "images cut to the leaf" if built else "whole images"
+    with pytest.raises(PipelineError, match=f"holds {held} but the params ask for crop_to_leaf"):
+        load_image_cache(32, crop_to_leaf=not built)
     test = load_table(PREPARED_TEST)
     changed = test.assign(md5=test.md5.where(test.index != 2, "0" * 32))
     with pytest.raises(PipelineError, match=f"first: {changed.path[2]}.*dvc repro cache"):
-        load_image_cache(32).select(changed)
+        built_cache(32).select(changed)
     CACHE_MANIFEST.unlink()
     with pytest.raises(PipelineError, match="manifest.json not found.*cache.enabled: false"):
-        load_image_cache(32)
+        built_cache(32)
 
 
 # ----------------------------------------------------------------------------------------------

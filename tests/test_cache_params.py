@@ -11,7 +11,12 @@ import yaml
 from conftest import run
 from helpers.params import two_models_with_change
 
-from pipeline.config.params import ParamsError, parse_params, resolve_cache_size
+from pipeline.config.params import (
+    ParamsError,
+    parse_params,
+    resolve_cache_size,
+    resolve_crop_to_leaf,
+)
 from pipeline.config.paths import CACHE_MANIFEST
 
 # ----------------------------------------------------------------------------------------------
@@ -27,6 +32,17 @@ def test_cache_size_is_the_largest_models_unless_set():
     assert resolve_cache_size(parse_params(off)) is None
 
 
+def test_the_cache_cuts_to_the_leaf_as_the_models_do():
+    raw = two_models_with_change("train.defaults.crop_to_leaf", True)
+    assert resolve_crop_to_leaf(parse_params(raw)) is True
+    raw["train"]["defaults"]["crop_to_leaf"] = False
+    assert resolve_crop_to_leaf(parse_params(raw)) is False
+    # Off, the cache holds nothing, so the models may differ.
+    raw = two_models_with_change("cache.enabled", False)
+    raw["train"]["models"]["resnet18"]["crop_to_leaf"] = True
+    assert parse_params(raw).train.for_model("resnet18").crop_to_leaf is True
+
+
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [
@@ -36,6 +52,12 @@ def test_cache_size_is_the_largest_models_unless_set():
             "train.models.resnet18.image_size = 96 is larger than cache.image_size = 64",
         ),
         ("cache.image_size", 8, "cache.image_size = 8: Input should be greater than"),
+        (
+            "train.models.resnet18.crop_to_leaf",
+            True,
+            "train.models.resnet18.crop_to_leaf = true differs from d2l_resnet11's false; stage "
+            "cache holds one crop for every model",
+        ),
         ("cache.enable", True, "cache.enable: unknown key"),
         ("train.num_workers", 2, "train.num_workers: unknown key"),
         ("train.loader.prefetch_factor", 0, "train.loader.prefetch_factor = 0"),

@@ -10,7 +10,7 @@ import torch
 from helpers.training_runs import cell_outputs, write_params
 
 from pipeline.config.model_settings import ModelParams
-from pipeline.config.params import load_params, resolve_cache_size
+from pipeline.config.params import load_params, resolve_cache_size, resolve_crop_to_leaf
 from pipeline.config.paths import FOLDS_FILE, PREPARED_TEST
 from pipeline.data.device_data import ResidentImages, augment_path, fold_data
 from pipeline.data.images import load_image_cache
@@ -91,7 +91,7 @@ def test_unaugmented_device_batches_are_the_workers_pixels(run_copy):
 
 def test_the_cache_is_shrunk_once_to_the_models_size(run_copy):
     params = load_params()
-    cache = load_image_cache(resolve_cache_size(params))
+    cache = load_image_cache(resolve_cache_size(params), resolve_crop_to_leaf(params))
     resident = ResidentImages(cache, CPU, image_size=resolve_cache_size(params) // 2)
     side = resolve_cache_size(params) // 2
     assert resident.images.shape == (len(cache), side, side, 3)

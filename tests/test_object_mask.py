@@ -1,11 +1,19 @@
 """Stage meta's object mask (pipeline/ensemble/contours.py `object_mask`): a quarter of the range
 on a high-contrast image, Otsu's lower threshold for a leaf of low contrast, and the
-background's noise kept out."""
+background's noise kept out; and the leaf's box that `crop_to_leaf` cuts the networks' images
+to (`leaf_box`)."""
 
 import cv2
 import numpy as np
 
-from pipeline.ensemble.contours import OBJECT_CONTRAST, largest_contour, object_mask
+from pipeline.ensemble.contours import (
+    LEAF_BOX_MARGIN,
+    OBJECT_CONTRAST,
+    cut_to_leaf,
+    largest_contour,
+    leaf_box,
+    object_mask,
+)
 
 SIZE = 200
 
@@ -64,3 +72,32 @@ def test_the_noise_of_a_plain_background_stays_out():
     contour = largest_contour(mask)
     assert abs(cv2.contourArea(contour) - leaf.sum()) < 0.25 * leaf.sum()
     assert mask[~leaf].mean() < 0.02
+
+
+def shapes(*boxes: tuple[int, int, int, int]) -> np.ndarray:
+    """A mask of filled rectangles (left, top, right, bottom), right and bottom excluded."""
+    canvas = np.zeros((SIZE, SIZE), bool)
+    for left, top, right, bottom in boxes:
+        canvas[top:bottom, left:right] = True
+    return canvas
+
+
+def test_the_leaf_box_is_the_leaf_with_a_margin_of_its_long_side():
+    image = scan(shapes((40, 100, 80, 120)), (60, 120, 40), (245, 245, 240), noise=0.0)
+    margin = round(LEAF_BOX_MARGIN * 40)  # the long side is 40 px
+    assert leaf_box(image) == (40 - margin, 100 - margin, 80 + margin, 120 + margin)
+    assert cut_to_leaf(image).shape == (20 + 2 * margin, 40 + 2 * margin, 3)
+
+
+def test_the_leaf_box_keeps_leaflets_leaves_out_specks_and_stays_in_the_frame():
+    leaf, leaflet, speck = (0, 50, 100, 150), (150, 10, 170, 30), (190, 190, 192, 192)
+    # A leaflet of 4 % of the leaf's area widens the box; a speck of 0.04 % does not.
+    image = scan(shapes(leaf, leaflet, speck), (20, 20, 20), (255, 255, 255), noise=0.0)
+    margin = round(LEAF_BOX_MARGIN * 170)
+    assert leaf_box(image) == (0, 10 - margin, 170 + margin, 150 + margin)
+
+
+def test_a_blank_image_has_no_leaf_and_is_not_cut():
+    blank = np.full((SIZE, SIZE, 3), 200, np.uint8)
+    assert leaf_box(blank) is None
+    assert cut_to_leaf(blank) is blank

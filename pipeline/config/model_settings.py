@@ -145,6 +145,8 @@ class ModelParams(Strict):
     pretrained: bool | Annotated[str, Field(min_length=1)] = False
     image_size: Annotated[int, Field(ge=16, le=1024)] = 64
     keep_aspect: bool = True
+    # Checkpoints written before `crop_to_leaf` existed saw whole images.
+    crop_to_leaf: bool = False
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 64
     optimizer: OptimizerParams = OptimizerParams()

@@ -140,15 +140,15 @@ def _check_cross_group(params: Params) -> list[str]:
     return problems
 
 
-def _model_image_sizes(params: Params) -> dict[str, int]:
-    """Each model's merged image_size (models whose settings are invalid are left out)."""
-    sizes = {}
+def _model_values(params: Params, key: str) -> dict[str, Any]:
+    """Each model's merged setting `key` (models whose settings are invalid are left out)."""
+    values = {}
     for name in params.train.models:
         try:
-            sizes[name] = params.train.for_model(name).image_size
+            values[name] = getattr(params.train.for_model(name), key)
         except ValidationError:  # reported by _check_models
             continue
-    return sizes
+    return values
 
 
 def resolve_cache_size(params: Params) -> int | None:
@@ -156,21 +156,41 @@ def resolve_cache_size(params: Params) -> int | None:
     image_size; None when the cache is off."""
     if not params.cache.enabled:
         return None
-    return params.cache.image_size or max(_model_image_sizes(params).values(), default=None)
+    return params.cache.image_size or max(
+        _model_values(params, "image_size").values(), default=None
+    )
+
+
+def resolve_crop_to_leaf(params: Params) -> bool:
+    """Whether stage cache cuts its images to the leaf: the models' crop_to_leaf, which
+    _check_cache makes one value while the cache is on (else the first model's)."""
+    crops = _model_values(params, "crop_to_leaf")
+    return next(iter(crops.values()), params.train.defaults.crop_to_leaf)
 
 
 def _check_cache(params: Params) -> list[str]:
-    """A model cannot train at a larger size than the cache holds: it would be upsampled."""
+    """A model cannot train at a larger size than the cache holds: it would be upsampled; and
+    the cache holds one crop for every model."""
     size = resolve_cache_size(params)
     if size is None:
         return []
-    return [
+    problems = [
         f"train.models.{name}.image_size = {model_size} is larger than cache.image_size = "
         f"{size}; raise cache.image_size to at least {model_size}, set it to null (the "
         "largest model's size) or set cache.enabled: false"
-        for name, model_size in _model_image_sizes(params).items()
+        for name, model_size in _model_values(params, "image_size").items()
         if model_size > size
     ]
+    crops = _model_values(params, "crop_to_leaf")
+    first, crop = next(iter(crops.items()), (None, None))
+    problems += [
+        f"train.models.{name}.crop_to_leaf = {str(other).lower()} differs from {first}'s "
+        f"{str(crop).lower()}; stage cache holds one crop for every model: set crop_to_leaf "
+        "in train.defaults only, or set cache.enabled: false"
+        for name, other in crops.items()
+        if other != crop
+    ]
+    return problems
 
 
 def parse_params(

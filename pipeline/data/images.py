@@ -1,4 +1,5 @@
-"""Image decoding (any mode to 8-bit RGB) and stage cache's uint8 array: its writer and reader.
+"""Image decoding (any mode to 8-bit RGB), fitting, and stage cache's uint8 array: its reader
+(its writer: network_images.write_images).
 
 Image modes: every image is converted to 8-bit RGB as it is read. Grayscale, palette and CMYK
 images are converted; 16-bit images are scaled to 8 bits; images with transparency are
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import mmap
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 
 from pipeline.config.paths import CACHE_DIR, CACHE_IMAGES, CACHE_INDEX, CACHE_MANIFEST
 from pipeline.data.tables import corrupt, load_input_array, read_input_json, read_input_table
-from pipeline.io.console import PipelineError, progress
+from pipeline.io.console import PipelineError
 
 # Our own limit (data.max_megapixels) replaces PIL's: it is checked on the header before
 # decoding, while PIL's only warns below twice its limit, and turning that warning into an error
@@ -194,9 +194,9 @@ class ImageCache:
         return ImageCache(self.path, selected, self.size)
 
 
-def read_cache_size() -> int | None:
-    """The side stage `cache` fitted its images to, from its manifest.json; None: it holds none
-    (built with cache.enabled false).
+def read_cache_manifest() -> dict[str, Any]:
+    """Stage `cache`'s manifest.json: enabled, image_size, images and crop_to_leaf (False in a
+    cache built before the key existed).
 
     Raises:
         PipelineError: the cache was not built, or its manifest is not one stage cache writes.
@@ -209,27 +209,36 @@ def read_cache_size() -> int | None:
     manifest = read_input_json(CACHE_MANIFEST)
     if not (isinstance(manifest, dict) and {"enabled", "image_size"} <= manifest.keys()):
         raise corrupt(CACHE_MANIFEST, "expected a JSON object with enabled and image_size")
-    return manifest["image_size"] if manifest["enabled"] else None
+    return {"crop_to_leaf": False, **manifest}
 
 
-def load_image_cache(wanted: int | None) -> ImageCache | None:
+def load_image_cache(wanted: int | None, crop_to_leaf: bool) -> ImageCache | None:
     """Stage `cache`'s images, at the size its manifest.json records; None when `wanted` is None.
 
     Args:
         wanted: the size the params ask for (pipeline.config.params.resolve_cache_size; None:
             cache.enabled is false); a cache built at another is stale.
+        crop_to_leaf: whether the params ask for images cut to the leaf
+            (pipeline.config.params.resolve_crop_to_leaf); a cache built otherwise is stale.
 
     Raises:
         PipelineError: the cache was not built, or was built with other settings.
     """
     if wanted is None:
         return None
-    size = read_cache_size()
+    manifest = read_cache_manifest()
+    size = manifest["image_size"] if manifest["enabled"] else None
     if size != wanted:
         held = f"{size} px images" if size else "no images (cache.enabled was false)"
         raise PipelineError(
             f"{CACHE_DIR} holds {held} but the params ask for {wanted} px; rebuild it: "
             "dvc repro cache"
+        )
+    if manifest["crop_to_leaf"] != crop_to_leaf:
+        held = "images cut to the leaf" if manifest["crop_to_leaf"] else "whole images"
+        raise PipelineError(
+            f"{CACHE_DIR} holds {held} but the params ask for crop_to_leaf: "
+            f"{str(crop_to_leaf).lower()}; rebuild it: dvc repro cache"
         )
     index = read_input_table(CACHE_INDEX, ("path", "md5", "height", "width"))
     images = load_input_array(CACHE_IMAGES, mmap=True)
@@ -242,33 +251,3 @@ def load_image_cache(wanted: int | None) -> ImageCache | None:
         )
     del images  # each process maps it again on first use
     return ImageCache(CACHE_IMAGES, index.assign(row=np.arange(len(index))), size)
-
-
-def fit_image(path: str, size: int) -> np.ndarray:
-    """An image as training sees it before padding: decoded, its long side fitted to `size`."""
-    return fit_long_side(load_image(path, min_side=size), size)
-
-
-def write_images(table: pd.DataFrame, size: int, path: Path) -> pd.DataFrame:
-    """Decode `table`'s images into an (N, size, size, 3) uint8 .npy at `path`.
-
-    Returns:
-        `table` with each image's `height` and `width` in the array.
-    """
-    images = np.lib.format.open_memmap(
-        path, mode="w+", dtype=np.uint8, shape=(len(table), size, size, 3)
-    )
-    shapes = np.zeros((len(table), 2), dtype=np.int64)
-
-    def store(row: int) -> None:
-        image = fit_image(table.path.iloc[row], size)
-        shapes[row] = image.shape[:2]
-        images[row, : image.shape[0], : image.shape[1]] = image
-
-    # PIL and OpenCV release the GIL while decoding and resizing, so threads use every core.
-    with ThreadPoolExecutor(os.cpu_count()) as pool:
-        done = pool.map(store, range(len(table)))
-        for _ in progress(done, total=len(table), desc="cache", unit="img"):
-            pass
-    images.flush()
-    return table.assign(height=shapes[:, 0], width=shapes[:, 1])

@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.config.model_settings import ModelParams
 from pipeline.config.schema import LoaderParams
-from pipeline.data.images import ImageCache, load_image
+from pipeline.data.images import ImageCache
+from pipeline.data.network_images import load_network_image
 from pipeline.data.samplers import EpochSampler, shard_range
 from pipeline.data.settings import DataSettings
 from pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
@@ -30,7 +31,8 @@ class LeafDataset(Dataset):
     Items are `dataset[index]` or `dataset[(index, epoch)]` (as EpochSampler yields them); the
     augmentation of an item is a function of (seed, epoch, index) only, and plain indices count
     as epoch 0. With a `cache` (holding the same images in the same order) the pixels come from
-    it and no file is decoded.
+    it and no file is decoded; without one, each file is read as stage cache reads it
+    (`load_network_image`: cut to its leaf with `crop_to_leaf`).
     """
 
     def __init__(
@@ -41,11 +43,13 @@ class LeafDataset(Dataset):
         decode_side: int | None = None,
         seed: int = 0,
         cache: ImageCache | None = None,
+        crop_to_leaf: bool = False,
     ):
         self.paths = list(paths)
         self.targets = list(targets) if targets is not None else [-1] * len(self.paths)
         self.transform = transform
         self.decode_side = decode_side
+        self.crop_to_leaf = crop_to_leaf
         self.seed = seed
         if cache is not None and len(cache) != len(self.paths):
             raise ValueError(f"the cache holds {len(cache)} images for {len(self.paths)} paths")
@@ -58,7 +62,7 @@ class LeafDataset(Dataset):
         """The RGB pixels of item `index`: from the cache if there is one, else its file."""
         if self.cache is not None:
             return self.cache[index]
-        return load_image(self.paths[index], min_side=self.decode_side)
+        return load_network_image(self.paths[index], self.decode_side, self.crop_to_leaf)
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, epoch = item if isinstance(item, tuple) else (item, 0)
@@ -238,6 +242,7 @@ def build_loaders(
             hp.image_size,
             seed=data.seed,
             cache=data.cache.select(table) if data.cache else None,
+            crop_to_leaf=hp.crop_to_leaf,
         )
         loader = create_loader(
             dataset,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.config.params import resolve_cache_size
+from pipeline.config.params import resolve_cache_size, resolve_crop_to_leaf
 from pipeline.config.schema import LoaderParams, Params
 from pipeline.data.images import ImageCache, load_image_cache
 from pipeline.training.device import resolve_num_workers, use_channels_last
@@ -59,5 +59,9 @@ def data_settings(params: Params, device: torch.device, cached: bool = True) -> 
         loader=params.train.loader,
         workers=resolve_num_workers(params.train.loader.num_workers, device),
         channels_last=use_channels_last(params.train.channels_last, device),
-        cache=load_image_cache(resolve_cache_size(params)) if cached else None,
+        cache=(
+            load_image_cache(resolve_cache_size(params), resolve_crop_to_leaf(params))
+            if cached
+            else None
+        ),
     )

@@ -1,4 +1,4 @@
-"""The leaf in an image: its object mask, its largest outer contour, and points along it."""
+"""The leaf in an image: its object mask, its box, its largest outer contour, points along it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ OBJECT_CONTRAST = 0.25
 # grey-green card), but never below this percentile of the border's own differences, so that
 # the noise of a plain background stays out of the mask.
 BORDER_NOISE_PERCENTILE = 99
+# The leaf's box (`leaf_box`) leaves out a part of the mask smaller than this share of the
+# largest part: specks of dust or noise, not a compound leaf's leaflets or a detached petiole.
+LEAF_PART_SHARE = 0.01
+# ... and is widened by this share of its long side, so that a crop keeps the tips and teeth of
+# the margin clear of the frame, as the random crops of training expect.
+LEAF_BOX_MARGIN = 0.05
 
 
 def object_mask(rgb: np.ndarray) -> np.ndarray:
@@ -50,6 +56,40 @@ def object_threshold(difference: np.ndarray) -> float:
     )
     noise = float(np.percentile(border_pixels(difference), BORDER_NOISE_PERCENTILE))
     return min(OBJECT_CONTRAST * 255, max(otsu, noise))
+
+
+def leaf_box(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) of the leaf in an (H, W, 3) uint8 image: the box around the
+    object mask's parts of at least LEAF_PART_SHARE of the largest part's area, widened by
+    LEAF_BOX_MARGIN of its long side on each side and clipped to the image; None when the mask
+    is empty (a blank image)."""
+    mask = object_mask(rgb).astype(np.uint8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count <= 1:
+        return None
+    parts = stats[1:]  # label 0 is the background
+    areas = parts[:, cv2.CC_STAT_AREA]
+    parts = parts[areas >= LEAF_PART_SHARE * areas.max()]
+    left, top = parts[:, cv2.CC_STAT_LEFT], parts[:, cv2.CC_STAT_TOP]
+    right, bottom = left + parts[:, cv2.CC_STAT_WIDTH], top + parts[:, cv2.CC_STAT_HEIGHT]
+    box = left.min(), top.min(), right.max(), bottom.max()
+    margin = round(LEAF_BOX_MARGIN * max(box[2] - box[0], box[3] - box[1]))
+    height, width = mask.shape
+    return (
+        max(0, box[0] - margin),
+        max(0, box[1] - margin),
+        min(width, box[2] + margin),
+        min(height, box[3] + margin),
+    )
+
+
+def cut_to_leaf(rgb: np.ndarray) -> np.ndarray:
+    """The image cut to its `leaf_box`; the whole image when no leaf is found."""
+    box = leaf_box(rgb)
+    if box is None:
+        return rgb
+    left, top, right, bottom = box
+    return rgb[top:bottom, left:right]
 
 
 def largest_contour(mask: np.ndarray) -> np.ndarray | None:

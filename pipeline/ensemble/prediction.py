@@ -124,6 +124,7 @@ def predict_cell(
         build_transforms(hp, train=False, normalize=False),
         hp.image_size,
         seed=data.seed,
+        crop_to_leaf=hp.crop_to_leaf,
     )
     loader = create_loader(
         dataset,

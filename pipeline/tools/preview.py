@@ -99,15 +99,16 @@ def render_rows(
 
     Args:
         paths: image files.
-        hp: the model's merged settings (image_size, keep_aspect, augment).
+        hp: the model's merged settings (image_size, keep_aspect, crop_to_leaf, augment).
         split: `train` or `eval`, the augment list to draw from.
         samples: draws per image; draw k is the image's augmentation in epoch k.
         seed: `base.seed`, as training seeds its datasets.
     """
     plain = build_transforms(hp.model_copy(update={"augment": AugmentParams()}), train=False)
     augmented = build_transforms(hp, train=split == "train")
-    originals = LeafDataset(paths, None, plain, hp.image_size, seed=seed)
-    draws = LeafDataset(paths, None, augmented, hp.image_size, seed=seed)
+    crop = hp.crop_to_leaf
+    originals = LeafDataset(paths, None, plain, hp.image_size, seed=seed, crop_to_leaf=crop)
+    draws = LeafDataset(paths, None, augmented, hp.image_size, seed=seed, crop_to_leaf=crop)
     return [
         [to_pixels(originals[i][0])] + [to_pixels(draws[(i, k)][0]) for k in range(samples)]
         for i in range(len(paths))

@@ -16,7 +16,15 @@ from pipeline.data.transforms import build_transforms
 
 def dataset(table: pd.DataFrame, hp: ModelParams, *, train: bool, images=None) -> LeafDataset:
     transform = build_transforms(hp, train=train)
-    return LeafDataset(table.path, None, transform, hp.image_size, seed=3, cache=images)
+    return LeafDataset(
+        table.path,
+        None,
+        transform,
+        hp.image_size,
+        seed=3,
+        cache=images,
+        crop_to_leaf=hp.crop_to_leaf,
+    )
 
 
 def write_odd_images(folder: Path) -> pd.DataFrame:

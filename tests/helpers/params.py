@@ -30,7 +30,9 @@ def with_change(path: str, value) -> dict:
 
 
 def two_models_with_change(path: str | None = None, value=None) -> dict:
-    """Two models, one at 96 px, with one key changed."""
+    """Two models, one at 96 px, with one key changed (a change under the second model,
+    train.models.resnet18, is kept)."""
     raw = with_change(path, value) if path else copy.deepcopy(MINIMAL)
-    raw["train"]["models"]["resnet18"] = {"image_size": 96}
+    models = raw["train"]["models"]
+    models["resnet18"] = {"image_size": 96, **models.get("resnet18", {})}
     return raw
