@@ -184,9 +184,8 @@ def test_training_reads_the_cache_and_decodes_nothing(cached, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("an image was decoded")
 
-    monkeypatch.setattr(
-        "pipeline.data.loaders.load_network_image", no_decoding
-    )  # LeafDataset decodes
+    # LeafDataset decodes files through load_network_image.
+    monkeypatch.setattr("pipeline.data.loaders.load_network_image", no_decoding)
     summary = train.main(["--model", "d2l_resnet11", "--fold", "0"])
     assert 0.0 <= summary["oof_acc"] <= 1.0
     assert (Path("models/d2l_resnet11/fold0/test_logits.npy")).is_file()
