@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.processes import child_env
 
 from pipeline.config.presets import merged_params
 
@@ -65,7 +66,7 @@ def tiny_params() -> dict:
 
 
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(cwd), "DVC_NO_ANALYTICS": "1"}
+    env = child_env(cwd, DVC_NO_ANALYTICS="1")
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise AssertionError(

@@ -5,7 +5,6 @@ test_bad_inputs_prepare.py."""
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.processes import child_env
 
 from pipeline.config.schema import TrainParams
 from pipeline.ensemble.cells import read_cell
@@ -75,7 +75,7 @@ def fingerprints(root: Path) -> dict[str, str]:
 
 
 def run_stage(workdir: Path, stage: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LEAF_QUIET": "1"}
+    env = child_env(LEAF_QUIET="1")
     command = [sys.executable, "-m", f"pipeline.stages.{stage}", *args]
     if stage == "train":
         command += ["--model", MODEL, "--fold", "0"]
@@ -83,7 +83,7 @@ def run_stage(workdir: Path, stage: str, *args: str) -> subprocess.CompletedProc
 
 
 def run_tool(workdir: Path, tool: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LEAF_QUIET": "1"}
+    env = child_env(LEAF_QUIET="1")
     command = [sys.executable, "-m", f"pipeline.tools.{tool}", *args]
     return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
 

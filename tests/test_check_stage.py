@@ -4,13 +4,13 @@ keeps stale cells in models/ from making ensemble or pseudo look changed."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 
 import pytest
 from conftest import run
+from helpers.processes import child_env
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +36,7 @@ def tiny_params(tiny_params):
 
 def dvc(project, *args: str) -> subprocess.CompletedProcess:
     """Run dvc in `project` without failing the test on a non-zero exit (see conftest.run)."""
-    env = {**os.environ, "PYTHONPATH": str(project), "DVC_NO_ANALYTICS": "1"}
+    env = child_env(project, DVC_NO_ANALYTICS="1")
     return subprocess.run(["dvc", *args], cwd=project, capture_output=True, text=True, env=env)
 
 

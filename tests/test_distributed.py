@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import ROOT
+from helpers.processes import child_env
 
 from pipeline.config.params import ParamsError, parse_params
 from pipeline.config.paths import fold_dir, fold_results_dir, last_checkpoint_path
@@ -149,7 +149,7 @@ def prepare_project(workdir: Path, params: dict) -> None:
 
 def start(command: list[str], workdir: Path) -> subprocess.Popen:
     # One thread each: three processes share the two cores.
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "LEAF_QUIET": "1"}
+    env = child_env(OMP_NUM_THREADS="1", LEAF_QUIET="1")
     return subprocess.Popen(
         command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers.processes import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -31,9 +32,8 @@ def test_smoke_run_records_every_check(tmp_path):
     import gpu_check
 
     out = tmp_path / "gpu_check.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "benchmarks/gpu_check.py", "--smoke", "--out", str(out)]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=ROOT, env=child_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["machine"]["cpu_count"] == os.cpu_count()

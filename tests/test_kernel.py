@@ -4,12 +4,12 @@ top to bottom against a fake /kaggle, the push against a fake `kaggle` on PATH."
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import nbformat
 import pytest
 from conftest import TINY_OVERRIDES
+from helpers.processes import python_path
 from helpers.projects import install_fake_kaggle
 from nbclient import NotebookClient
 
@@ -19,7 +19,6 @@ from pipeline.data.synthetic import generate_dataset
 from pipeline.io.console import PipelineError
 from pipeline.tools import kaggle, validate
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SLUG = "leaf-pipeline-classify-leaves"
 
 # Records its arguments; `kernels status` answers as the real CLI does.
@@ -189,8 +188,7 @@ def test_notebook_runs_on_a_fake_kaggle(fake_kaggle, tmp_path, monkeypatch):
 
     monkeypatch.setenv("LEAF_KAGGLE_ROOT", str(kaggle_root))
     monkeypatch.setenv("LEAF_KAGGLE_SKIP_INSTALL", "1")
-    pythonpath = os.environ.get("PYTHONPATH")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), pythonpath])))
+    monkeypatch.setenv("PYTHONPATH", python_path())
     working = kaggle_root / "working"
     client = NotebookClient(
         nb, kernel_name="python3", timeout=900, resources={"metadata": {"path": str(working)}}

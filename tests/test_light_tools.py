@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 from conftest import ROOT
+from helpers.processes import child_env
 
 HEAVY = ("torch", "albumentations", "cv2", "timm")
 
 
 def python(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, *args],
+        cwd=cwd,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

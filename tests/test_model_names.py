@@ -4,11 +4,11 @@ backbone; a name that DVC splits at its dots stops at stage check saying which f
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
 import yaml
+from helpers.processes import child_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -21,7 +21,7 @@ def exp_run(project, *sets: str, target: str | None = "check") -> subprocess.Com
     command = ["dvc", "exp", "run"]
     for assignment in sets:
         command += ["-S", assignment]
-    env = {**os.environ, "PYTHONPATH": str(project), "DVC_NO_ANALYTICS": "1"}
+    env = child_env(project, DVC_NO_ANALYTICS="1")
     command += [target] if target else []
     return subprocess.run(command, cwd=project, capture_output=True, text=True, env=env)
 

@@ -4,13 +4,13 @@ analysis on the tiny finished run and on a run without a single mistake."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.processes import python_path
 from nbclient import NotebookClient
 from PIL import Image
 
@@ -86,8 +86,7 @@ def execute(notebook: Path, root: Path, monkeypatch) -> nbformat.NotebookNode:
     """Run `notebook` on the project at `root`; fail on the first cell that raises."""
     # The kernel inherits this process's environment.
     monkeypatch.setenv("LEAF_PROJECT_ROOT", str(root))
-    pythonpath = os.environ.get("PYTHONPATH")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), pythonpath])))
+    monkeypatch.setenv("PYTHONPATH", python_path())
     monkeypatch.delenv("MPLBACKEND", raising=False)  # keep the inline backend
 
     nb = nbformat.read(notebook, as_version=4)

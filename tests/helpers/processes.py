@@ -10,10 +10,24 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def python_path(code: Path = REPO_ROOT) -> str:
+    """PYTHONPATH with `code` first, so a child imports the project from there."""
+    return os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))
+
+
+def child_env(code: Path = REPO_ROOT, **extra: str) -> dict[str, str]:
+    """This process's environment for a child that imports the project from `code`, plus `extra`
+    (e.g. DVC_NO_ANALYTICS, LEAF_QUIET, OMP_NUM_THREADS)."""
+    return {**os.environ, "PYTHONPATH": python_path(code), **extra}
+
+
 def run_python(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python <args>` in `cwd` with the repository first on PYTHONPATH; its output captured."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, *args],
+        cwd=cwd,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import yaml
 
-from helpers.processes import REPO_ROOT
+from helpers.processes import REPO_ROOT, child_env
 from pipeline.config.paths import fold_dir, fold_results_dir, last_checkpoint_path
 
 MODEL, FOLD = "d2l_resnet11", 0
@@ -48,7 +48,7 @@ def start_training(
     (SIGKILL or SIGINT reaches its workers or stages too), stdout piped, stderr to a log."""
     # One thread each: the reference run shares the two cores, and OpenMP threads that wait for
     # a busy core spin (bit-identity holds for any thread count, as long as both runs agree).
-    env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1"}
+    env = child_env(code, OMP_NUM_THREADS="1", DVC_NO_ANALYTICS="1")
     with open(workdir / "stderr.log", "a") as stderr:  # progress bars: too much for a pipe
         return subprocess.Popen(
             command,
