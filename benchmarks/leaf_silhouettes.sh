@@ -2,7 +2,7 @@
 # The whole pipeline on the real leaf-silhouettes data (99 species, 7 labelled images each), run
 # with a preset, ending in submissions/submission.csv and a one-line summary of the run.
 #
-#   benchmarks/leaf_silhouettes.sh                  # the tuned preset (presets/leaf-silhouettes.yaml)
+#   benchmarks/leaf_silhouettes.sh                  # presets/leaf-silhouettes.yaml (data.root only)
 #   benchmarks/leaf_silhouettes.sh d2l-course       # the d2l course's recipe (a name or a path)
 #
 # The run is a DVC experiment, `leaf preset <preset> -S data.root=<the dataset>` (dvc exp run
