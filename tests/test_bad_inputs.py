@@ -21,7 +21,6 @@ from pipeline.stages import ensemble as ensemble_stage
 from pipeline.stages.split import check_class_counts
 from pipeline.training.device import resolve_device
 
-ROOT = Path(__file__).resolve().parents[1]
 CHECKED_DIRS = ("data", "models", "results", "submissions")
 MODEL = "d2l_resnet11"
 GARBAGE = bytes(range(256)) * 4 + b"\x00garbage\xff\n,,\n"
