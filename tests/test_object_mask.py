@@ -1,7 +1,7 @@
 """Stage meta's object mask (pipeline/ensemble/contours.py `object_mask`): a quarter of the range
-on a high-contrast image, Otsu's lower threshold for a leaf of low contrast, and the
-background's noise kept out; and the leaf's box that `crop_to_leaf` cuts the networks' images
-to (`leaf_box`)."""
+on a high-contrast image, Otsu's lower threshold for a leaf of low contrast, the background's
+noise kept out, a background lit unevenly told from the leaf; and the leaf's box that
+`crop_to_leaf` cuts the networks' images to (`leaf_box`)."""
 
 import cv2
 import numpy as np
@@ -72,6 +72,33 @@ def test_the_noise_of_a_plain_background_stays_out():
     contour = largest_contour(mask)
     assert abs(cv2.contourArea(contour) - leaf.sum()) < 0.25 * leaf.sum()
     assert mask[~leaf].mean() < 0.02
+
+
+def lit_unevenly(leaf: np.ndarray, leaf_rgb, darkest: int, brightest: int) -> np.ndarray:
+    """A leaf of one colour on grey card lit from one side: a ramp from `darkest` at the left
+    edge to `brightest` at the right, with a little noise."""
+    ramp = np.broadcast_to(np.linspace(darkest, brightest, SIZE)[None, :, None], (SIZE, SIZE, 3))
+    image = np.where(leaf[..., None], np.array(leaf_rgb, float), ramp)
+    image += np.random.default_rng(0).normal(0.0, 3.0, image.shape)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def test_a_background_lit_unevenly_is_told_from_the_leaf():
+    # Against the border's median grey, the card's bright side differs as much as the leaf does
+    # and the mask takes half the card; against the plane fitted to the border it is background.
+    leaf = leaf_shape()
+    image = lit_unevenly(leaf, (30, 90, 20), darkest=100, brightest=240)
+    assert iou(quarter_range_mask(image), leaf) < 0.6
+    assert iou(object_mask(image), leaf) > 0.98
+
+
+def test_a_leaf_running_off_the_frame_does_not_tilt_the_background():
+    # The leaf covers most of the bottom edge, a third of the border: a least-squares plane
+    # through every border pixel would lean towards it; the least-median plane does not.
+    leaf = leaf_shape(centre=(100, 190), axes=(120, 40), angle=0)
+    image = lit_unevenly(leaf, (30, 90, 20), darkest=100, brightest=240)
+    assert np.concatenate([leaf[0], leaf[-1], leaf[:, 0], leaf[:, -1]]).mean() > 0.3
+    assert iou(object_mask(image), leaf) > 0.98
 
 
 def shapes(*boxes: tuple[int, int, int, int]) -> np.ndarray:

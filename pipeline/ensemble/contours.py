@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import cv2
@@ -16,6 +17,16 @@ OBJECT_CONTRAST = 0.25
 # grey-green card), but never below this percentile of the border's own differences, so that
 # the noise of a plain background stays out of the mask.
 BORDER_NOISE_PERCENTILE = 99
+# The background is a plane of colour fitted to the border (`background_planes`), so that a scan
+# or photo lit unevenly, darker on one side, is told from its leaf all over. Each side of the
+# border is cut into BORDER_PARTS parts, and of the planes through the median colours of three
+# parts (BACKGROUND_TRIALS of them, one fixed draw), the one whose median distance to all the
+# parts is least is kept (Rousseeuw's least median of squares): a leaf or petiole running off
+# the frame over fewer than half the parts does not tilt it. It is refitted by least squares to
+# the parts within INLIER_SPREAD times that median distance (or one grey level) of it.
+BORDER_PARTS = 6
+BACKGROUND_TRIALS = 256
+INLIER_SPREAD = 2.5
 # The leaf's box (`leaf_box`) leaves out a part of the mask smaller than this share of the
 # largest part: specks of dust or noise, not a compound leaf's leaflets or a detached petiole.
 LEAF_PART_SHARE = 0.01
@@ -25,9 +36,9 @@ LEAF_BOX_MARGIN = 0.05
 
 
 def object_mask(rgb: np.ndarray) -> np.ndarray:
-    """The pixels of an (H, W, 3) uint8 image that differ from the median colour of its border
-    by more than `object_threshold` in some channel."""
-    difference = colour_difference(rgb, np.median(border_pixels(rgb), axis=0))
+    """The pixels of an (H, W, 3) uint8 image that differ from its background, the plane of
+    colour fitted to its border, by more than `object_threshold` in some channel."""
+    difference = background_difference(rgb)
     return difference > object_threshold(difference)
 
 
@@ -36,14 +47,74 @@ def border_pixels(image: np.ndarray) -> np.ndarray:
     return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
 
 
-def colour_difference(rgb: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    """(H, W) float32: each pixel's largest absolute difference from `colour` over the three
-    channels (channel by channel: several times faster than numpy's reduction over the last
-    axis)."""
-    channels = [
-        cv2.absdiff(rgb[..., channel].astype(np.float32), float(level))
-        for channel, level in enumerate(colour)
+def plane_coordinates(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pixel centres' x (columns) and y (rows), float32 in [-0.5, 0.5]."""
+    return (
+        (np.arange(width, dtype=np.float32) + 0.5) / width - 0.5,
+        (np.arange(height, dtype=np.float32) + 0.5) / height - 0.5,
+    )
+
+
+def border_parts(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(4 x BORDER_PARTS, 3): the (1, x, y) of the centre of each part of the border's four sides
+    (`plane_coordinates`), and its median colour; a side's few pixels past a whole number of
+    parts, half at each end, are left out."""
+    x, y = plane_coordinates(*rgb.shape[:2])
+    sides = [(rgb[0], x, y[0]), (rgb[-1], x, y[-1]), (rgb[:, 0], x[0], y), (rgb[:, -1], x[-1], y)]
+    centres, colours = [], []
+    for pixels, side_x, side_y in sides:
+        side_x, side_y = np.broadcast_arrays(side_x, side_y)
+        length = len(pixels) // BORDER_PARTS * BORDER_PARTS
+        start = (len(pixels) - length) // 2
+        kept = slice(start, start + length)
+        colours.append(np.median(pixels[kept].reshape(BORDER_PARTS, -1, 3), axis=1))
+        centres += [
+            side_x[kept].reshape(BORDER_PARTS, -1).mean(axis=1),
+            side_y[kept].reshape(BORDER_PARTS, -1).mean(axis=1),
+        ]
+    xs, ys = np.concatenate(centres[0::2]), np.concatenate(centres[1::2])
+    return np.stack([np.ones_like(xs), xs, ys], axis=1).astype(np.float64), np.concatenate(colours)
+
+
+def plane_trials() -> np.ndarray:
+    """(BACKGROUND_TRIALS, 3): a fixed draw of triples of `border_parts`, each from two sides or
+    more (three parts of one side lie on a line)."""
+    triples = [
+        triple
+        for triple in itertools.combinations(range(4 * BORDER_PARTS), 3)
+        if len({part // BORDER_PARTS for part in triple}) > 1
     ]
+    draw = np.random.default_rng(0).choice(len(triples), BACKGROUND_TRIALS, replace=False)
+    return np.array(triples)[np.sort(draw)]
+
+
+PLANE_TRIALS = plane_trials()
+
+
+def background_planes(rgb: np.ndarray) -> np.ndarray:
+    """(3, 3): per channel, the level at the image's centre and its slopes along x and y of the
+    background's plane (see BORDER_PARTS). A plain background's plane is flat at its colour."""
+    centres, colours = border_parts(rgb)
+    systems = centres[PLANE_TRIALS]
+    solvable = np.abs(np.linalg.det(systems)) > 1e-9
+    planes = np.linalg.solve(systems[solvable], colours[PLANE_TRIALS[solvable]])
+    distances = np.abs(np.matmul(centres, planes) - colours).max(axis=2)  # (trials, parts)
+    spread = np.median(distances, axis=1)
+    best = np.argmin(spread)
+    near = distances[best] <= max(INLIER_SPREAD * spread[best], 1.0)
+    refitted, *_ = np.linalg.lstsq(centres[near], colours[near], rcond=None)
+    return refitted.T
+
+
+def background_difference(rgb: np.ndarray) -> np.ndarray:
+    """(H, W) float32: each pixel's largest absolute difference from `background_planes` over
+    the three channels (channel by channel: several times faster than numpy's reduction over
+    the last axis)."""
+    x, y = plane_coordinates(*rgb.shape[:2])
+    channels = []
+    for channel, (level, slope_x, slope_y) in enumerate(background_planes(rgb)):
+        plane = np.add.outer(np.float32(level) + np.float32(slope_y) * y, np.float32(slope_x) * x)
+        channels.append(cv2.absdiff(rgb[..., channel].astype(np.float32), plane))
     return functools.reduce(np.maximum, channels)
 
 
