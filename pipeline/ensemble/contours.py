@@ -9,14 +9,6 @@ import math
 import cv2
 import numpy as np
 
-# An object pixel differs from the background by more than this share of the range in some
-# channel: a green leaf on brown wood of the same grey is found, and on grey images the channels
-# are equal, so it is the grey level's difference.
-OBJECT_CONTRAST = 0.25
-# Otsu's split of the differences lowers that threshold for a leaf of low contrast (pale green on
-# grey-green card), but never below this percentile of the border's own differences, so that
-# the noise of a plain background stays out of the mask.
-BORDER_NOISE_PERCENTILE = 99
 # The background is a plane of colour fitted to the border (`background_planes`), so that a scan
 # or photo lit unevenly, darker on one side, is told from its leaf all over. Each side of the
 # border is cut into BORDER_PARTS parts, and of the planes through the median colours of three
@@ -27,6 +19,14 @@ BORDER_NOISE_PERCENTILE = 99
 BORDER_PARTS = 6
 BACKGROUND_TRIALS = 256
 INLIER_SPREAD = 2.5
+# An object pixel differs from the background by more than this share of the range in some
+# channel: a green leaf on brown wood of the same grey is found, and on grey images the channels
+# are equal, so it is the grey level's difference.
+OBJECT_CONTRAST = 0.25
+# Otsu's split of the differences lowers that threshold for a leaf of low contrast (pale green on
+# grey-green card), but never below this percentile of the border's own differences, so that
+# the noise of a plain background stays out of the mask.
+BORDER_NOISE_PERCENTILE = 99
 # The leaf's box (`leaf_box`) leaves out a part of the mask smaller than this share of the
 # largest part: specks of dust or noise, not a compound leaf's leaflets or a detached petiole.
 LEAF_PART_SHARE = 0.01
@@ -57,20 +57,20 @@ def plane_coordinates(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 def border_parts(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(4 x BORDER_PARTS, 3): the (1, x, y) of the centre of each part of the border's four sides
-    (`plane_coordinates`), and its median colour; a side's few pixels past a whole number of
-    parts, half at each end, are left out."""
+    (`plane_coordinates`), and its median colour. A side is cut into equal parts after
+    repeating a few of its pixels, evenly spread, up to a whole number a part (every pixel, on a
+    side shorter than BORDER_PARTS)."""
     x, y = plane_coordinates(*rgb.shape[:2])
     sides = [(rgb[0], x, y[0]), (rgb[-1], x, y[-1]), (rgb[:, 0], x[0], y), (rgb[:, -1], x[-1], y)]
     centres, colours = [], []
     for pixels, side_x, side_y in sides:
         side_x, side_y = np.broadcast_arrays(side_x, side_y)
-        length = len(pixels) // BORDER_PARTS * BORDER_PARTS
-        start = (len(pixels) - length) // 2
-        kept = slice(start, start + length)
-        colours.append(np.median(pixels[kept].reshape(BORDER_PARTS, -1, 3), axis=1))
+        per_part = -(-len(pixels) // BORDER_PARTS)
+        spread = np.arange(BORDER_PARTS * per_part) * len(pixels) // (BORDER_PARTS * per_part)
+        colours.append(np.median(pixels[spread].reshape(BORDER_PARTS, per_part, 3), axis=1))
         centres += [
-            side_x[kept].reshape(BORDER_PARTS, -1).mean(axis=1),
-            side_y[kept].reshape(BORDER_PARTS, -1).mean(axis=1),
+            side_x[spread].reshape(BORDER_PARTS, per_part).mean(axis=1),
+            side_y[spread].reshape(BORDER_PARTS, per_part).mean(axis=1),
         ]
     xs, ys = np.concatenate(centres[0::2]), np.concatenate(centres[1::2])
     return np.stack([np.ones_like(xs), xs, ys], axis=1).astype(np.float64), np.concatenate(colours)
@@ -97,6 +97,8 @@ def background_planes(rgb: np.ndarray) -> np.ndarray:
     centres, colours = border_parts(rgb)
     systems = centres[PLANE_TRIALS]
     solvable = np.abs(np.linalg.det(systems)) > 1e-9
+    if not solvable.any():  # an image one pixel high or wide: its border is a line
+        return np.linalg.lstsq(centres, colours, rcond=None)[0].T
     planes = np.linalg.solve(systems[solvable], colours[PLANE_TRIALS[solvable]])
     distances = np.abs(np.matmul(centres, planes) - colours).max(axis=2)  # (trials, parts)
     spread = np.median(distances, axis=1)

@@ -16,10 +16,11 @@ model.json so that pipeline.tools.predict applies it to new images.
 
 Feature groups (`meta.features`), on the decoded file at full resolution:
 - size: log width, log height, log aspect ratio (width / height);
-- shape: the object is the pixels that differ from the median colour of the image's border by
-  more than a quarter of the range in some channel, or by less where Otsu's threshold of those
-  differences is lower (a leaf of low contrast to its card; never below what the border's own
-  pixels reach, `contours.object_mask`): log of its area, its share of the image,
+- shape: the object is the pixels that differ from the background (the plane of colour fitted
+  to the image's border, robust to a leaf running off the frame) by more than a quarter of the
+  range in some channel, or by less where Otsu's threshold of those differences is lower (a
+  leaf of low contrast to its card; never below what the border's own pixels reach,
+  `contours.object_mask`): log of its area, its share of the image,
   log of its outline length (pixel edges between object and background), outline / sqrt(area),
   and five descriptors of its largest outer contour (`contour_features`: solidity, length
   against the convex hull's, elongation, roughness, corner count);
