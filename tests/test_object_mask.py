@@ -85,7 +85,8 @@ def lit_unevenly(leaf: np.ndarray, leaf_rgb, darkest: int, brightest: int) -> np
 
 def test_a_background_lit_unevenly_is_told_from_the_leaf():
     # Against the border's median grey, the card's bright side differs as much as the leaf does
-    # and the mask takes half the card; against the plane fitted to the border it is background.
+    # and the mask takes a sixth of the card; against the plane fitted to the border it is
+    # background.
     leaf = leaf_shape()
     image = lit_unevenly(leaf, (30, 90, 20), darkest=100, brightest=240)
     assert iou(quarter_range_mask(image), leaf) < 0.6
