@@ -40,6 +40,9 @@ def prepared(tmp_path, monkeypatch, tiny_params) -> dict:
         rows.append({"image": path, "label": f"class{target}", "target": target, "path": path})
     PREPARED_TRAIN.parent.mkdir(parents=True)
     pd.DataFrame(rows).assign(md5="0").to_csv(PREPARED_TRAIN, index=False)
+    # Half colour, half white: no background to cut a leaf from (the border is half of each,
+    # so the background's plane is a ramp across the step), and these tests are about the draws.
+    tiny_params["train"]["defaults"]["crop_to_leaf"] = False
     tiny_params["train"]["defaults"]["augment"] = {
         "train": [{"name": "HorizontalFlip", "p": 1.0}],
         "eval": [],
