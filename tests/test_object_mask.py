@@ -9,6 +9,7 @@ import numpy as np
 from pipeline.ensemble.contours import (
     LEAF_BOX_MARGIN,
     OBJECT_CONTRAST,
+    border_pixels,
     cut_to_leaf,
     largest_contour,
     leaf_box,
@@ -37,8 +38,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def quarter_range_mask(rgb: np.ndarray) -> np.ndarray:
     """The fixed rule alone: a quarter of the range from the border's median in some channel."""
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
-    difference = np.abs(rgb.astype(np.float64) - np.median(border, axis=0)).max(axis=2)
+    difference = np.abs(rgb.astype(np.float64) - np.median(border_pixels(rgb), axis=0)).max(axis=2)
     return difference > OBJECT_CONTRAST * 255
 
 
@@ -98,7 +98,7 @@ def test_a_leaf_running_off_the_frame_does_not_tilt_the_background():
     # through every border pixel would lean towards it; the least-median plane does not.
     leaf = leaf_shape(centre=(100, 190), axes=(120, 40), angle=0)
     image = lit_unevenly(leaf, (30, 90, 20), darkest=100, brightest=240)
-    assert np.concatenate([leaf[0], leaf[-1], leaf[:, 0], leaf[:, -1]]).mean() > 0.3
+    assert border_pixels(leaf).mean() > 0.3
     assert iou(object_mask(image), leaf) > 0.98
 
 
