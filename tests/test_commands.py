@@ -106,7 +106,14 @@ def test_leaf_help_lists_the_subcommands_without_importing_tools(tmp_path):
     for command in cli.COMMANDS:  # a long name has its help on the next line
         assert re.search(rf"\n    {command}[ \n]", result.stdout), command
     assert "exit 0\nloaded []\nheavy []\n" in result.stdout
+    assert "not available" not in result.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_each_subcommands_help_is_its_modules_first_docstring_line(command):
+    module = importlib.import_module(cli.module_name(command))
+    assert cli.summary(command) == module.__doc__.strip().splitlines()[0]
 
 
 def test_leaf_validate_help_does_not_import_torch(tmp_path):

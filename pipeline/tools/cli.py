@@ -27,7 +27,7 @@ from pathlib import Path
 from types import ModuleType
 
 PROG = "leaf"
-TOOLS_DIR = Path(__file__).resolve().parent / "tools"
+TOOLS_DIR = Path(__file__).resolve().parent  # pipeline/tools/, where this module lives
 COMMANDS = {  # subcommand -> its module under pipeline/tools/
     "predict": "predict",
     "validate": "validate",
