@@ -39,6 +39,10 @@ def test_one_metric_is_ranked_the_honest_oof_accuracy():
     assert leaderboard.accuracy_of(fitted) == 0.6
     one_fold = metrics(oof_accuracy=0.9, oof_accuracy_fitted=0.9)  # weights scored on their fold
     assert leaderboard.accuracy_of(one_fold) is None
+    one_fold_now = metrics(oof_accuracy=0.9, oof_accuracy_fitted=0.9, oof_accuracy_equal=0.8)
+    assert leaderboard.accuracy_of(one_fold_now) == 0.8  # nothing fitted on the fold
+    both = metrics(oof_accuracy_fitted_cross=0.6, oof_accuracy_equal=0.8)
+    assert leaderboard.accuracy_of(both) == 0.6
     assert leaderboard.accuracy_of({}) is None
 
 

@@ -5,11 +5,11 @@
 Reads `dvc exp show --json` (or a saved copy of it with --json-file) and prints one row per
 experiment of the current commit, best first: its name, its state (success, failed, queued, ...),
 the ensemble's honest OOF accuracy (results/ensemble/metrics.json: `oof_accuracy_fitted_cross`,
-the fitted weights scored on folds they were not fitted on; `oof_accuracy` where the weights are
-equal; none for one fold with fitted weights), its number of folds, when
-DVC says it was made (DVC records no duration), and the params.yaml values that differ from the
-baseline commit's, written as `-S` overrides (`+key=...` added, `~key` removed). The baseline
-commit is the first row's reference; `--all` also lists the experiments of older commits. Runs
+the fitted weights scored on folds they were not fitted on; `oof_accuracy_equal`, every member
+weighted alike, where nothing was fitted or one fold leaves nothing to fit on), its number of
+folds, when DVC says it was made (DVC records no duration), and the params.yaml values that
+differ from the baseline commit's, written as `-S` overrides (`+key=...` added, `~key`
+removed). The baseline commit is the first row's reference; `--all` also lists the experiments of older commits. Runs
 on fewer folds than the baseline rank after the others, and runs on another `data.root` are
 listed apart, after a line naming it: their accuracies are not comparable.
 """
@@ -28,7 +28,7 @@ from pipeline.io import console
 from pipeline.io.console import PipelineError, command_parser
 
 PARAMS_SOURCE = "params.yaml"
-ACCURACY_KEYS = ("oof_accuracy_fitted_cross",)
+ACCURACY_KEYS = ("oof_accuracy_fitted_cross", "oof_accuracy_equal")  # the first one present
 HEADER = ("experiment", "state", "oof_acc", "folds", "created", "changed params")
 
 
@@ -59,8 +59,10 @@ def ensemble_metrics(data: dict[str, Any]) -> dict[str, Any]:
 
 def accuracy_of(data: dict[str, Any]) -> float | None:
     """The ensemble's honest OOF accuracy, the one metric ranked: cross-fitted where weights
-    are fitted, plain where they are equal (nothing was fitted on the folds). None where there
-    is none: a one-fold run with fitted weights scores them on the fold they were fitted on."""
+    are fitted on two folds or more, else the equal weights' (nothing was fitted on the folds:
+    a one-fold run's fitted weights are scored on the fold they were fitted on), as stage
+    ensemble's `adds` takes it. Plain `oof_accuracy` for metrics without `oof_accuracy_equal`
+    and unfitted weights; None where there is none."""
     metrics = ensemble_metrics(data)
     for key in ACCURACY_KEYS:
         if isinstance(metrics.get(key), (int, float)):
