@@ -82,10 +82,21 @@ def test_auto_leans_to_the_classifier_that_cross_validates_better_inside_the_tra
     heavy_tails = choose(*heavy_tailed_classes(rng)).lda_weight
     # LDA takes a share where its shared covariance fits; none where far-out rows distort it
     assert heavy_tails == 0.0 < shared_noise
-    # a class with a single row cannot be cross-validated: logistic, or LDA with Ledoit-Wolf
-    x, y = np.array([[0.0], [0.1], [5.0], [5.1], [9.0]]), np.array([0, 0, 1, 1, 2])
+    # a median class of a single row cannot be cross-validated: logistic, or LDA with Ledoit-Wolf
+    x, y = np.array([[0.0], [0.1], [5.0], [9.0]]), np.array([0, 0, 1, 2])
     assert choose(x, y) == ClassifierChoice(0.0, LEDOIT_WOLF, class_share=0.0)
     assert choose(x, y, "lda") == ClassifierChoice(1.0, LEDOIT_WOLF, class_share=0.0)
+
+
+def test_a_rare_class_is_left_out_of_the_choice_not_the_fit(recwarn):
+    x, y = shared_noise_classes(np.random.default_rng(0))  # 8 classes x 6 rows
+    rare_x, rare_y = np.vstack([x, x[:1] + 5.0]), np.append(y, 8)  # a ninth class of one row
+    assert meta_model.inner_choice_rows(rare_y)[1] == meta_model.INNER_SPLITS
+    choice = choose(x, y)
+    assert choose(rare_x, rare_y) == choice
+    model = fit(choice, rare_x, rare_y)
+    assert model.predict(rare_x[-1:]) == [8]
+    assert not [w for w in recwarn if "sample" in str(w.message)]  # sklearn's one-row warnings
 
 
 def test_lda_shrinks_its_covariance_as_much_as_cross_validates_best():

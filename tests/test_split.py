@@ -55,16 +55,36 @@ def test_same_seed_same_folds_other_seed_other_folds(train):
     assert first["fold"].tolist() != other["fold"].tolist()
 
 
-def test_class_smaller_than_n_splits_is_named(train):
+def test_a_class_rarer_than_the_folds_is_named_in_a_warning_and_spread(train, capsys):
+    folds = assign_folds(train, n_splits=6, shuffle=True, seed=0)
+    err = capsys.readouterr().err
+    assert err.startswith("warning: split.n_splits = 6: 1 class(es) have fewer images than folds")
+    assert "'carpinus' (5)" in err and "acer" not in err
+    per_class = folds.groupby("label")["fold"].nunique()
+    assert per_class["carpinus"] == 5 and (per_class.drop("carpinus") == 6).all()
+
+
+def test_a_class_of_one_image_is_in_one_fold():
+    folds = assign_folds(make_train({"acer": 12, "solus": 1}), n_splits=5, shuffle=True, seed=0)
+    assert (folds.label == "solus").sum() == 1
+    assert set(folds.fold[folds.label == "acer"]) == set(range(5))
+
+
+@pytest.mark.parametrize(
+    ("counts", "advice"),
+    [
+        ({"acer": 4, "betula": 3}, "lower split.n_splits to at most 4"),
+        ({"acer": 1, "betula": 1}, "every class has a single image"),
+    ],
+)
+def test_every_class_rarer_than_the_folds_is_an_error(counts, advice):
     with pytest.raises(PipelineError) as err:
-        assign_folds(train, n_splits=6, shuffle=True, seed=0)
-    message = str(err.value)
-    assert "split.n_splits = 6" in message
-    assert "'carpinus' (5)" in message
-    assert "at most 5" in message
+        assign_folds(make_train(counts), n_splits=5, shuffle=True, seed=0)
+    assert str(err.value).startswith("split.n_splits = 5: every class has fewer images than folds")
+    assert advice in str(err.value)
 
 
-def test_stage_refuses_small_class_and_writes_nothing(tmp_path, monkeypatch, train):
+def test_stage_refuses_too_few_images_and_writes_nothing(tmp_path, monkeypatch):
     from pipeline.stages import split as split_stage
 
     monkeypatch.chdir(tmp_path)
@@ -72,8 +92,8 @@ def test_stage_refuses_small_class_and_writes_nothing(tmp_path, monkeypatch, tra
         "split: {n_splits: 6}\ntrain:\n  models: {d2l_resnet11: {}}\n  folds: [0]\n"
     )
     (tmp_path / "data/prepared").mkdir(parents=True)
-    train.to_csv(tmp_path / "data/prepared/train.csv", index=False)
-    with pytest.raises(PipelineError, match="'carpinus' \\(5\\)"):
+    make_train({"acer": 4, "betula": 5}).to_csv(tmp_path / "data/prepared/train.csv", index=False)
+    with pytest.raises(PipelineError, match="at most 5"):
         split_stage.main([])
     assert not (tmp_path / "data/folds.csv").exists()
     assert list((tmp_path / "data").iterdir()) == [tmp_path / "data/prepared"]

@@ -95,7 +95,10 @@ class WhitenedClasses:
 
 
 def ledoit_wolf_covariance(rows: np.ndarray) -> np.ndarray:
-    """A class's covariance as sklearn's LDA shrinks it: Ledoit-Wolf's on standardised rows."""
+    """A class's covariance as sklearn's LDA shrinks it: Ledoit-Wolf's on standardised rows.
+    A class of one row has none (sklearn's would be zeros, with a warning)."""
+    if len(rows) < 2:
+        return np.zeros((rows.shape[1], rows.shape[1]))
     scaler = StandardScaler().fit(rows)
     covariance = ledoit_wolf(scaler.transform(rows))[0]
     return scaler.scale_[:, None] * covariance * scaler.scale_[None, :]

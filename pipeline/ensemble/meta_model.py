@@ -31,11 +31,7 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from pipeline.config.schema import MetaParams
 from pipeline.ensemble.cells import read_meta_model
-from pipeline.ensemble.discriminant import (
-    LEDOIT_WOLF,
-    ClassStatistics,
-    RegularizedDiscriminant,
-)
+from pipeline.ensemble.discriminant import LEDOIT_WOLF, ClassStatistics, RegularizedDiscriminant
 from pipeline.ensemble.scoring import selection_score
 from pipeline.io.console import PipelineError, progress
 
@@ -170,9 +166,13 @@ def fitted(pipeline: Pipeline, x: np.ndarray, y: np.ndarray) -> Pipeline:
         return pipeline.fit(x, y)
 
 
-def smallest_class_size(y: np.ndarray) -> int:
-    """The row count of the rarest class present in `y`."""
-    return int(np.bincount(y)[np.unique(y)].min())
+def inner_choice_rows(y: np.ndarray) -> tuple[np.ndarray, int]:
+    """The rows `choose_classifier` compares on, and its inner folds: INNER_SPLITS (or the
+    median class's row count) over the classes with that many rows, so that a rare class
+    neither shrinks the folds nor leaves an inner training split without it."""
+    classes, sizes = np.unique(y, return_counts=True)
+    splits = int(min(INNER_SPLITS, np.median(sizes)))
+    return np.flatnonzero(np.isin(y, classes[sizes >= splits])), splits
 
 
 def choose_classifier(
@@ -182,19 +182,20 @@ def choose_classifier(
     logistic's probabilities classifies most of these rows right in an inner cross-validation
     on them alone (so a fold's OOF rows never take part), the lower log-loss breaking a tie
     (`scoring.selection_score`, as the ensemble's weights are chosen). Logistic alone needs no
-    choice; a class with a single row allows none: logistic for `auto`, LDA with Ledoit-Wolf's
-    shrinkage for `lda`. Past INNER_MAX_ROWS rows the comparison runs on a stratified sample of
-    that many."""
+    choice; a median class of one row allows none: logistic for `auto`, LDA with Ledoit-Wolf's
+    shrinkage for `lda`. Past INNER_MAX_ROWS rows the comparison runs on a stratified sample."""
     if lda_weights == (0.0,):
         return ClassifierChoice(0.0)
-    if len(y) > INNER_MAX_ROWS and smallest_class_size(y) >= 2:
+    rows, splits = inner_choice_rows(y)
+    if splits >= 2 and len(rows) > INNER_MAX_ROWS:
         rows, _ = train_test_split(
-            np.arange(len(y)), train_size=INNER_MAX_ROWS, stratify=y, random_state=0
+            rows, train_size=INNER_MAX_ROWS, stratify=y[rows], random_state=0
         )
-        x, y = x[rows], y[rows]
-    splits = min(INNER_SPLITS, smallest_class_size(y))
+        kept, splits = inner_choice_rows(y[rows])
+        rows = rows[kept]
     if splits < 2:
         return ClassifierChoice(min(lda_weights))
+    x, y = x[rows], y[rows]
     with_logistic = min(lda_weights) < 1.0
     lda_probs, logistic_probs = inner_probabilities(x, y, splits, with_logistic, C)
     truth = np.searchsorted(np.unique(y), y)

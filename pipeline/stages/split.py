@@ -4,11 +4,15 @@
 
 Reads data/prepared/train.csv and writes data/folds.csv: the prepared rows plus a `fold`
 column. Fold k's validation part is the rows with fold == k; training uses the others. Every
-class appears in every fold's validation part, so a class needs at least `split.n_splits`
-images. No image is copied.
+class appears in every fold's validation part when it has at least `split.n_splits` images; a
+rarer class is spread over as many folds as it has images, with a warning naming it (a class
+of one image is never in the training part of its own fold). No image is copied.
 """
 
 from __future__ import annotations
+
+import sys
+import warnings
 
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
@@ -22,30 +26,39 @@ from pipeline.io.files import write_csv
 # How many classes a message lists by name before it gives only the count.
 CLASSES_SHOWN = 5
 
-# The fewest folds the schema allows (split.n_splits >= 2).
-MIN_SPLITS = 2
+
+def named_classes(counts: pd.Series) -> str:
+    """'name' (count), ... for the rarest of `counts`, CLASSES_SHOWN of them, then how many more."""
+    rarest = counts.sort_values()
+    listed = ", ".join(f"{name!r} ({n})" for name, n in rarest.head(CLASSES_SHOWN).items())
+    if len(rarest) > CLASSES_SHOWN:
+        listed += f" and {len(rarest) - CLASSES_SHOWN} more"
+    return listed
 
 
 def check_class_counts(labels: pd.Series, n_splits: int) -> None:
-    """Every class needs at least one image per validation fold."""
+    """Stop when no class fills every fold (StratifiedKFold cannot split); warn about the classes
+    too rare to be in every fold's validation part."""
     counts = labels.value_counts()
     too_small = counts[counts < n_splits]
-    if not too_small.empty:
-        smallest = too_small.sort_values()
-        listed = ", ".join(f"{name!r} ({n})" for name, n in smallest.head(CLASSES_SHOWN).items())
-        if len(smallest) > CLASSES_SHOWN:
-            listed += f" and {len(smallest) - CLASSES_SHOWN} more"
-        fewest = int(counts.min())
+    if too_small.empty:
+        return
+    most = int(counts.max())
+    if len(too_small) == len(counts):
         advice = (
-            f"lower split.n_splits to at most {fewest} or add images"
-            if fewest >= MIN_SPLITS
-            else f"add images (every class needs at least {MIN_SPLITS}, the fewest folds "
-            "split.n_splits allows) or drop the class"
+            f"lower split.n_splits to at most {most}"
+            if most >= 2
+            else "every class has a single image, so no fold can validate a class it trained on"
         )
         raise PipelineError(
-            f"split.n_splits = {n_splits}: {len(too_small)} class(es) have fewer images than "
-            f"folds: {listed}; {advice}"
+            f"split.n_splits = {n_splits}: every class has fewer images than folds (the most: "
+            f"{most}); {advice}"
         )
+    print(
+        f"warning: split.n_splits = {n_splits}: {len(too_small)} class(es) have fewer images "
+        f"than folds, so some folds validate without them: {named_classes(too_small)}",
+        file=sys.stderr,
+    )
 
 
 def assign_folds(train: pd.DataFrame, n_splits: int, shuffle: bool, seed: int) -> pd.DataFrame:
@@ -56,7 +69,10 @@ def assign_folds(train: pd.DataFrame, n_splits: int, shuffle: bool, seed: int) -
     )
     folds = train.copy()
     folds["fold"] = -1
-    for fold, (_, valid_index) in enumerate(splitter.split(folds, folds["target"])):
+    with warnings.catch_warnings():  # sklearn's "least populated class" one: ours named them
+        warnings.simplefilter("ignore", UserWarning)
+        splits = list(splitter.split(folds, folds["target"]))
+    for fold, (_, valid_index) in enumerate(splits):
         folds.loc[folds.index[valid_index], "fold"] = fold
     return folds
 
