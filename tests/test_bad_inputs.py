@@ -230,15 +230,23 @@ def test_model_names_the_command_line_cannot_carry_are_refused(name):
         TrainParams(models={name: {}})
 
 
-def test_single_image_class_does_not_advise_one_fold():
+def test_rare_classes_are_named_five_then_counted(capsys):
     import pandas as pd
 
     labels = pd.Series(["a", "a", "b"] + [f"c{i}" for i in range(12)])
+    check_class_counts(labels, 2)  # "a" fills both folds: a warning, not an error
+    warning = capsys.readouterr().err
+    assert "13 class(es) have fewer images than folds" in warning
+    assert "and 8 more" in warning  # 13 classes too small: 5 named, then the count
+
+
+def test_single_image_classes_do_not_advise_one_fold():
+    import pandas as pd
+
     with pytest.raises(PipelineError) as info:
-        check_class_counts(labels, 2)
+        check_class_counts(pd.Series([f"c{i}" for i in range(12)]), 2)
     message = str(info.value)
-    assert "at most 1" not in message and "add images" in message
-    assert "and 8 more" in message  # 13 classes too small: 5 named, then the count
+    assert "at most 1" not in message and "every class has a single image" in message
 
 
 def test_divergence_on_cpu_does_not_suggest_amp():

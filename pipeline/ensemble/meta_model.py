@@ -167,9 +167,8 @@ def fitted(pipeline: Pipeline, x: np.ndarray, y: np.ndarray) -> Pipeline:
 
 
 def inner_choice_rows(y: np.ndarray) -> tuple[np.ndarray, int]:
-    """The rows `choose_classifier` compares on, and its inner folds: INNER_SPLITS (or the
-    median class's row count) over the classes with that many rows, so that a rare class
-    neither shrinks the folds nor leaves an inner training split without it."""
+    """The rows `choose_classifier` compares on, and its inner folds: INNER_SPLITS (or the median
+    class's row count) over the classes with as many rows; a rarer class sits the choice out."""
     classes, sizes = np.unique(y, return_counts=True)
     splits = int(min(INNER_SPLITS, np.median(sizes)))
     return np.flatnonzero(np.isin(y, classes[sizes >= splits])), splits
