@@ -5,16 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from pipeline.io.commands import run_command
-from pipeline.io.console import PipelineError
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+from pipeline.io.console import PipelineError, warn
 
 
 def dvc_executable() -> str:
@@ -43,14 +38,14 @@ def dvc_add(dest: Path) -> str:
     by_hand = f"run `dvc add {dest}` yourself, then git add {dest}.dvc and commit"
     dvc = shutil.which("dvc")
     if dvc is None:
-        _warn(f"dvc is not installed, so {dest} was not dvc-added; {by_hand}")
+        warn(f"dvc is not installed, so {dest} was not dvc-added; {by_hand}")
         return f"dvc: {dest} not dvc-added"
     try:
         result = subprocess.run([dvc, "add", str(dest)], capture_output=True, text=True)
     except OSError as err:
         result = subprocess.CompletedProcess([dvc], 1, "", str(err))
     if result.returncode != 0:
-        _warn(f"`dvc add {dest}` failed ({(result.stderr or result.stdout).strip()}); {by_hand}")
+        warn(f"`dvc add {dest}` failed ({(result.stderr or result.stdout).strip()}); {by_hand}")
         return f"dvc: {dest} not dvc-added"
     ignore = dest.parent / ".gitignore"
     return (

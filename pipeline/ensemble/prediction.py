@@ -31,7 +31,7 @@ from pipeline.data.transforms import build_transforms
 from pipeline.ensemble import meta_model
 from pipeline.ensemble.features import feature_table
 from pipeline.ensemble.scoring import average
-from pipeline.io.console import PipelineError
+from pipeline.io.console import PipelineError, warn
 from pipeline.io.files import read_json
 from pipeline.training.checkpoint import load_checkpoint, load_trained, trained_settings
 from pipeline.training.device import amp_context, resolve_device
@@ -55,10 +55,7 @@ def find_cells(params: Params) -> list[Cell]:
             path = fold_dir(model, fold) / CHECKPOINT_NAME
             (cells if path.is_file() else missing).append(Cell(model, fold, path))
     for cell in missing:
-        print(
-            f"warning: {cell.path} not found; skipping {cell.model} fold {cell.fold}",
-            file=sys.stderr,
-        )
+        warn(f"{cell.path} not found; skipping {cell.model} fold {cell.fold}")
     if not cells:
         raise PipelineError(
             "no trained model: none of "
@@ -75,10 +72,9 @@ def find_meta(params: Params, num_classes: int) -> meta_model.MetaModel | None:
         return None
     model = meta_model.load_model()
     if model is None:
-        print(
-            f"warning: {META_DIR} has no saved classifier; skipping stage meta "
-            "(run `dvc repro meta` to save it)",
-            file=sys.stderr,
+        warn(
+            f"{META_DIR} has no saved classifier; skipping stage meta "
+            "(run `dvc repro meta` to save it)"
         )
     elif model.num_classes != num_classes:
         raise PipelineError(

@@ -43,6 +43,11 @@ def run(main: Callable[[list[str] | None], object]) -> None:
         sys.exit(130)
 
 
+def warn(message: str) -> None:
+    """A problem that does not stop the run: `warning: ...` on stderr, as `run` prints `error:`."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def first_line(doc: str | None) -> str:
     """The first non-blank line of a docstring: a command's one-line description."""
     return next((line.strip() for line in (doc or "").splitlines() if line.strip()), "")

@@ -11,7 +11,6 @@ of one image is never in the training part of its own fold). No image is copied.
 
 from __future__ import annotations
 
-import sys
 import warnings
 
 import pandas as pd
@@ -20,7 +19,7 @@ from sklearn.model_selection import StratifiedKFold
 from pipeline.config.params import load_params
 from pipeline.config.paths import FOLDS_FILE, PREPARED_TRAIN
 from pipeline.data.tables import read_input_table
-from pipeline.io.console import PipelineError, parse_stage_args, run
+from pipeline.io.console import PipelineError, parse_stage_args, run, warn
 from pipeline.io.files import write_csv
 
 # How many classes a message lists by name before it gives only the count.
@@ -54,10 +53,9 @@ def check_class_counts(labels: pd.Series, n_splits: int) -> None:
             f"split.n_splits = {n_splits}: every class has fewer images than folds (the most: "
             f"{most}); {advice}"
         )
-    print(
-        f"warning: split.n_splits = {n_splits}: {len(too_small)} class(es) have fewer images "
-        f"than folds, so some folds validate without them: {named_classes(too_small)}",
-        file=sys.stderr,
+    warn(
+        f"split.n_splits = {n_splits}: {len(too_small)} class(es) have fewer images than folds, "
+        f"so some folds validate without them: {named_classes(too_small)}"
     )
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -41,7 +40,7 @@ from pipeline.config.params import PARAMS_FILE, load_params
 from pipeline.config.paths import SUBMISSION_FILE
 from pipeline.config.schema import DataParams
 from pipeline.io import console
-from pipeline.io.console import PipelineError, command_parser, progress
+from pipeline.io.console import PipelineError, command_parser, progress, warn
 from pipeline.io.files import atomic_path, file_md5
 from pipeline.tools import kernel
 from pipeline.tools.validate import add_reference_arguments
@@ -180,10 +179,6 @@ def record_of(file: Path) -> dict[str, Any] | None:
     if record is None or record.get("md5") != file_md5(file):
         return None
     return record
-
-
-def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
 
 
 def competition_warning(root: str | None, competition: str) -> str | None:

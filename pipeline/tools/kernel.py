@@ -24,14 +24,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.competition.kaggle_notebook import create_notebook
 from pipeline.config.params import PARAMS_FILE
 from pipeline.config.presets import add_set_argument, load_preset, preset_path
-from pipeline.io.console import PipelineError
+from pipeline.io.console import PipelineError, warn
 from pipeline.io.files import write_json, write_text
 
 COMMANDS = ("notebook", "push")
@@ -179,11 +178,10 @@ def write_kernel(args: argparse.Namespace) -> dict:
     }
     notebook = create_notebook(settings, project_files(args.preset))
     if not args.internet and not args.weights_dataset and wants_weights(args.preset, args.sets):
-        print(
-            f"warning: {args.preset} sets pretrained: true, but with --no-internet the notebook "
-            "cannot download weights: attach them with --weights-dataset (docs/kaggle.md) or "
-            "add -S train.defaults.pretrained=false",
-            file=sys.stderr,
+        warn(
+            f"{args.preset} sets pretrained: true, but with --no-internet the notebook cannot "
+            "download weights: attach them with --weights-dataset (docs/kaggle.md) or add "
+            "-S train.defaults.pretrained=false"
         )
     args.dir.mkdir(parents=True, exist_ok=True)
     write_text(args.dir / meta["code_file"], notebook)
