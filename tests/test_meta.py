@@ -115,7 +115,8 @@ def test_on_stage_writes_cells_like_train_and_joins_the_ensemble(run_copy, capsy
         )
     )
     assert set(metrics["classifiers"]) == {"0", "1"}
-    mix = rf"lda( 0\.25| 0\.5| 0\.75)?{REGULARISATION}( \+ logistic 0\.[0-9]+)?|logistic"
+    mix = rf"(lda( 0\.25| 0\.5| 0\.75)?{REGULARISATION}( \+ logistic 0\.[0-9]+)?|logistic)"
+    mix += "(, groups weighed alike)?"
     assert all(re.fullmatch(mix, chosen) for chosen in metrics["classifiers"].values())
     assert f" on {columns} features, OOF accuracy" in capsys.readouterr().out
 

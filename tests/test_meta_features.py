@@ -12,7 +12,12 @@ import pytest
 from PIL import Image
 
 from pipeline.ensemble.blade_features import BLADE_MAX_SIDE_PX
-from pipeline.ensemble.features import OUTLINE_FEATURES, TURN_PAIR_FEATURES, image_features
+from pipeline.ensemble.features import (
+    GROUP_COLUMNS,
+    OUTLINE_FEATURES,
+    TURN_PAIR_FEATURES,
+    image_features,
+)
 from pipeline.ensemble.region_features import (
     DISC_FEATURES,
     DISC_MAX_SIDE_PX,
@@ -206,6 +211,11 @@ def test_a_thread_thin_object_keeps_the_canvas_small(tmp_path, monkeypatch, grou
 def test_feature_groups_choose_the_columns(tmp_path):
     path = save_rectangle(tmp_path / "leaf.png", (40, 40), (0, 0, 20, 40), (255, 0, 0), 0)
     assert list(image_features(path, ["size"])) == ["log_width", "log_height", "log_aspect"]
+    # each group's columns as GROUP_COLUMNS lists them (stage meta weighs the groups by it)
+    for group, columns in GROUP_COLUMNS.items():
+        assert list(image_features(path, [group])) == list(columns), group
+    every = image_features(path, list(GROUP_COLUMNS))
+    assert list(every) == [column for columns in GROUP_COLUMNS.values() for column in columns]
     colour = image_features(path, ["colour"])
     assert colour["mean_r"] == pytest.approx(0.5) and colour["mean_g"] == 0
     assert colour["std_r"] == pytest.approx(0.5) and colour["std_b"] == 0

@@ -1,8 +1,10 @@
-"""Stage meta's classifier (pipeline.ensemble.meta_model): the per-fold fit, and how `auto`
-weighs LDA and logistic regression, shrinks and mixes the covariances."""
+"""Stage meta's classifier (pipeline.ensemble.meta_model, meta_choice, meta_classifier): the
+per-fold fit, and how `auto` weighs LDA and logistic regression, shrinks and mixes the
+covariances."""
 
 from __future__ import annotations
 
+import pickle
 import re
 
 import numpy as np
@@ -14,9 +16,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pipeline.config.schema import MetaParams
-from pipeline.ensemble import meta_model
+from pipeline.ensemble import meta_choice, meta_classifier, meta_model
 from pipeline.ensemble.discriminant import LEDOIT_WOLF
-from pipeline.ensemble.meta_model import ClassifierChoice
+from pipeline.ensemble.features import OUTLINE_FEATURES, SIZE_FEATURES
+from pipeline.ensemble.meta_classifier import ClassifierChoice
 
 
 def folds_table(targets: list[int], fold_of_row: list[int]) -> pd.DataFrame:
@@ -68,12 +71,12 @@ def heavy_tailed_classes(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
 
 
 def choose(x: np.ndarray, y: np.ndarray, classifier: str = "auto") -> ClassifierChoice:
-    weights = meta_model.CLASSIFIER_LDA_WEIGHTS[classifier]
-    return meta_model.choose_classifier(x, y, weights, C=10.0)
+    weights = meta_choice.CLASSIFIER_LDA_WEIGHTS[classifier]
+    return meta_choice.choose_classifier(x, y, weights, C=10.0)
 
 
 def fit(choice: ClassifierChoice, x: np.ndarray, y: np.ndarray):
-    return meta_model.fitted(meta_model.make_classifier(choice, C=10.0), x, y)
+    return meta_classifier.fitted(meta_classifier.make_classifier(choice, C=10.0), x, y)
 
 
 def test_auto_leans_to_the_classifier_that_cross_validates_better_inside_the_training_rows():
@@ -91,7 +94,7 @@ def test_auto_leans_to_the_classifier_that_cross_validates_better_inside_the_tra
 def test_a_rare_class_is_left_out_of_the_choice_not_the_fit(recwarn):
     x, y = shared_noise_classes(np.random.default_rng(0))  # 8 classes x 6 rows
     rare_x, rare_y = np.vstack([x, x[:1] + 5.0]), np.append(y, 8)  # a ninth class of one row
-    assert meta_model.inner_choice_rows(rare_y)[1] == meta_model.INNER_SPLITS
+    assert meta_choice.inner_choice_rows(rare_y)[1] == meta_choice.INNER_SPLITS
     choice = choose(x, y)
     assert choose(rare_x, rare_y) == choice
     model = fit(choice, rare_x, rare_y)
@@ -152,7 +155,7 @@ def test_a_mixed_fold_averages_the_probabilities_of_lda_and_logistic():
     model = meta_model.MetaModel(mixed, 8, ["size"], [f"f{i}" for i in range(x.shape[1])])
     assert model.classifier == "lda 0.25 + logistic 0.75"
     log_probs = model.log_probs(pd.DataFrame(x, columns=model.columns))
-    floored = np.maximum(expected, meta_model.ABSENT_CLASS_PROB)
+    floored = np.maximum(expected, meta_classifier.ABSENT_CLASS_PROB)
     np.testing.assert_allclose(log_probs, np.log(floored), rtol=1e-5)
 
 
@@ -176,9 +179,9 @@ def test_a_new_value_far_outside_the_training_range_counts_as_its_edge(lda_weigh
 
 def test_auto_chooses_on_a_stratified_sample_of_a_large_fold(monkeypatch):
     x, y = shared_noise_classes(np.random.default_rng(0))  # 48 rows, 8 classes x 6
-    monkeypatch.setattr(meta_model, "INNER_MAX_ROWS", 24)
+    monkeypatch.setattr(meta_choice, "INNER_MAX_ROWS", 24)
     seen = []
-    fit, statistics = meta_model.fitted, meta_model.ClassStatistics
+    fit, statistics = meta_choice.fitted, meta_choice.ClassStatistics
 
     def recording_fit(pipeline, rows_x, rows_y):
         seen.append(np.bincount(rows_y, minlength=8))
@@ -188,12 +191,12 @@ def test_auto_chooses_on_a_stratified_sample_of_a_large_fold(monkeypatch):
         seen.append(np.bincount(rows_y, minlength=8))
         return statistics(rows_x, rows_y)
 
-    monkeypatch.setattr(meta_model, "fitted", recording_fit)
-    monkeypatch.setattr(meta_model, "ClassStatistics", recording_statistics)
+    monkeypatch.setattr(meta_choice, "fitted", recording_fit)
+    monkeypatch.setattr(meta_choice, "ClassStatistics", recording_statistics)
     choice = choose(x, y)
-    assert choice.lda_weight in meta_model.CLASSIFIER_LDA_WEIGHTS["auto"]
-    assert choice.shrinkage in meta_model.LDA_SHRINKAGES
-    assert choice.class_share in meta_model.CLASS_SHARES
+    assert choice.lda_weight in meta_choice.CLASSIFIER_LDA_WEIGHTS["auto"]
+    assert choice.shrinkage in meta_choice.LDA_SHRINKAGES
+    assert choice.class_share in meta_choice.CLASS_SHARES
     # 3 inner splits (3 rows a class) x (one set of LDA's class statistics, which serves every
     # shrinkage and class share, and logistic), each on 2/3 of the 24 sampled rows: 2 a class
     assert len(seen) == 3 * 2 and all((counts == 2).all() for counts in seen)
@@ -210,3 +213,44 @@ def test_a_fixed_classifier_is_fitted_on_every_fold(classifier):
         assert re.fullmatch(rf"{classifier}{REGULARISATION}", model.classifier)
     log_probs = models[0].log_probs(features)
     assert log_probs.shape == (len(y), 8) and np.isfinite(log_probs).all()
+
+
+def test_weighed_alike_each_feature_group_adds_the_same_to_a_rows_length():
+    columns = [*SIZE_FEATURES, *OUTLINE_FEATURES, "a column of no group"]
+    weights = np.array(meta_classifier.groups_alike_weights(columns))
+    size, outline, alone = (weights[:3] ** 2).sum(), (weights[3:-1] ** 2).sum(), weights[-1] ** 2
+    assert size == pytest.approx(outline) and size == pytest.approx(alone)
+    assert (weights**2).mean() == pytest.approx(1.0)  # `meta.C` keeps its strength
+    # groups all of one size: weighing them alike changes nothing, so it is not offered
+    assert meta_classifier.groups_alike_weights([*SIZE_FEATURES, *OUTLINE_FEATURES[:3]]) is None
+
+
+def test_auto_weighs_the_groups_alike_where_that_cross_validates_better():
+    # 8 classes x 6 rows told apart by the size group's 3 columns alone, beside the outline
+    # group's 84 columns of noise: standardised alike, the noise drowns them
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(8, 3))
+    columns = [*SIZE_FEATURES, *OUTLINE_FEATURES]
+
+    def draw(rows_a_class: int) -> tuple[pd.DataFrame, np.ndarray]:
+        y = np.repeat(np.arange(8), rows_a_class)
+        signal = means[y] + rng.normal(size=(len(y), 3)) * 0.5
+        noise = rng.normal(size=(len(y), len(OUTLINE_FEATURES)))
+        return pd.DataFrame(np.column_stack([signal, noise]), columns=columns), y
+
+    (x, y), (fresh_x, fresh_y) = draw(6), draw(100)
+    model = meta_model.fit_fold(x, y, MetaParams(classifier="auto"), num_classes=8)
+    assert model.classifier.endswith(", groups weighed alike")
+    unweighed = choose(x.to_numpy(np.float32), y)
+    assert unweighed.column_weights is None
+    fresh_accuracy = (model.log_probs(fresh_x).argmax(axis=1) == fresh_y).mean()
+    unweighed_accuracy = (
+        fit(unweighed, x.to_numpy(), y).predict(fresh_x.to_numpy()) == fresh_y
+    ).mean()
+    assert fresh_accuracy > unweighed_accuracy + 0.05
+    # the weights travel with the saved model (`leaf predict` applies it to new images)
+    saved = pickle.loads(pickle.dumps(model.pipeline))
+    np.testing.assert_array_equal(
+        saved.predict_proba(fresh_x.to_numpy(np.float32)),
+        model.pipeline.predict_proba(fresh_x.to_numpy(np.float32)),
+    )

@@ -10,7 +10,7 @@ LDA. Leaves of one species can vary in their own way (a lobed oak in the depth o
 which one shared covariance cannot say (BENCHMARKS.md).
 
 `ClassStatistics` holds what every setting is computed from, so that stage meta's inner
-cross-validation (pipeline.ensemble.meta_model) scores every setting from one pass over a fold.
+cross-validation (pipeline.ensemble.meta_choice) scores every setting from one pass over a fold.
 """
 
 from __future__ import annotations

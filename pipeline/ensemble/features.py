@@ -14,16 +14,24 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.images import load_image
-from pipeline.ensemble.blade_features import blade_features
+from pipeline.ensemble.blade_features import BLADE_FEATURES, blade_features
 from pipeline.ensemble.contours import (
     largest_contour,
     object_mask,
     resample_contour,
     turning_angles,
 )
-from pipeline.ensemble.region_features import disc_features, ring_features, width_features
+from pipeline.ensemble.region_features import (
+    DISC_FEATURES,
+    RINGS_FEATURES,
+    WIDTHS_FEATURES,
+    disc_features,
+    ring_features,
+    width_features,
+)
 from pipeline.io.console import progress
 
+SIZE_FEATURES = ("log_width", "log_height", "log_aspect")
 CONTOUR_FEATURES = (
     "solidity",
     "log_hull_perimeter_ratio",
@@ -31,6 +39,8 @@ CONTOUR_FEATURES = (
     "log_roughness",
     "polygon_vertices",
 )
+AREA_FEATURES = ("log_object_area", "object_share", "log_outline", "outline_per_sqrt_area")
+SHAPE_FEATURES = (*AREA_FEATURES, *CONTOUR_FEATURES)
 # The outline group: the contour resampled at OUTLINE_POINTS points equally spaced along it;
 # at each scale s, the turning angle between the chords to the points s before and s after
 # (s / OUTLINE_POINTS of the perimeter: 1/512, a margin tooth, up to 1/16, a lobe).
@@ -53,14 +63,24 @@ TURN_PAIR_FEATURES = tuple(
     for i in range(TURN_PAIR_BINS)
     for j in range(TURN_PAIR_BINS)
 )
+COLOUR_FEATURES = tuple(f"{stat}_{channel}" for stat in ("mean", "std") for channel in "rgb")
+# Each group's columns, in the order `image_features` gives them (`meta.features` names groups).
+GROUP_COLUMNS = {
+    "size": SIZE_FEATURES,
+    "shape": SHAPE_FEATURES,
+    "outline": OUTLINE_FEATURES,
+    "turn_pairs": TURN_PAIR_FEATURES,
+    "disc": DISC_FEATURES,
+    "widths": WIDTHS_FEATURES,
+    "rings": RINGS_FEATURES,
+    "blade": BLADE_FEATURES,
+    "colour": COLOUR_FEATURES,
+}
 
 
 def size_features(height: int, width: int) -> dict[str, float]:
-    return {
-        "log_width": math.log(width),
-        "log_height": math.log(height),
-        "log_aspect": math.log(width / height),
-    }
+    values = (math.log(width), math.log(height), math.log(width / height))
+    return dict(zip(SIZE_FEATURES, values, strict=True))
 
 
 def shape_features(mask: np.ndarray, contour: np.ndarray | None) -> dict[str, float]:
@@ -68,13 +88,13 @@ def shape_features(mask: np.ndarray, contour: np.ndarray | None) -> dict[str, fl
     (`contour`: the mask's largest outer contour, `largest_contour`)."""
     area = int(mask.sum())
     outline = int((mask[1:] != mask[:-1]).sum() + (mask[:, 1:] != mask[:, :-1]).sum())
-    return {
-        "log_object_area": math.log1p(area),
-        "object_share": area / mask.size,
-        "log_outline": math.log1p(outline),
-        "outline_per_sqrt_area": outline / math.sqrt(area + 1),
-        **contour_features(contour),
-    }
+    values = (
+        math.log1p(area),
+        area / mask.size,
+        math.log1p(outline),
+        outline / math.sqrt(area + 1),
+    )
+    return dict(zip(AREA_FEATURES, values, strict=True)) | contour_features(contour)
 
 
 def contour_features(contour: np.ndarray | None) -> dict[str, float]:
@@ -149,10 +169,7 @@ def turn_pair_features(contour: np.ndarray | None) -> dict[str, float]:
 def colour_features(rgb: np.ndarray) -> dict[str, float]:
     pixels = rgb.reshape(-1, 3) / 255
     means, stds = pixels.mean(axis=0), pixels.std(axis=0)
-    return {
-        **{f"mean_{channel}": float(value) for channel, value in zip("rgb", means, strict=True)},
-        **{f"std_{channel}": float(value) for channel, value in zip("rgb", stds, strict=True)},
-    }
+    return dict(zip(COLOUR_FEATURES, map(float, [*means, *stds]), strict=True))
 
 
 def image_features(path: str, groups: list[str]) -> dict[str, float]:

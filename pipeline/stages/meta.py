@@ -55,8 +55,10 @@ its inverse L2 strength), lda (discriminant analysis with a shrunk shared covari
 better with a few images a class; pipeline.ensemble.discriminant) or auto, the average of
 both's probabilities, LDA's weight (0, 0.25, ..., 1) chosen per fold by a cross-validation
 inside that fold's training rows; the same cross-validation chooses LDA's shrinkage
-(Ledoit-Wolf's or a fixed one) and each class's share of its own covariance (0, LDA's linear
-boundaries, to 0.2: a species that varies in its own way), `choose_classifier`.
+(Ledoit-Wolf's or a fixed one), each class's share of its own covariance (0, LDA's linear
+boundaries, to 0.2: a species that varies in its own way) and whether each feature group weighs
+alike (after standardising, each column scaled by 1 / sqrt(its group's columns): the 3 of
+size count as much as the 108 of turn_pairs), pipeline.ensemble.meta_choice.
 The table of features is kept as models/meta/features.csv. With `meta.enabled: false` the
 stage writes an empty models/meta and a metrics file that says so, and the ensemble leaves it
 out.
