@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import get_args
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.config.schema import MetaFeature
 from pipeline.ensemble.blade_features import BLADE_MAX_SIDE_PX
 from pipeline.ensemble.features import (
     GROUP_COLUMNS,
@@ -211,7 +213,9 @@ def test_a_thread_thin_object_keeps_the_canvas_small(tmp_path, monkeypatch, grou
 def test_feature_groups_choose_the_columns(tmp_path):
     path = save_rectangle(tmp_path / "leaf.png", (40, 40), (0, 0, 20, 40), (255, 0, 0), 0)
     assert list(image_features(path, ["size"])) == ["log_width", "log_height", "log_aspect"]
-    # each group's columns as GROUP_COLUMNS lists them (stage meta weighs the groups by it)
+    # each group's columns as GROUP_COLUMNS lists them (stage meta weighs the groups by it), for
+    # every group `meta.features` accepts
+    assert set(GROUP_COLUMNS) == set(get_args(MetaFeature))
     for group, columns in GROUP_COLUMNS.items():
         assert list(image_features(path, [group])) == list(columns), group
     every = image_features(path, list(GROUP_COLUMNS))
