@@ -44,6 +44,14 @@ def test_one_metric_is_ranked_the_honest_oof_accuracy():
     both = metrics(oof_accuracy_fitted_cross=0.6, oof_accuracy_equal=0.8)
     assert leaderboard.accuracy_of(both) == 0.6
     assert leaderboard.accuracy_of({}) is None
+    named = [metrics(oof_accuracy=0.5), fitted, one_fold, one_fold_now, {}]
+    assert [leaderboard.scored_as(data) for data in named] == [
+        "plain",
+        "cross-fitted",
+        None,
+        "equal",
+        None,
+    ]
 
 
 def with_experiment(canned: list, name: str, params: dict, **values) -> list:
@@ -92,8 +100,8 @@ def test_cli_prints_the_table_from_a_saved_file(capsys):
 
     main(["leaderboard", "--json-file", str(CANNED)])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:3] == ["experiment", "state", "oof_acc"]
-    assert lines[2].split()[:4] == ["lr-a", "success", "0.3889", "2"]
+    assert lines[0].split()[:4] == ["experiment", "state", "oof_acc", "scored"]
+    assert lines[2].split()[:5] == ["lr-a", "success", "0.3889", "cross-fitted", "2"]
     assert lines[2].endswith("train.defaults.optimizer.lr=0.003")
 
 

@@ -3,13 +3,14 @@
     leaf leaderboard [--all] [--json-file EXP_SHOW.json]
 
 Reads `dvc exp show --json` (or a saved copy of it with --json-file) and prints one row per
-experiment of the current commit, best first: its name, its state (success, failed, queued, ...),
-the ensemble's honest OOF accuracy (results/ensemble/metrics.json: `oof_accuracy_fitted_cross`,
-the fitted weights scored on folds they were not fitted on; `oof_accuracy_equal`, every member
-weighted alike, where nothing was fitted or one fold leaves nothing to fit on), its number of
-folds, when DVC says it was made (DVC records no duration), and the params.yaml values that
-differ from the baseline commit's, written as `-S` overrides (`+key=...` added, `~key`
-removed). The baseline commit is the first row's reference; `--all` also lists the
+experiment of the current commit, best first: its name, its state (success, failed, queued,
+...), the ensemble's honest OOF accuracy and which figure it is (results/ensemble/metrics.json:
+`cross-fitted`, `oof_accuracy_fitted_cross`, the fitted weights scored on folds they were not
+fitted on; `equal`, `oof_accuracy_equal`, every member weighted alike, where nothing was fitted
+or one fold leaves nothing to fit on; `plain`, `oof_accuracy`, from a version that wrote
+neither), its number of folds, when DVC says it was made (DVC records no duration), and the
+params.yaml values that differ from the baseline commit's, written as `-S` overrides (`+key=...`
+added, `~key` removed). The baseline commit is the first row's reference; `--all` also lists the
 experiments of older commits. Runs on fewer folds than the baseline rank after the others, and
 runs on another `data.root` are listed apart, after a line naming it: their accuracies are not
 comparable.
@@ -29,8 +30,14 @@ from pipeline.io import console
 from pipeline.io.console import PipelineError, command_parser
 
 PARAMS_SOURCE = "params.yaml"
-ACCURACY_KEYS = ("oof_accuracy_fitted_cross", "oof_accuracy_equal")  # the first one present
-HEADER = ("experiment", "state", "oof_acc", "folds", "created", "changed params")
+# The keys of the honest OOF accuracy, the first one present ranked (see `accuracy_key`), and
+# how a row names the figure it shows.
+SCORED_AS = {
+    "oof_accuracy_fitted_cross": "cross-fitted",
+    "oof_accuracy_equal": "equal",
+    "oof_accuracy": "plain",
+}
+HEADER = ("experiment", "state", "oof_acc", "scored", "folds", "created", "changed params")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,20 +65,28 @@ def ensemble_metrics(data: dict[str, Any]) -> dict[str, Any]:
     return ((data.get("metrics") or {}).get(str(ENSEMBLE_METRICS)) or {}).get("data") or {}
 
 
-def accuracy_of(data: dict[str, Any]) -> float | None:
-    """The ensemble's honest OOF accuracy, the one metric ranked: cross-fitted where weights
-    are fitted on two folds or more, else the equal weights' (nothing was fitted on the folds:
-    a one-fold run's fitted weights are scored on the fold they were fitted on), as stage
-    ensemble's `adds` takes it. Plain `oof_accuracy` for metrics without `oof_accuracy_equal`
-    and unfitted weights; None where there is none."""
+def accuracy_key(data: dict[str, Any]) -> str | None:
+    """The metrics key of the ensemble's honest OOF accuracy, the one metric ranked:
+    cross-fitted where weights are fitted on two folds or more, else the equal weights' (nothing
+    was fitted on the folds: a one-fold run's fitted weights are scored on the fold they were
+    fitted on), as stage ensemble's `adds` takes it. Plain `oof_accuracy` for metrics without
+    `oof_accuracy_equal` and unfitted weights; None where there is none."""
     metrics = ensemble_metrics(data)
-    for key in ACCURACY_KEYS:
-        if isinstance(metrics.get(key), (int, float)):
-            return float(metrics[key])
-    plain = metrics.get("oof_accuracy")
-    if "oof_accuracy_fitted" not in metrics and isinstance(plain, (int, float)):
-        return float(plain)
-    return None
+    present = [key for key in SCORED_AS if isinstance(metrics.get(key), (int, float))]
+    if present and present[0] == "oof_accuracy" and "oof_accuracy_fitted" in metrics:
+        return None
+    return present[0] if present else None
+
+
+def accuracy_of(data: dict[str, Any]) -> float | None:
+    key = accuracy_key(data)
+    return None if key is None else float(ensemble_metrics(data)[key])
+
+
+def scored_as(data: dict[str, Any]) -> str | None:
+    """Which figure `accuracy_of` is: cross-fitted, equal or plain (see `accuracy_key`)."""
+    key = accuracy_key(data)
+    return SCORED_AS[key] if key else None
 
 
 def folds_of(data: dict[str, Any]) -> int | None:
@@ -116,8 +131,8 @@ def ranked(rows: list[tuple]) -> list[tuple]:
 
 
 def leaderboard(entries: list[dict[str, Any]], every_commit: bool = False) -> list[tuple]:
-    """Rows (name, state, accuracy, folds, created, changes, data_root) from `dvc exp show
-    --json`'s entries: each commit's baseline, then its experiments on the baseline's data.root
+    """Rows (name, state, accuracy, folds, created, changes, data_root, scored) from `dvc exp
+    show --json`'s entries: each commit's baseline, then its experiments on the baseline's data.root
     ranked (see `ranked`), then those on any other data.root, ranked among themselves."""
     commits = [entry for entry in entries if entry.get("rev") != "workspace"]
     if not commits:
@@ -129,7 +144,16 @@ def leaderboard(entries: list[dict[str, Any]], every_commit: bool = False) -> li
         root = baseline.get("data.root")
         name = commit.get("name") or str(commit.get("rev", "?"))[:7]
         rows.append(
-            (name, "baseline", accuracy_of(data), folds_of(data), data.get("timestamp"), [], root)
+            (
+                name,
+                "baseline",
+                accuracy_of(data),
+                folds_of(data),
+                data.get("timestamp"),
+                [],
+                root,
+                scored_as(data),
+            )
         )
         groups: dict[Any, list[tuple]] = {root: []}
         for exp_name, state, exp in experiments(commit):
@@ -143,6 +167,7 @@ def leaderboard(entries: list[dict[str, Any]], every_commit: bool = False) -> li
                 exp.get("timestamp"),
                 changed_params(params, baseline),
                 exp_root,
+                scored_as(exp),
             )
             groups.setdefault(exp_root, []).append(row)
         for group in groups.values():
@@ -154,12 +179,13 @@ def format_rows(rows: list[tuple]) -> str:
     """A plain text table: one line per row, params last and unpadded; a line before each run
     of rows on another data.root, whose accuracies are not comparable with those above."""
     cells, roots = [HEADER], [None]
-    for name, state, accuracy, folds, created, changes, root in rows:
+    for name, state, accuracy, folds, created, changes, root, scored in rows:
         cells.append(
             (
                 name,
                 state,
                 "-" if accuracy is None else f"{accuracy:.4f}",
+                scored or "-",
                 "-" if folds is None else str(folds),
                 (created or "-")[:19].replace("T", " "),
                 " ".join(changes) or "-",
