@@ -67,8 +67,8 @@ def assign_folds(train: pd.DataFrame, n_splits: int, shuffle: bool, seed: int) -
     )
     folds = train.copy()
     folds["fold"] = -1
-    with warnings.catch_warnings():  # sklearn's "least populated class" one: ours named them
-        warnings.simplefilter("ignore", UserWarning)
+    with warnings.catch_warnings():  # check_class_counts named the classes already
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
         splits = list(splitter.split(folds, folds["target"]))
     for fold, (_, valid_index) in enumerate(splits):
         folds.loc[folds.index[valid_index], "fold"] = fold
