@@ -29,10 +29,14 @@ from pipeline.io.files import read_json
 from pipeline.stages import ensemble, meta, pseudo
 
 
-def test_the_summary_line_names_each_folds_classifier():
-    assert meta.classifier_summary({"0": "lda", "1": "lda"}) == "lda"
-    mixed = {"0": "logistic", "1": "lda", "2": "lda", "3": "logistic"}
-    assert meta.classifier_summary(mixed) == "lda (folds 1, 2), logistic (folds 0, 3)"
+def test_the_summary_names_each_folds_classifier_one_line_each():
+    assert meta.classifier_lines({"0": "lda", "1": "lda"}) == ["every fold: lda"]
+    mixed = {"0": "logistic", "1": "lda", "2": "lda", "3": "logistic", "4": "lda 0.5"}
+    assert meta.classifier_lines(mixed) == [
+        "folds 0, 3: logistic",
+        "folds 1, 2: lda",
+        "fold 4: lda 0.5",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -118,7 +122,9 @@ def test_on_stage_writes_cells_like_train_and_joins_the_ensemble(run_copy, capsy
     mix = rf"(lda( 0\.25| 0\.5| 0\.75)?{REGULARISATION}( \+ logistic 0\.[0-9]+)?|logistic)"
     mix += "(, groups weighed alike)?"
     assert all(re.fullmatch(mix, chosen) for chosen in metrics["classifiers"].values())
-    assert f" on {columns} features, OOF accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"meta: on {columns} features, OOF accuracy" in out
+    assert "meta: classifier of the test images (all" in out
 
     set_params(run_copy, "ensemble", weights="fit")
     scores = ensemble.main([])

@@ -56,9 +56,9 @@ class ColumnWeights(TransformerMixin, BaseEstimator):
 def groups_alike_weights(columns: list[str]) -> tuple[float, ...] | None:
     """Each column's weight when every feature group (GROUP_COLUMNS; a column of none is a group
     of its own) weighs alike: 1 / sqrt(its group's columns), so that each group adds the same
-    to a standardised row's squared length. Scaled to a mean square of 1, so that `meta.C` and
-    the fixed shrinkages keep their strength. None where the groups are all one size (the
-    weights would change nothing)."""
+    to a standardised row's squared length on average (each column has unit variance). Scaled
+    to a mean square of 1, so that `meta.C` and the fixed shrinkages keep their strength. None
+    where the groups are all one size (the weights would change nothing)."""
     group_of = {column: group for group, names in GROUP_COLUMNS.items() for column in names}
     groups = [group_of.get(column, column) for column in columns]
     sizes = Counter(groups)

@@ -80,15 +80,18 @@ from pipeline.io.console import parse_stage_args, run
 from pipeline.io.files import atomic_path, remove_stale_temps, write_json
 
 
-def classifier_summary(classifiers: dict[str, str]) -> str:
-    """'lda' when every fold chose it, else e.g. 'lda (folds 1, 2, 4), logistic (folds 0, 3)'."""
-    chosen = sorted(set(classifiers.values()))
-    if len(chosen) == 1:
-        return chosen[0]
-    return ", ".join(
-        f"{name} (folds {', '.join(f for f, c in classifiers.items() if c == name)})"
-        for name in chosen
-    )
+def classifier_lines(classifiers: dict[str, str]) -> list[str]:
+    """One line per classifier the folds chose: 'every fold: lda' when they agree, else e.g.
+    'folds 1, 2, 4: lda' and 'fold 0: logistic'."""
+    folds_of: dict[str, list[str]] = {}
+    for fold, chosen in classifiers.items():
+        folds_of.setdefault(chosen, []).append(fold)
+    if len(folds_of) == 1:
+        return [f"every fold: {next(iter(folds_of))}"]
+    return [
+        f"{'fold' if len(folds) == 1 else 'folds'} {', '.join(folds)}: {chosen}"
+        for chosen, folds in folds_of.items()
+    ]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -135,10 +138,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     write_cells(cells, table, all_rows)
     write_json(META_METRICS, metrics)
+    for line in classifier_lines(metrics["classifiers"]):
+        print(f"meta: classifier of {line}")
+    print(f"meta: classifier of the test images (all {len(folds)} rows): {all_rows.classifier}")
     print(
-        f"meta: {classifier_summary(metrics['classifiers'])} on {len(features.columns)} features, "
-        f"OOF accuracy {metrics['oof_accuracy']:.4f} over {len(cells)} fold(s); the test images "
-        f"by {all_rows.classifier} on all {len(folds)} rows -> {META_DIR}, {META_METRICS}"
+        f"meta: on {len(features.columns)} features, OOF accuracy {metrics['oof_accuracy']:.4f} "
+        f"over {len(cells)} fold(s) -> {META_DIR}, {META_METRICS}"
     )
     return metrics
 
