@@ -123,7 +123,7 @@ def test_on_stage_writes_cells_like_train_and_joins_the_ensemble(run_copy, capsy
     mix += "(, groups weighed alike)?"
     assert all(re.fullmatch(mix, chosen) for chosen in metrics["classifiers"].values())
     out = capsys.readouterr().out
-    assert f"meta: on {columns} features, OOF accuracy" in out
+    assert re.search(rf"meta: OOF accuracy [0-9.]+ over 2 fold\(s\) on {columns} features", out)
     assert "meta: classifier of the test images (all" in out
 
     set_params(run_copy, "ensemble", weights="fit")

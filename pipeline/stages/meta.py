@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"meta: classifier of {line}")
     print(f"meta: classifier of the test images (all {len(folds)} rows): {all_rows.classifier}")
     print(
-        f"meta: on {len(features.columns)} features, OOF accuracy {metrics['oof_accuracy']:.4f} "
-        f"over {len(cells)} fold(s) -> {META_DIR}, {META_METRICS}"
+        f"meta: OOF accuracy {metrics['oof_accuracy']:.4f} over {len(cells)} fold(s) on "
+        f"{len(features.columns)} features -> {META_DIR}, {META_METRICS}"
     )
     return metrics
 
