@@ -104,11 +104,16 @@ def test_queued_and_temp_experiments_on_dvc_added_data(project):
     assert not (project / "results/ensemble/metrics.json").exists()
     entries = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     rows = {row[0]: row for row in leaderboard(entries)}
-    assert rows["lr-b"][5] == ["train.defaults.image_size=24", "train.defaults.optimizer.lr=0.01"]
-    assert rows["lr-a"][2] is not None and rows["lr-a"][3] == 2
+    assert rows["lr-b"].changes == [
+        "train.defaults.image_size=24",
+        "train.defaults.optimizer.lr=0.01",
+    ]
+    assert rows["lr-a"].accuracy is not None and rows["lr-a"].folds == 2
     # One fold with fitted weights ranks by its equal weights' OOF accuracy, after the rest.
     equal = ensemble_metrics(found["folds-1"]["data"])["oof_accuracy_equal"]
-    assert rows["folds-1"][2:4] == (equal, 1) and list(rows)[-1] == "folds-1"
+    assert (rows["folds-1"].accuracy, rows["folds-1"].folds) == (equal, 1) and list(rows)[
+        -1
+    ] == "folds-1"
     plots = run(["dvc", "plots", "diff", "lr-a", "lr-b", "--json"], project).stdout
     assert "results/train/d2l_resnet11/fold0/plots/metrics" in plots
 

@@ -23,10 +23,10 @@ def test_rows_are_baseline_then_experiments_best_first():
         ("lr-a", "success"),
         ("lr-b", "success"),
     ]
-    assert rows[1][2] > rows[2][2]
-    assert rows[1][5] == ["train.defaults.optimizer.lr=0.003"]
-    assert rows[2][5] == ["train.defaults.image_size=24", "train.defaults.optimizer.lr=0.01"]
-    assert rows[1][4].startswith("2026-")
+    assert rows[1].accuracy > rows[2].accuracy
+    assert rows[1].changes == ["train.defaults.optimizer.lr=0.003"]
+    assert rows[2].changes == ["train.defaults.image_size=24", "train.defaults.optimizer.lr=0.01"]
+    assert rows[1].created.startswith("2026-")
 
 
 def metrics(**values) -> dict:
@@ -72,8 +72,8 @@ def test_one_fold_runs_rank_after_the_full_ones_and_show_their_folds():
         num_folds=1,
     )
     rows = leaderboard.leaderboard(canned)
-    assert [row[0] for row in rows][-1] == "one-fold"  # despite its 0.99
-    assert rows[-1][3] == 1 and "one-fold" in leaderboard.format_rows(rows)
+    assert [row.name for row in rows][-1] == "one-fold"  # despite its 0.99
+    assert rows[-1].folds == 1 and "one-fold" in leaderboard.format_rows(rows)
 
 
 def test_runs_on_another_data_root_are_listed_apart():
@@ -81,7 +81,7 @@ def test_runs_on_another_data_root_are_listed_apart():
         entries(), "silhouettes", {"data": {"root": "../shared/leaves"}}, oof_accuracy=0.95
     )
     rows = leaderboard.leaderboard(canned)
-    assert rows[-1][0] == "silhouettes" and rows[-1][6] == "../shared/leaves"
+    assert rows[-1].name == "silhouettes" and rows[-1].data_root == "../shared/leaves"
     text = leaderboard.format_rows(rows).splitlines()
     assert text[-2] == "-- data.root = ../shared/leaves (not comparable with the rows above)"
 

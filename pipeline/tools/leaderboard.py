@@ -22,7 +22,7 @@ import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline.competition.dvc_cli import exp_show_json
 from pipeline.config.paths import ENSEMBLE_METRICS
@@ -38,6 +38,19 @@ SCORED_AS = {
     "oof_accuracy": "plain",
 }
 HEADER = ("experiment", "state", "oof_acc", "scored", "folds", "created", "changed params")
+
+
+class Row(NamedTuple):
+    """One line of the leaderboard: an experiment, or a commit's baseline."""
+
+    name: str
+    state: str
+    accuracy: float | None  # `accuracy_of`
+    folds: int | None
+    created: str | None  # when DVC says it was made
+    changes: list[str]  # `changed_params` against the baseline
+    data_root: Any
+    scored: str | None  # `scored_as`
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -121,19 +134,24 @@ def experiments(commit: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, An
         yield name, state, head.get("data") or {}
 
 
-def ranked(rows: list[tuple]) -> list[tuple]:
+def ranked(rows: list[Row]) -> list[Row]:
     """Best first by the honest OOF accuracy; runs on fewer folds than the most any row has
     after the rest, and those without an accuracy last."""
-    most = max((row[3] for row in rows if row[3] is not None), default=None)
+    most = max((row.folds for row in rows if row.folds is not None), default=None)
     return sorted(
-        rows, key=lambda row: (row[2] is None, row[3] not in (None, most), -(row[2] or 0))
+        rows,
+        key=lambda row: (
+            row.accuracy is None,
+            row.folds not in (None, most),
+            -(row.accuracy or 0),
+        ),
     )
 
 
-def leaderboard(entries: list[dict[str, Any]], every_commit: bool = False) -> list[tuple]:
-    """Rows (name, state, accuracy, folds, created, changes, data_root, scored) from `dvc exp
-    show --json`'s entries: each commit's baseline, then its experiments on the baseline's data.root
-    ranked (see `ranked`), then those on any other data.root, ranked among themselves."""
+def leaderboard(entries: list[dict[str, Any]], every_commit: bool = False) -> list[Row]:
+    """The rows of `dvc exp show --json`'s entries: each commit's baseline, then its
+    experiments on the baseline's data.root ranked (see `ranked`), then those on any other
+    data.root, ranked among themselves."""
     commits = [entry for entry in entries if entry.get("rev") != "workspace"]
     if not commits:
         raise PipelineError("dvc exp show lists no commit: commit the project first")
@@ -144,7 +162,7 @@ def leaderboard(entries: list[dict[str, Any]], every_commit: bool = False) -> li
         root = baseline.get("data.root")
         name = commit.get("name") or str(commit.get("rev", "?"))[:7]
         rows.append(
-            (
+            Row(
                 name,
                 "baseline",
                 accuracy_of(data),
@@ -155,11 +173,11 @@ def leaderboard(entries: list[dict[str, Any]], every_commit: bool = False) -> li
                 scored_as(data),
             )
         )
-        groups: dict[Any, list[tuple]] = {root: []}
+        groups: dict[Any, list[Row]] = {root: []}
         for exp_name, state, exp in experiments(commit):
             params = params_of(exp)
             exp_root = params.get("data.root", root)  # none for a queued or failed run
-            row = (
+            row = Row(
                 exp_name,
                 state,
                 accuracy_of(exp),
@@ -175,23 +193,23 @@ def leaderboard(entries: list[dict[str, Any]], every_commit: bool = False) -> li
     return rows
 
 
-def format_rows(rows: list[tuple]) -> str:
+def format_rows(rows: list[Row]) -> str:
     """A plain text table: one line per row, params last and unpadded; a line before each run
     of rows on another data.root, whose accuracies are not comparable with those above."""
     cells, roots = [HEADER], [None]
-    for name, state, accuracy, folds, created, changes, root, scored in rows:
+    for row in rows:
         cells.append(
             (
-                name,
-                state,
-                "-" if accuracy is None else f"{accuracy:.4f}",
-                scored or "-",
-                "-" if folds is None else str(folds),
-                (created or "-")[:19].replace("T", " "),
-                " ".join(changes) or "-",
+                row.name,
+                row.state,
+                "-" if row.accuracy is None else f"{row.accuracy:.4f}",
+                row.scored or "-",
+                "-" if row.folds is None else str(row.folds),
+                (row.created or "-")[:19].replace("T", " "),
+                " ".join(row.changes) or "-",
             )
         )
-        roots.append(root)
+        roots.append(row.data_root)
     widths = [max(len(row[i]) for row in cells) for i in range(len(HEADER) - 1)]
     lines = []
     for index, row in enumerate(cells):
