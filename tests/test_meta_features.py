@@ -13,9 +13,11 @@ import pytest
 from PIL import Image
 
 from pipeline.config.schema import MetaFeature
+from pipeline.ensemble import features as features_module
 from pipeline.ensemble.blade_features import BLADE_MAX_SIDE_PX
 from pipeline.ensemble.features import (
     GROUP_COLUMNS,
+    MEASURES,
     OUTLINE_FEATURES,
     TURN_PAIR_FEATURES,
     image_features,
@@ -216,6 +218,7 @@ def test_feature_groups_choose_the_columns(tmp_path):
     # each group's columns as GROUP_COLUMNS lists them (stage meta weighs the groups by it), for
     # every group `meta.features` accepts
     assert set(GROUP_COLUMNS) == set(get_args(MetaFeature))
+    assert list(MEASURES) == list(GROUP_COLUMNS)
     for group, columns in GROUP_COLUMNS.items():
         assert list(image_features(path, [group])) == list(columns), group
     every = image_features(path, list(GROUP_COLUMNS))
@@ -223,6 +226,18 @@ def test_feature_groups_choose_the_columns(tmp_path):
     colour = image_features(path, ["colour"])
     assert colour["mean_r"] == pytest.approx(0.5) and colour["mean_g"] == 0
     assert colour["std_r"] == pytest.approx(0.5) and colour["std_b"] == 0
+
+
+def test_the_mask_free_groups_do_not_look_for_the_object(tmp_path, monkeypatch):
+    path = save_rectangle(tmp_path / "leaf.png", (40, 40), (0, 0, 20, 40), (255, 0, 0), 0)
+
+    def no_mask(rgb):
+        raise AssertionError("the object was looked for")
+
+    monkeypatch.setattr(features_module, "object_mask", no_mask)
+    assert len(image_features(path, ["size", "colour"])) == 9
+    with pytest.raises(AssertionError, match="looked for"):
+        image_features(path, ["size", "shape"])
 
 
 def test_a_blank_image_has_no_object_and_finite_features(tmp_path):

@@ -172,31 +172,33 @@ def colour_features(rgb: np.ndarray) -> dict[str, float]:
     return dict(zip(COLOUR_FEATURES, map(float, [*means, *stds]), strict=True))
 
 
+# How each group is measured from the image, its object mask and that mask's largest contour.
+MEASURES = {
+    "size": lambda rgb, mask, contour: size_features(*rgb.shape[:2]),
+    "shape": lambda rgb, mask, contour: shape_features(mask, contour),
+    "outline": lambda rgb, mask, contour: outline_features(contour),
+    "turn_pairs": lambda rgb, mask, contour: turn_pair_features(contour),
+    "disc": lambda rgb, mask, contour: disc_features(mask, contour),
+    "widths": lambda rgb, mask, contour: width_features(mask, contour),
+    "rings": lambda rgb, mask, contour: ring_features(mask, contour),
+    "blade": blade_features,
+    "colour": lambda rgb, mask, contour: colour_features(rgb),
+}
+MASK_FREE_GROUPS = {"size", "colour"}
+
+
 def image_features(path: str, groups: list[str]) -> dict[str, float]:
-    """The `groups` of features of one image file, at its full resolution."""
+    """The `groups` of features of one image file, at its full resolution, in GROUP_COLUMNS'
+    order; the object is found only when a group measures it."""
     rgb = load_image(path)
-    features = {}
-    if "size" in groups:
-        features |= size_features(*rgb.shape[:2])
-    if {"shape", "outline", "turn_pairs", "disc", "widths", "rings", "blade"} & set(groups):
+    mask = contour = None
+    if set(groups) - MASK_FREE_GROUPS:
         mask = object_mask(rgb)
         contour = largest_contour(mask)
-    if "shape" in groups:
-        features |= shape_features(mask, contour)
-    if "outline" in groups:
-        features |= outline_features(contour)
-    if "turn_pairs" in groups:
-        features |= turn_pair_features(contour)
-    if "disc" in groups:
-        features |= disc_features(mask, contour)
-    if "widths" in groups:
-        features |= width_features(mask, contour)
-    if "rings" in groups:
-        features |= ring_features(mask, contour)
-    if "blade" in groups:
-        features |= blade_features(rgb, mask, contour)
-    if "colour" in groups:
-        features |= colour_features(rgb)
+    features = {}
+    for group in GROUP_COLUMNS:
+        if group in groups:
+            features |= MEASURES[group](rgb, mask, contour)
     return features
 
 
