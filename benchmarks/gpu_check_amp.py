@@ -1,7 +1,7 @@
 """gpu_check's mixed-precision, memory-format, compile and determinism checks (part a).
 
 Each trains or evaluates a small timm model through the real engine (create_trainer,
-optimizer_step) and device helpers (amp_context, compile_model, configure_determinism) on
+backward, optimizer_step) and device helpers (amp_context, compile_model, configure_determinism) on
 generated data that a model can learn: noise plus a colour per class.
 """
 
@@ -20,7 +20,7 @@ from pipeline.training.device import (
     configure_determinism,
     seed_everything,
 )
-from pipeline.training.engine import create_trainer, optimizer_step
+from pipeline.training.engine import backward, create_trainer, optimizer_step
 
 CLASSES = 10
 # Stated tolerances: max |logits difference| over max |fp32 logits|.
@@ -60,7 +60,9 @@ def train_steps(trainer, images, targets, steps: int, batch: int) -> list[float]
         x, y = images[start : start + batch], targets[start : start + batch]
         with trainer.autocast():
             loss = trainer.loss_fn(trainer.model(x), y)
-        optimizer_step(trainer, loss)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        backward(trainer, loss)
+        optimizer_step(trainer)
         losses.append(loss.item())
     return losses
 

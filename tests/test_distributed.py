@@ -187,14 +187,16 @@ def flat(metrics: dict, prefix: str = "") -> dict:
 
 
 @pytest.mark.slow
-def test_two_processes_train_a_fold_as_one_does(tmp_path, tiny_params):
-    # 9 training images, batches of 4: two steps an epoch, each process taking 2 images of each
-    # batch; 9 validation images shard 5 + 4. With EMA (same on every rank), without mixing
-    # (its pairs are drawn within each process's share) or dropout (masks per process).
+@pytest.mark.parametrize("grad_accum_steps", [1, 2])
+def test_two_processes_train_a_fold_as_one_does(tmp_path, tiny_params, grad_accum_steps):
+    # 9 training images, batches of 4: two batches an epoch, each process taking 2 images of
+    # each; with grad_accum_steps 2 they add up to one step, the first without DDP's all-reduce.
+    # 9 validation images shard 5 + 4. With EMA (same on every rank), without mixing (its pairs
+    # are drawn within each process's share) or dropout (masks per process).
     tiny_params["train"]["models"] = {MODEL: {}}
     tiny_params["train"]["deterministic"] = True
     defaults = tiny_params["train"]["defaults"]
-    defaults.update(epochs=2, batch_size=4, drop_rate=0.0)
+    defaults.update(epochs=2, batch_size=4, drop_rate=0.0, grad_accum_steps=grad_accum_steps)
     defaults["ema"] = {"enabled": True, "decay": 0.9, "warmup": False}
     single, shared = tmp_path / "single", tmp_path / "shared"
     prepare_project(single, tiny_params)

@@ -9,31 +9,16 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from helpers.datasets import Points
 from torch import nn
-from torch.utils.data import Dataset
 
 from pipeline.config.model_settings import ModelParams
 from pipeline.data.loaders import create_loader
 from pipeline.training import engine
-from pipeline.training.engine import create_trainer, optimizer_step, train_one_epoch
+from pipeline.training.engine import backward, create_trainer, optimizer_step, train_one_epoch
 from pipeline.training.running_metrics import DivergedError
 
 CPU = torch.device("cpu")
-
-
-class Points(Dataset):
-    """Random 4-d points with 3 classes, indexed by (index, epoch) as EpochSampler yields."""
-
-    def __init__(self, size: int):
-        generator = torch.Generator().manual_seed(0)
-        self.x, self.y = torch.randn(size, 4, generator=generator), torch.arange(size) % 3
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, item):
-        index = item[0] if isinstance(item, tuple) else item
-        return self.x[index], int(self.y[index])
 
 
 class NanAt(nn.Module):
@@ -96,7 +81,9 @@ def reference_train_one_epoch(trainer, loader, epoch, desc):
         with trainer.autocast():
             logits = model(images)
             loss = trainer.train_loss_fn(logits, loss_targets)
-        engine.optimizer_step(trainer, loss)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        engine.backward(trainer, loss)
+        engine.optimizer_step(trainer)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             raise DivergedError(epoch, step, len(loader), loss_value)
@@ -191,7 +178,9 @@ def small_net() -> nn.Module:
 def train_steps(trainer, steps: int) -> None:
     for _ in range(steps):
         loss = 100 * trainer.model(torch.randn(6, 4)).logsumexp(1).mean()  # large gradients
-        optimizer_step(trainer, loss)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        backward(trainer, loss)
+        optimizer_step(trainer)
 
 
 def test_ema_moves_towards_the_weights_by_one_minus_decay_each_step():

@@ -241,6 +241,7 @@ def test_constant_warms_up_then_holds_lr():
         ({"ema": {"enabled": "sometimes"}}, "train.defaults.ema.enabled = 'sometimes'"),
         ({"optimizer": {"head_lr": 0}}, "train.defaults.optimizer.head_lr = 0"),
         ({"grad_clip_norm": -1.0}, "train.defaults.grad_clip_norm = -1.0"),
+        ({"grad_accum_steps": 0}, "train.defaults.grad_accum_steps = 0: Input should be greater"),
         (
             {"scheduler": {"name": "step"}},
             "train.defaults.scheduler.name = 'step': Input should be",

@@ -1,5 +1,6 @@
 """Stage train with every training recipe on (MixUp/CutMix, EMA, head learning rate, clipping,
-onecycle): what it logs and saves, and a stopped run that resumes bit-identically."""
+gradient accumulation, onecycle): what it logs and saves, and a stopped run that resumes
+bit-identically."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ RECIPE = {
     "optimizer": {"head_lr": 0.01},
     "scheduler": {"name": "onecycle", "warmup_epochs": 0.5},
     "grad_clip_norm": 5.0,
+    "grad_accum_steps": 2,
 }
 
 
@@ -54,6 +56,7 @@ def test_training_with_mixup_cutmix_ema_head_lr_and_clipping(recipe_run, capsys,
         assert (summary["best_epoch"], summary["best_weights"]) == (2, "ema")
     assert f"keep: {keep}" in out
     assert "(ema " in out  # each epoch prints the EMA weights' validation accuracy too
+    assert "gradient accumulation: 2 batches of 8 a step (an effective batch of 16)" in out
 
     live = workdir / fold_results_dir(MODEL, FOLD)
     logged = json.loads((live / "metrics.json").read_text())

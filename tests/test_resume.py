@@ -155,7 +155,7 @@ def test_out_of_gpu_memory_names_the_batch_size(run_copy, monkeypatch):
         train.main(["--model", MODEL, "--fold", str(FOLD)])
     message = str(err.value)
     assert "out of GPU memory" in message and "batch_size 8" in message
-    assert f"lower train.models.{MODEL}.batch_size (e.g. 4)" in message
+    assert f"lower train.models.{MODEL}.batch_size (e.g. 4, with grad_accum_steps: 2" in message
     assert "image_size" in message
 
 

@@ -158,6 +158,7 @@ class ModelParams(Strict):
     # Checkpoints written before `keep` existed kept the best epoch.
     keep: Literal["last", "best"] = "best"
     grad_clip_norm: Annotated[float, Field(gt=0)] | None = None
+    grad_accum_steps: PositiveInt = 1
     amp: bool = True
     augment: AugmentParams = AugmentParams()
     tta: TtaParams = TtaParams()

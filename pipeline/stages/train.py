@@ -105,7 +105,8 @@ def explain_failures(
     except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError (any device) from torch 2.5
         raise PipelineError(
             f"out of GPU memory training {model} with batch_size {hp.batch_size} at image_size "
-            f"{hp.image_size}: lower {key}.batch_size (e.g. {max(1, hp.batch_size // 2)}) or "
+            f"{hp.image_size}: lower {key}.batch_size (e.g. {max(1, hp.batch_size // 2)}, with "
+            f"grad_accum_steps: {2 * hp.grad_accum_steps} to keep the effective batch) or "
             f"{key}.image_size in params.yaml" + ("" if hp.amp else ", or set amp: true")
         ) from None
     except RuntimeError as err:
@@ -167,6 +168,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"{len(valid_rows)} valid images, {len(classes)} classes, {hp.epochs} epochs on {device}"
     )
     print(f"augmented on the {data_path}: {why}")
+    if hp.grad_accum_steps > 1:
+        print(
+            f"gradient accumulation: {hp.grad_accum_steps} batches of {hp.batch_size} a step "
+            f"(an effective batch of {hp.grad_accum_steps * hp.batch_size})"
+        )
     if orientation_note:
         print(f"augment: {orientation_note}")
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +36,8 @@ class Trainer:
     `loss_fn` scores hard labels (validation, and training without mixing); while `mixup` mixes
     the training batches, `train_loss_fn` is cross-entropy against their soft targets. Under
     torchrun `ddp` wraps `model` for training steps (it averages the gradients of the
-    processes); `model` itself is what is evaluated, averaged and saved.
+    processes); `model` itself is what is evaluated, averaged and saved. The weights step once
+    every `grad_accum_steps` batches, on their gradients' mean.
     """
 
     model: nn.Module
@@ -49,6 +52,7 @@ class Trainer:
     grad_clip_norm: float | None
     device: torch.device
     ddp: nn.Module | None = None
+    grad_accum_steps: int = 1
 
     def state_dict(self) -> dict[str, Any]:
         # Mixup has no state of its own: it draws from numpy's global RNG, saved beside this.
@@ -89,7 +93,7 @@ def create_mixup(params: MixupParams, label_smoothing: float, num_classes: int) 
 def create_trainer(
     model: nn.Module, hp: ModelParams, steps_per_epoch: int, device: torch.device
 ) -> Trainer:
-    """Optimiser, per-step schedule, mixed precision, mixing, EMA and losses for `model`.
+    """Optimiser, schedule (per optimiser step), mixed precision, mixing, EMA and losses.
 
     Args:
         model: the network, moved to `device` (the optimiser and the EMA copy are built on the
@@ -99,8 +103,9 @@ def create_trainer(
         device: the training device.
     """
     optimizer = create_optimizer(model, hp.optimizer)
+    updates_per_epoch = math.ceil(steps_per_epoch / hp.grad_accum_steps)
     scheduler = create_scheduler(
-        optimizer, hp.scheduler, hp.epochs * steps_per_epoch, steps_per_epoch
+        optimizer, hp.scheduler, hp.epochs * updates_per_epoch, updates_per_epoch
     )
     autocast, scaler = amp_context(device, hp.amp)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
@@ -130,6 +135,7 @@ def create_trainer(
         grad_clip_norm=hp.grad_clip_norm,
         device=device,
         ddp=ddp,
+        grad_accum_steps=hp.grad_accum_steps,
     )
 
 
@@ -151,11 +157,15 @@ def mix_batch(
     return torch.cat([mixed, images[-1:]]), torch.cat([soft, last])
 
 
-def optimizer_step(trainer: Trainer, loss: torch.Tensor) -> None:
-    """Backpropagate `loss`, then step the weights, the lr schedule and the EMA once."""
+def backward(trainer: Trainer, loss: torch.Tensor) -> None:
+    """Add `loss`'s gradients (scaled for fp16) to those already gathered."""
+    trainer.scaler.scale(loss).backward()
+
+
+def optimizer_step(trainer: Trainer) -> None:
+    """Step the weights once from the gradients gathered since the last zero_grad, then the lr
+    schedule and the EMA; the gradients stay (clipped) until the next zero_grad."""
     optimizer, scaler = trainer.optimizer, trainer.scaler
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
     if trainer.grad_clip_norm is not None:
         scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
         nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.grad_clip_norm)
@@ -164,6 +174,19 @@ def optimizer_step(trainer: Trainer, loss: torch.Tensor) -> None:
     trainer.scheduler.step()
     if trainer.ema is not None:
         trainer.ema.update(trainer.model, step=trainer.scheduler.last_epoch)
+
+
+def accumulation_group(step: int, steps: int, accum_steps: int) -> range:
+    """The batches (numbered from 1, of `steps`) whose gradients add up with batch `step`'s to
+    one optimiser step: `accum_steps` of them, the epoch's last group perhaps fewer."""
+    first = (step - 1) // accum_steps * accum_steps + 1
+    return range(first, min(first + accum_steps, steps + 1))
+
+
+def gradient_sync(trainer: Trainer, syncs: bool) -> AbstractContextManager:
+    """Under torchrun, a batch whose gradients wait for the rest of their group skips DDP's
+    all-reduce (`no_sync`); the group's last batch averages them across the processes."""
+    return trainer.ddp.no_sync() if trainer.ddp is not None and not syncs else nullcontext()
 
 
 # Steps between looks at the running metrics by device type (1 elsewhere). On CUDA a look
@@ -177,9 +200,11 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One pass over the training loader (in this epoch's order); returns its loss and accuracy.
 
-    With mixing on, a prediction counts as correct when it is the label with the largest share
-    of its image's soft target (for CutMix, the larger area). Under torchrun both are over the
-    batches of every process. The metrics stay on the device between reads (SYNC_EVERY).
+    The weights step after every `grad_accum_steps` batches (`accumulation_group`), on the mean
+    of their losses' gradients, as timm's train.py does. With mixing on, a prediction counts as
+    correct when it is the label with the largest share of its image's soft target (for CutMix,
+    the larger area). Under torchrun both are over the batches of every process. The metrics
+    stay on the device between reads (SYNC_EVERY).
 
     Raises:
         DivergedError: the loss of a step was NaN or infinite.
@@ -196,10 +221,16 @@ def train_one_epoch(
         if trainer.mixup is not None:
             images, loss_targets = mix_batch(trainer.mixup, images, targets)
             targets = loss_targets.argmax(1)
-        with trainer.autocast():
-            logits = model(images)
-            loss = trainer.train_loss_fn(logits, loss_targets)
-        optimizer_step(trainer, loss)
+        group = accumulation_group(step, len(loader), trainer.grad_accum_steps)
+        if step == group[0]:
+            trainer.optimizer.zero_grad(set_to_none=True)
+        with gradient_sync(trainer, syncs=step == group[-1]):
+            with trainer.autocast():
+                logits = model(images)
+                loss = trainer.train_loss_fn(logits, loss_targets)
+            backward(trainer, loss / len(group) if len(group) > 1 else loss)
+        if step == group[-1]:
+            optimizer_step(trainer)
         metrics.add(step, loss, logits, targets)
         if step % sync_every == 0:
             look(metrics, copy, bar, epoch, len(loader))

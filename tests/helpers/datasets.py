@@ -1,5 +1,5 @@
-"""Images and datasets for the cache and loader tests: odd shapes and modes, and a LeafDataset
-built as training builds it."""
+"""Images and datasets for the cache, loader and engine tests: odd shapes and modes, a
+LeafDataset built as training builds it, and random points for the training loop."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
+from torch.utils.data import Dataset
 
 from pipeline.config.model_settings import ModelParams
 from pipeline.data.loaders import LeafDataset
@@ -40,3 +42,18 @@ def write_odd_images(folder: Path) -> pd.DataFrame:
     Image.fromarray(rgba, mode="RGBA").save(folder / "alpha.png")
     paths = sorted(str(p) for p in folder.iterdir())
     return pd.DataFrame({"path": paths, "md5": [f"m{i}" for i in range(len(paths))]})
+
+
+class Points(Dataset):
+    """Random 4-d points with 3 classes, indexed by (index, epoch) as EpochSampler yields."""
+
+    def __init__(self, size: int):
+        generator = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(size, 4, generator=generator), torch.arange(size) % 3
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, item):
+        index = item[0] if isinstance(item, tuple) else item
+        return self.x[index], int(self.y[index])
