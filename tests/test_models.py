@@ -58,3 +58,15 @@ def test_pretrained_timm_weights_that_cannot_be_fetched_name_the_model(monkeypat
     with pytest.raises(PipelineError, match=r"resnet18.*pretrained: false") as err:
         create_model("resnet18", num_classes=3, pretrained=True)
     assert "Hugging Face cache" in str(err.value)
+
+
+def test_stochastic_depth_reaches_timm_blocks_and_is_refused_where_a_model_has_none():
+    from timm.layers import DropPath
+
+    model = create_model("resnet18", num_classes=3, drop_path_rate=0.2)
+    rates = [m.drop_prob for m in model.modules() if isinstance(m, DropPath)]
+    assert rates and max(rates) == pytest.approx(0.2)  # rising block by block up to it
+    plain = create_model("resnet18", num_classes=3, drop_path_rate=None)
+    assert not [m for m in plain.modules() if isinstance(m, DropPath)]
+    with pytest.raises(PipelineError, match="'densenet121' has no stochastic depth.*: 0"):
+        create_model("densenet121", num_classes=3, drop_path_rate=0.1)

@@ -90,6 +90,17 @@ def test_unknown_backbone_key_named_when_set_explicitly():
     assert "train.models.mine.backbone: unknown backbone 'tv:resnet1800'" in message
 
 
+def test_stochastic_depth_on_a_model_without_it_names_the_key_and_the_model():
+    # MINIMAL trains d2l_resnet11; the d2l and torchvision nets have no drop_path_rate
+    message = problems(with_change("train.defaults.drop_path_rate", 0.1))
+    assert "train.defaults.drop_path_rate = 0.1: only timm models have stochastic depth" in message
+    assert "set train.models.d2l_resnet11.drop_path_rate: 0" in message
+    message = problems(with_change("train.models.tv-resnet18", {"drop_path_rate": 0.2}))
+    assert "train.models.tv-resnet18.drop_path_rate = 0.2" in message
+    timm_only = with_change("train.models", {"resnet18": {"drop_path_rate": 0.1}})
+    parse_params(timm_only, checks=CHECKS)
+
+
 def test_model_override_errors_name_the_model():
     message = problems(with_change("train.models.resnet18", {"optimizer": {"lr": -1}}))
     assert "train.models.resnet18.optimizer.lr = -1" in message

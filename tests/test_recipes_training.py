@@ -101,3 +101,21 @@ def test_a_stopped_run_with_ema_and_mixing_resumes_bit_identically(recipe_run, m
         assert torch.equal(resumed[0]["state_dict"][name], tensor), name
     for name in ("oof_logits", "test_logits"):
         assert np.array_equal(resumed[0][name], expected[0][name]), name
+
+
+def test_a_timm_backbone_trains_with_stochastic_depth(recipe_run, monkeypatch):
+    from timm.layers import DropPath
+
+    recipe_run("drop-path", epochs=1, backbone="resnet18", drop_path_rate=0.1)
+    built = []
+
+    def create_model(*args, **kwargs):
+        built.append(train_create_model(*args, **kwargs))
+        return built[-1]
+
+    train_create_model = train.create_model
+    monkeypatch.setattr(train, "create_model", create_model)
+    summary = train.main(["--model", MODEL, "--fold", str(FOLD)])
+    assert math.isfinite(summary["oof_loss"])
+    rates = [m.drop_prob for m in built[0].modules() if isinstance(m, DropPath)]
+    assert rates and max(rates) == pytest.approx(0.1)

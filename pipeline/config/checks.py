@@ -14,19 +14,29 @@ from pipeline.config.params import PARAMS_FILE, load_params
 from pipeline.config.schema import Params
 from pipeline.data.transforms import create_transform
 from pipeline.io.console import PipelineError
-from pipeline.models.registry import is_known_model, model_choices_hint
+from pipeline.models.registry import is_known_model, is_timm_model, model_choices_hint
 from pipeline.models.weights import find_weights_file
 
 
 def backbone_problems(params: Params) -> list[str]:
-    """Each model's backbone is one the registry knows."""
+    """Each model's backbone is one the registry knows, and a timm one if it has stochastic
+    depth (`drop_path_rate`)."""
     problems = []
-    for name in params.train.models:
+    for name, override in params.train.models.items():
         merged = params.train.for_model(name)
         backbone = merged.backbone or name
         if not is_known_model(backbone):
             key = f"train.models.{name}" + (".backbone" if merged.backbone else "")
             problems.append(f"{key}: unknown backbone {backbone!r}; {model_choices_hint(backbone)}")
+        elif merged.drop_path_rate and not is_timm_model(backbone):
+            where = (
+                f"train.models.{name}" if "drop_path_rate" in (override or {}) else "train.defaults"
+            )
+            problems.append(
+                f"{where}.drop_path_rate = {merged.drop_path_rate}: only timm models have "
+                f"stochastic depth, and {backbone} is not one; set train.models.{name}."
+                "drop_path_rate: 0"
+            )
     return problems
 
 

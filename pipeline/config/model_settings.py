@@ -153,6 +153,7 @@ class ModelParams(Strict):
     scheduler: SchedulerParams = SchedulerParams()
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     drop_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    drop_path_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
     mixup: MixupParams = MixupParams()
     ema: EmaParams = EmaParams()
     # Checkpoints written before `keep` existed kept the best epoch.

@@ -126,6 +126,12 @@ def _create_timm(name: str, num_classes: int, pretrained: bool, **kwargs) -> nn.
 
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    except TypeError as err:
+        if "drop_path_rate" not in str(err):
+            raise
+        raise PipelineError(
+            f"timm model {name!r} has no stochastic depth ({err}); set its drop_path_rate: 0"
+        ) from None
     except (OSError, RuntimeError) as err:
         if not pretrained:
             raise
@@ -174,6 +180,11 @@ def _timm_names() -> frozenset[str]:
     import timm
 
     return frozenset(timm.list_models())
+
+
+def is_timm_model(name: str) -> bool:
+    """A name that resolves to timm: neither a d2l net nor a `tv:` model."""
+    return name not in _REGISTRY and torchvision_name(name) is None
 
 
 def is_known_model(name: str) -> bool:

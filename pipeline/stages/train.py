@@ -148,7 +148,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     # 2. Model, then device and memory format (the optimiser is built on the moved weights).
     model = create_model(
-        hp.backbone or args.model, len(classes), hp.pretrained, drop_rate=hp.drop_rate
+        hp.backbone or args.model,
+        len(classes),
+        hp.pretrained,
+        drop_rate=hp.drop_rate,
+        drop_path_rate=hp.drop_path_rate or None,  # 0 is left out: only timm takes it
     )
     trainer = create_cell_trainer(
         model, hp, loaders, device, data.channels_last, params.train.compile

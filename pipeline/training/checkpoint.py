@@ -276,7 +276,13 @@ def load_trained(
             f"{path} was trained on other classes than {CLASSES_FILE} lists; run `dvc repro`"
         )
     backbone = hp.backbone or model_name
-    model = create_model(backbone, len(classes), False, drop_rate=hp.drop_rate)
+    model = create_model(
+        backbone,
+        len(classes),
+        False,
+        drop_rate=hp.drop_rate,
+        drop_path_rate=hp.drop_path_rate or None,  # 0 is left out: only timm takes it
+    )
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:  # missing, unexpected or mis-shaped weights
