@@ -134,6 +134,20 @@ def experiments(commit: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, An
         yield name, state, head.get("data") or {}
 
 
+def row_of(name: str, state: str, data: dict[str, Any], changes: list[str], root: Any) -> Row:
+    """The row of a baseline or an experiment, from its `dvc exp show` data."""
+    return Row(
+        name,
+        state,
+        accuracy_of(data),
+        folds_of(data),
+        data.get("timestamp"),
+        changes,
+        root,
+        scored_as(data),
+    )
+
+
 def ranked(rows: list[Row]) -> list[Row]:
     """Best first by the honest OOF accuracy; runs on fewer folds than the most any row has
     after the rest, and those without an accuracy last."""
@@ -161,32 +175,12 @@ def leaderboard(entries: list[dict[str, Any]], every_commit: bool = False) -> li
         baseline = params_of(data)
         root = baseline.get("data.root")
         name = commit.get("name") or str(commit.get("rev", "?"))[:7]
-        rows.append(
-            Row(
-                name,
-                "baseline",
-                accuracy_of(data),
-                folds_of(data),
-                data.get("timestamp"),
-                [],
-                root,
-                scored_as(data),
-            )
-        )
+        rows.append(row_of(name, "baseline", data, [], root))
         groups: dict[Any, list[Row]] = {root: []}
         for exp_name, state, exp in experiments(commit):
             params = params_of(exp)
             exp_root = params.get("data.root", root)  # none for a queued or failed run
-            row = Row(
-                exp_name,
-                state,
-                accuracy_of(exp),
-                folds_of(exp),
-                exp.get("timestamp"),
-                changed_params(params, baseline),
-                exp_root,
-                scored_as(exp),
-            )
+            row = row_of(exp_name, state, exp, changed_params(params, baseline), exp_root)
             groups.setdefault(exp_root, []).append(row)
         for group in groups.values():
             rows.extend(ranked(group))
