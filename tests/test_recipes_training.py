@@ -109,12 +109,12 @@ def test_a_timm_backbone_trains_with_stochastic_depth(recipe_run, monkeypatch):
     recipe_run("drop-path", epochs=1, backbone="resnet18", drop_path_rate=0.1)
     built = []
 
-    def create_model(*args, **kwargs):
-        built.append(train_create_model(*args, **kwargs))
+    def create_cell_model(*args, **kwargs):
+        built.append(train_create_cell_model(*args, **kwargs))
         return built[-1]
 
-    train_create_model = train.create_model
-    monkeypatch.setattr(train, "create_model", create_model)
+    train_create_cell_model = train.create_cell_model
+    monkeypatch.setattr(train, "create_cell_model", create_cell_model)
     summary = train.main(["--model", MODEL, "--fold", str(FOLD)])
     assert math.isfinite(summary["oof_loss"])
     rates = [m.drop_prob for m in built[0].modules() if isinstance(m, DropPath)]

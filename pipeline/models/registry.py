@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from functools import cache, partial
+from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -23,6 +24,9 @@ from pipeline.io.console import PipelineError
 from pipeline.models.d2l import VGG, VGG11_ARCH, VGG11_SMALL_ARCH, AlexNet, GoogLeNet, LeNet, NiN
 from pipeline.models.d2l_resnet import D2LResNet
 from pipeline.models.weights import find_weights_file, load_weights
+
+if TYPE_CHECKING:
+    from pipeline.config.model_settings import ModelParams
 
 # torchvision's models are named `tv:<name>`, or `tv-<name>`: the form `dvc exp run -S` takes
 # as a key of train.models (its override grammar has no ":" in keys).
@@ -97,6 +101,20 @@ def create_model(
     if not is_known_model(name):
         raise PipelineError(f"unknown model {name!r}; {model_choices_hint(name)}")
     return _create_timm(name, num_classes, pretrained, **kwargs)
+
+
+def create_cell_model(
+    hp: ModelParams, model_name: str, num_classes: int, pretrained: bool | str
+) -> nn.Module:
+    """A cell's network: its backbone (`hp.backbone`, else the cell's key of train.models), with
+    its dropout and stochastic depth (left out at 0, since only timm takes it)."""
+    return create_model(
+        hp.backbone or model_name,
+        num_classes,
+        pretrained,
+        drop_rate=hp.drop_rate,
+        drop_path_rate=hp.drop_path_rate or None,
+    )
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -50,7 +50,7 @@ from pipeline.data.tables import check_targets, read_class_list, read_input_tabl
 from pipeline.ensemble.cells import save_cell
 from pipeline.io.console import PipelineError, parse_stage_args, run
 from pipeline.io.files import remove_stale_temps
-from pipeline.models.registry import create_model
+from pipeline.models.registry import create_cell_model
 from pipeline.training import distributed
 from pipeline.training.cell_trainer import create_cell_trainer
 from pipeline.training.checkpoint import mark_complete, run_fingerprint
@@ -147,13 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     valid_targets = folds["target"].to_numpy()[valid_rows]
 
     # 2. Model, then device and memory format (the optimiser is built on the moved weights).
-    model = create_model(
-        hp.backbone or args.model,
-        len(classes),
-        hp.pretrained,
-        drop_rate=hp.drop_rate,
-        drop_path_rate=hp.drop_path_rate or None,  # 0 is left out: only timm takes it
-    )
+    model = create_cell_model(hp, args.model, len(classes), hp.pretrained)
     trainer = create_cell_trainer(
         model, hp, loaders, device, data.channels_last, params.train.compile
     )

@@ -19,7 +19,7 @@ from pipeline.config.model_settings import ModelParams
 from pipeline.config.paths import CHECKPOINT_NAME, CLASSES_FILE, FOLDS_FILE, PREPARED_TEST, fold_dir
 from pipeline.io.console import PipelineError
 from pipeline.io.files import file_md5, write_bytes
-from pipeline.models.registry import create_model
+from pipeline.models.registry import create_cell_model
 from pipeline.training import distributed
 from pipeline.training.live import log_epoch
 
@@ -256,7 +256,7 @@ def load_trained(
     Args:
         model_name: the cell's key of train.models.
         fold: the cell's fold.
-        hp: the settings to build it with (`hp.backbone`, `hp.drop_rate`): the current ones
+        hp: the settings to build it with (`create_cell_model`): the current ones
             (pseudo) or the checkpoint's own (`trained_settings`, predict).
         classes: the class names the network must have been trained on, in logit order.
         checkpoint: the cell's best.pt if the caller loaded it already (`load_checkpoint`).
@@ -276,13 +276,7 @@ def load_trained(
             f"{path} was trained on other classes than {CLASSES_FILE} lists; run `dvc repro`"
         )
     backbone = hp.backbone or model_name
-    model = create_model(
-        backbone,
-        len(classes),
-        False,
-        drop_rate=hp.drop_rate,
-        drop_path_rate=hp.drop_path_rate or None,  # 0 is left out: only timm takes it
-    )
+    model = create_cell_model(hp, model_name, len(classes), False)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:  # missing, unexpected or mis-shaped weights
