@@ -159,6 +159,19 @@ def test_out_of_gpu_memory_names_the_batch_size(run_copy, monkeypatch):
     assert "image_size" in message
 
 
+def test_out_of_gpu_memory_at_batch_size_1_names_what_can_still_shrink(run_copy, monkeypatch):
+    def out_of_memory(self, x):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    set_train(batch_size=1)
+    monkeypatch.setattr(D2LResNet, "forward", out_of_memory)
+    with pytest.raises(PipelineError) as err:
+        train.main(["--model", MODEL, "--fold", str(FOLD)])
+    message = str(err.value)
+    assert "batch_size 1" in message and "grad_accum_steps" not in message
+    assert f"lower train.models.{MODEL}.image_size or choose a smaller" in message
+
+
 def test_a_missing_deterministic_kernel_is_a_clear_error(run_copy, monkeypatch):
     def no_kernel(self, x):
         raise RuntimeError(

@@ -105,9 +105,7 @@ def explain_failures(
     except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError (any device) from torch 2.5
         raise PipelineError(
             f"out of GPU memory training {model} with batch_size {hp.batch_size} at image_size "
-            f"{hp.image_size}: lower {key}.batch_size (e.g. {max(1, hp.batch_size // 2)}, with "
-            f"grad_accum_steps: {2 * hp.grad_accum_steps} to keep the effective batch) or "
-            f"{key}.image_size in params.yaml" + ("" if hp.amp else ", or set amp: true")
+            f"{hp.image_size}: {memory_advice(key, hp)}"
         ) from None
     except RuntimeError as err:
         if "does not have a deterministic implementation" not in str(err):
@@ -117,6 +115,18 @@ def explain_failures(
             f"deterministic implementation on this device ({str(err).splitlines()[0]}); "
             "set train.deterministic: false"
         ) from None
+
+
+def memory_advice(key: str, hp: ModelParams) -> str:
+    """What to lower in params.yaml; at batch_size 1 only the image or the model can shrink."""
+    amp = "" if hp.amp else ", or set amp: true"
+    if hp.batch_size == 1:
+        return f"lower {key}.image_size or choose a smaller {key}.backbone in params.yaml{amp}"
+    return (
+        f"lower {key}.batch_size (e.g. {hp.batch_size // 2}, with grad_accum_steps: "
+        f"{2 * hp.grad_accum_steps} to keep the effective batch) or {key}.image_size in "
+        f"params.yaml{amp}"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
