@@ -133,7 +133,7 @@ def test_show_prints_the_command_and_runs_nothing(monkeypatch, capsys):
     def no_dvc(*args, **kwargs):
         raise AssertionError("--show must not run anything")
 
-    monkeypatch.setattr(subprocess, "run", no_dvc)
+    monkeypatch.setattr(presets, "run_to_its_end", no_dvc)
     assert presets.main(["d2l-course", "--show", "-S", "train.defaults.epochs=2"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("dvc exp run -n d2l-course -S ")
@@ -143,11 +143,7 @@ def test_show_prints_the_command_and_runs_nothing(monkeypatch, capsys):
 
 def test_the_default_runs_dvc_exp_run_and_returns_its_exit_code(monkeypatch):
     calls = []
-    monkeypatch.setattr(
-        subprocess,
-        "run",
-        lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 3),
-    )
+    monkeypatch.setattr(presets, "run_to_its_end", lambda cmd: calls.append(cmd) or 3)
     assert presets.main(["leaf-silhouettes", "--name", "try1", "--temp"]) == 3
     [cmd] = calls
     assert cmd[:6] == ["dvc", "exp", "run", "-n", "try1", "--temp"]
@@ -164,7 +160,7 @@ def test_write_replaces_params_yaml_with_the_merged_params(tmp_path, monkeypatch
 
 
 def test_an_unknown_key_is_named_before_anything_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("ran dvc"))
+    monkeypatch.setattr(presets, "run_to_its_end", lambda cmd: pytest.fail("ran dvc"))
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  defaults:\n    epoch: 3\n", encoding="utf-8")
     with pytest.raises(ParamsError, match=r"train\.defaults\.epoch"):
@@ -203,11 +199,11 @@ def test_a_failed_workspace_run_puts_params_yaml_back(tmp_path, monkeypatch, cap
     monkeypatch.chdir(tmp_path)
     before = (tmp_path / "params.yaml").read_bytes()
 
-    def dvc_writes_the_values_then_fails(cmd, **kwargs):
+    def dvc_writes_the_values_then_fails(cmd):
         (tmp_path / "params.yaml").write_text("changed by dvc exp run\n", encoding="utf-8")
-        return subprocess.CompletedProcess(cmd, 1)
+        return 1
 
-    monkeypatch.setattr(subprocess, "run", dvc_writes_the_values_then_fails)
+    monkeypatch.setattr(presets, "run_to_its_end", dvc_writes_the_values_then_fails)
     assert presets.main(["leaf-silhouettes", "-S", "data.root=data/synthetic"]) == 1
     assert (tmp_path / "params.yaml").read_bytes() == before
     assert "params.yaml is back as it was" in capsys.readouterr().out
@@ -217,6 +213,6 @@ def test_a_missing_competition_folder_stops_before_dvc_runs(tmp_path, monkeypatc
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     shutil.copytree(ROOT / "presets", tmp_path / "presets")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("ran dvc"))
+    monkeypatch.setattr(presets, "run_to_its_end", lambda cmd: pytest.fail("ran dvc"))
     with pytest.raises(PipelineError, match="data/classify-leaves.*leaf kaggle download"):
         presets.main(["classify-leaves-gpu"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -24,3 +26,20 @@ def run_command(
     if result.returncode != 0:
         raise PipelineError(failure(result))
     return result
+
+
+def run_to_its_end(cmd: list[str]) -> int:
+    """Run `cmd` and return its exit code, passing each Ctrl-C on to it and to the processes
+    it started, then waiting while it stops on its own terms.
+
+    subprocess.run kills the command 0.25 s after a Ctrl-C: `dvc exp run`, killed in its
+    cleanup, leaves its stash in the git index and the stage it started running on. Here the
+    command has a process group of its own, so that a Ctrl-C reaches it once, from us, whether
+    it came from the terminal or from a signal to this process alone.
+    """
+    process = subprocess.Popen(cmd, process_group=0)
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            os.killpg(process.pid, signal.SIGINT)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import subprocess
 import sys
 
 import yaml
@@ -40,6 +39,7 @@ from pipeline.config.presets import (
     set_dotted,
 )
 from pipeline.io import console
+from pipeline.io.commands import run_to_its_end
 from pipeline.io.console import PipelineError
 from pipeline.io.files import write_bytes, write_text
 
@@ -119,13 +119,11 @@ def run(args: argparse.Namespace) -> int:
     in_workspace = not (args.queue or args.temp)
     before = PARAMS_FILE.read_bytes()
     try:
-        code = subprocess.run(command, check=False).returncode
+        code = run_to_its_end(command)  # Ctrl-C: dvc stops the stage and cleans up, then we go on
     except FileNotFoundError:
         raise PipelineError(
             "dvc not found: pip install dvc (or the project: pip install -e .)"
         ) from None
-    except KeyboardInterrupt:
-        code = 130
     if code != 0 and in_workspace and PARAMS_FILE.read_bytes() != before:
         # dvc exp run wrote the preset's values into params.yaml and leaves them on failure
         write_bytes(PARAMS_FILE, before)
