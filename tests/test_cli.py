@@ -1,8 +1,13 @@
-"""`pipeline.tools.cli`: quiet mode for progress bars."""
+"""`pipeline.tools.cli`: quiet mode for progress bars; output into a closed pipe."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
+from helpers.processes import REPO_ROOT, child_env
 
 from pipeline.io.console import progress, quiet
 
@@ -42,3 +47,21 @@ def test_quiet_bars_print_nothing_and_still_iterate(monkeypatch, capsys):
     bar.set_postfix(loss=0.1)  # callers may still update a disabled bar
     assert capsys.readouterr().err == ""
     assert list(progress([1], disable=True)) == [1]
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    # `leaf preset classify-leaves-gpu --show | head -1`, with head gone before the first write
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    leaf = "import sys; from pipeline.tools.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run(
+        [sys.executable, "-c", leaf, "preset", "classify-leaves-gpu", "--show"],
+        cwd=REPO_ROOT,
+        env=child_env(),
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
+    os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")

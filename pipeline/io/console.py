@@ -32,15 +32,22 @@ def format_problems(problems: list[str], limit: int = MAX_PROBLEMS_SHOWN) -> str
 
 
 def run(main: Callable[[list[str] | None], object]) -> None:
-    """Run a stage's `main()`; turn a user's error into `error: ...` on stderr and exit code 2."""
+    """Run a stage's `main()`; turn a user's error into `error: ...` on stderr and exit code 2,
+    Ctrl-C into `interrupted` (130), and output to a closed pipe into a quiet exit (141)."""
     try:
-        main(None)
+        try:
+            main(None)
+        finally:
+            sys.stdout.flush()  # a closed pipe fails here, not in the interpreter's exit
     except (PipelineError, ParamsError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # the reader left (`leaf leaderboard | head -3`): stop as `cat` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        sys.exit(141)
 
 
 def warn(message: str) -> None:
