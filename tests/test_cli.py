@@ -1,15 +1,17 @@
-"""`pipeline.tools.cli`: quiet mode for progress bars; output into a closed pipe."""
+"""How the stages and `leaf` tools end and report: quiet mode for progress bars, output into a
+closed pipe, a Ctrl-C while a stage still imports its libraries."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 from helpers.processes import REPO_ROOT, child_env
 
-from pipeline.io.console import progress, quiet
+from pipeline.io.console import end_quietly_on_ctrl_c, progress, quiet, run
 
 
 @pytest.fixture(autouse=True)
@@ -65,3 +67,36 @@ def test_output_into_a_closed_pipe_ends_quietly():
     )
     os.close(write_end)
     assert (result.returncode, result.stderr) == (141, "")
+
+
+def test_a_ctrl_c_while_a_stage_imports_ends_it_quietly():
+    # `python3 -m pipeline.stages.NAME` imports pipeline.stages with sys.argv == ["-m"]
+    starting_stage = (
+        "import sys; sys.argv[:1] = ['-m']; import pipeline.stages, os, signal, time; "
+        "os.kill(os.getpid(), signal.SIGINT); time.sleep(30)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", starting_stage],
+        cwd=REPO_ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (result.returncode, result.stderr) == (130, "interrupted\n")
+
+
+def test_importing_the_stages_elsewhere_keeps_python_s_ctrl_c():
+    import pipeline.stages  # noqa: F401  (pytest's argv is no `-m`)
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_stage_s_main_gets_keyboard_interrupt_back_for_its_cleanups():
+    seen = []
+    end_quietly_on_ctrl_c()
+    try:
+        run(lambda _argv: seen.append(signal.getsignal(signal.SIGINT)))
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert seen == [signal.default_int_handler]

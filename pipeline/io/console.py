@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterable
 from typing import TypeVar
@@ -31,9 +32,22 @@ def format_problems(problems: list[str], limit: int = MAX_PROBLEMS_SHOWN) -> str
     return "\n".join(lines)
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
+
+
+def end_quietly_on_ctrl_c() -> None:
+    """Until `run` starts, a Ctrl-C ends the process as `run` would: while a stage imports torch
+    (a second or two), Python would print a KeyboardInterrupt traceback from inside it."""
+    signal.signal(signal.SIGINT, _interrupted)
+
+
 def run(main: Callable[[list[str] | None], object]) -> None:
     """Run a stage's `main()`; turn a user's error into `error: ...` on stderr and exit code 2,
     Ctrl-C into `interrupted` (130), and output to a closed pipe into a quiet exit (141)."""
+    if signal.getsignal(signal.SIGINT) is _interrupted:  # KeyboardInterrupt again, for cleanups
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         try:
             main(None)

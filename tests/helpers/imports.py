@@ -36,14 +36,26 @@ def imported_modules(path: Path) -> list[str]:
     return modules
 
 
+def runs_code(file: Path) -> bool:
+    """False for an empty package __init__.py, which importing its package runs to no effect."""
+    return file.name != "__init__.py" or file.stat().st_size > 0
+
+
+def package_inits(root: Path, path: Path) -> set[Path]:
+    """The __init__.py files Python runs before `path`: those of the packages holding it."""
+    inits = {folder / "__init__.py" for folder in path.parents if folder.is_relative_to(root)}
+    return {init for init in inits if init != path and init.is_file() and runs_code(init)}
+
+
 def direct_imports(root: Path, path: Path) -> set[Path]:
-    """The project files `path` imports itself, anywhere in its body (lazy imports too)."""
-    found = set()
+    """The project files `path` imports itself, anywhere in its body (lazy imports too), and
+    the package __init__.py files that run first."""
+    found = package_inits(root, path)
     for module in imported_modules(path):
         if module == PACKAGE or module.startswith(PACKAGE + "."):
             file = module_file(root, module)
-            if file is not None and file.name != "__init__.py":
-                found.add(file)
+            if file is not None and runs_code(file):
+                found |= {file, *package_inits(root, file)}
     return found
 
 
