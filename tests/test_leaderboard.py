@@ -5,7 +5,10 @@ fields the leaderboard reads)."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from pipeline.tools import exps, leaderboard
 
@@ -122,3 +125,15 @@ def test_exps_keeps_only_the_key_columns_and_passes_flags_on():
     keeps = [command[i + 1] for i, arg in enumerate(command) if arg == "--keep"]
     assert any("oof_accuracy" in regex for regex in keeps)
     assert any("image_size" in regex for regex in keeps)
+
+
+@pytest.mark.parametrize("argv", [["--csv", "-A"], ["--", "--csv", "-A"]])
+def test_leaf_exps_passes_its_flags_to_dvc_in_order(monkeypatch, argv):
+    from pipeline.tools.cli import main
+
+    ran = []
+    monkeypatch.setattr(
+        exps.subprocess, "run", lambda cmd: ran.append(cmd) or subprocess.CompletedProcess(cmd, 0)
+    )
+    assert main(["exps", *argv]) == 0
+    assert ran[0][-2:] == ["--csv", "-A"]

@@ -12,9 +12,11 @@
 
 Each subcommand is a module of pipeline/tools/ (`leaf preset` is pipeline/tools/presets.py)
 with a docstring whose first line is the subcommand's help, `add_arguments(parser)` and
-`run(args)`. Only the chosen subcommand's module is imported, so `leaf --help` and
-`leaf validate --help` start without loading torch. A user's error (PipelineError, ParamsError)
-is one `error: ...` paragraph on stderr and exit code 2, like the stages; so is a bad flag.
+`run(args)`; a parser default `leaf_rest=NAME` gives the tool every argument after its name, as
+typed, in `args.NAME` (`leaf exps` passes them to dvc). Only the chosen subcommand's module is
+imported, so `leaf --help` and `leaf validate --help` start without loading torch. A user's
+error (PipelineError, ParamsError) is one `error: ...` paragraph on stderr and exit code 2, like
+the stages; so is a bad flag.
 """
 
 from __future__ import annotations
@@ -114,7 +116,9 @@ def main(argv: list[str] | None = None) -> int | None:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser, sub = build_parser(chosen_command(argv))
     args, unknown = parser.parse_known_args(argv)
-    if unknown:  # named with the subcommand's usage, not only `leaf`'s
+    if "leaf_rest" in args:  # the tool passes its arguments on as they are (`leaf exps --csv`)
+        setattr(args, args.leaf_rest, argv[argv.index(args.leaf_command) + 1 :])
+    elif unknown:  # named with the subcommand's usage, not only `leaf`'s
         (sub or parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     from pipeline.io.console import run  # only now: it loads tqdm, pydantic and the params schema
 

@@ -1,13 +1,13 @@
 """`dvc exp show` narrowed to the key params and the OOF accuracies: `leaf exps [dvc flags]`.
 
     leaf exps                         # every experiment of the current commit, key columns only
-    leaf exps -- --all-commits --sort-by oof_accuracy_fitted_cross   # dvc flags after `--`
+    leaf exps --all-commits --sort-by oof_accuracy_fitted_cross --sort-order desc  # dvc's flags
 
 Plain `dvc exp show` already opens with the OOF accuracies and `setup.*` (the ensemble's
 metrics.json is the project's one headline metrics file), then shows every param of params.yaml
 and every dependency's hash: DVC has no setting that picks its columns, only the --drop/--keep
 flags of each call. This is `dvc exp show --drop '.*'` with a --keep per column below, and
-passes the arguments after `--` to dvc as they are. Per-model overrides show as
+passes its arguments to dvc as they are (after an optional `--`). Per-model overrides show as
 train.models.<name>.<key>; a model listed without overrides (`{}`) has no params column, but
 `setup.models` names every member.
 """
@@ -34,6 +34,7 @@ KEEP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dvc_args", nargs=argparse.REMAINDER, help="more `dvc exp show` flags")
+    parser.set_defaults(leaf_rest="dvc_args")  # `leaf exps --csv` too, not only `-- --csv`
 
 
 def command(extra: list[str]) -> list[str]:
