@@ -13,7 +13,13 @@ from helpers.trees import leaf_paths, lookup
 
 from pipeline.config.checks import CHECKS
 from pipeline.config.params import ParamsError, parse_params
-from pipeline.config.presets import flow, load_preset, merged_params, preset_overrides
+from pipeline.config.presets import (
+    flow,
+    load_preset,
+    merged_params,
+    preset_overrides,
+    set_dotted,
+)
 from pipeline.io.console import PipelineError
 from pipeline.tools import presets
 
@@ -216,3 +222,26 @@ def test_a_missing_competition_folder_stops_before_dvc_runs(tmp_path, monkeypatc
     monkeypatch.setattr(presets, "run_to_its_end", lambda cmd: pytest.fail("ran dvc"))
     with pytest.raises(PipelineError, match="data/classify-leaves.*leaf kaggle download"):
         presets.main(["classify-leaves-gpu"])
+
+
+def test_set_takes_dvc_s_plus_and_tilde_forms():
+    preset = {"train": {"defaults": {"epochs": 3}}}
+    set_dotted(preset, BASE, "+train.models.resnet18={}")
+    set_dotted(preset, BASE, "~train.models.d2l_resnet11_slim")
+    set_dotted(preset, BASE, "+train.defaults.epochs=5")
+    merged = merged_params(preset, BASE)
+    assert merged["train"]["models"] == {"resnet18": {}}
+    assert merged["train"]["defaults"]["epochs"] == 5
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("~train.models.nope", r"no model 'nope' to remove \(models: d2l_resnet11_slim\)"),
+        ("~train.defaults.epochs", r"only a model can be removed \(~train.models.NAME\)"),
+        ("train.folds", "expected KEY=VALUE"),
+    ],
+)
+def test_a_set_that_cannot_apply_names_itself_and_the_fix(assignment, message):
+    with pytest.raises(PipelineError, match=message):
+        set_dotted({}, BASE, assignment)

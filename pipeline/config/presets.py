@@ -171,13 +171,19 @@ def add_set_argument(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="one more key over the preset (repeatable; the value is YAML: train.folds=[0])",
+        help="one more key over the preset (repeatable; the value is YAML: train.folds=[0]); "
+        "~train.models.NAME drops a model",
     )
 
 
 def set_dotted(preset: dict[str, Any], base: dict[str, Any], assignment: str) -> None:
-    """Apply one `-S key=value` of the command line to `preset` (the value read as YAML)."""
-    key, sep, text = assignment.partition("=")
+    """Apply one `-S` of the command line to `preset`, as `dvc exp run -S` words it: KEY=VALUE
+    (the value read as YAML; a leading `+`, which DVC wants for a key params.yaml lacks, is
+    taken and not needed) or `~train.models.NAME`, which drops that model."""
+    if assignment.startswith("~"):
+        drop_model(preset, base, assignment)
+        return
+    key, sep, text = assignment.removeprefix("+").partition("=")
     keys = tuple(key.strip().split("."))
     if not sep or not all(keys):
         raise PipelineError(f"-S {assignment!r}: expected KEY=VALUE, e.g. train.folds=[0]")
@@ -185,9 +191,8 @@ def set_dotted(preset: dict[str, Any], base: dict[str, Any], assignment: str) ->
         value = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise PipelineError(f"-S {assignment!r}: the value is not valid YAML: {err}") from None
-    if keys[:2] == MODELS and len(keys) > 2 and _get(preset, MODELS) is None:
-        # the preset keeps params.yaml's models: set the key in a copy of them
-        preset.setdefault("train", {})["models"] = copy.deepcopy(_get(base, MODELS) or {})
+    if keys[:2] == MODELS and len(keys) > 2:
+        models_to_edit(preset, base)
     tree = preset
     for part in keys[:-1]:
         if tree.get(part) is None:
@@ -196,3 +201,25 @@ def set_dotted(preset: dict[str, Any], base: dict[str, Any], assignment: str) ->
             raise PipelineError(f"-S {assignment!r}: {part} is not a mapping")
         tree = tree[part]
     tree[keys[-1]] = value
+
+
+def drop_model(preset: dict[str, Any], base: dict[str, Any], assignment: str) -> None:
+    """`~train.models.NAME`: the run trains every model but NAME."""
+    keys = tuple(assignment[1:].strip().split("."))
+    if keys[:2] != MODELS or len(keys) != 3:
+        raise PipelineError(
+            f"-S {assignment!r}: only a model can be removed (~train.models.NAME); "
+            "set any other key with KEY=VALUE"
+        )
+    models = models_to_edit(preset, base)
+    if keys[2] not in models:
+        known = ", ".join(models) or "none"
+        raise PipelineError(f"-S {assignment!r}: no model {keys[2]!r} to remove (models: {known})")
+    del models[keys[2]]
+
+
+def models_to_edit(preset: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """The preset's `train.models`; a preset that keeps params.yaml's gets a copy of them."""
+    if _get(preset, MODELS) is None:
+        preset.setdefault("train", {})["models"] = copy.deepcopy(_get(base, MODELS) or {})
+    return preset["train"]["models"]
