@@ -244,3 +244,12 @@ def test_a_missing_tool_module_is_an_error_not_a_traceback(monkeypatch, capsys):
     assert leaf(["--help"]) == 0  # the other subcommands still work
     assert "preset" in capsys.readouterr().out
     assert leaf(["kaggle", "download", "--help"]) == 0
+
+
+def test_a_tool_run_below_the_project_root_says_where_to_run_it(tmp_path, monkeypatch, capsys):
+    (tmp_path / "params.yaml").write_text("base: {seed: 42}\n", encoding="utf-8")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert leaf(["validate", "../submissions/submission.csv"]) == 2
+    err = capsys.readouterr().err
+    assert f"runs in the project's root, {tmp_path.resolve()}" in err and "cd .." in err

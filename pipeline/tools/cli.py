@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -84,6 +85,19 @@ def load_tool(command: str) -> ModuleType:
     return module
 
 
+def refuse_a_subfolder() -> None:
+    """The tools read the project's files (params.yaml, data/, models/) from the working
+    directory: in a folder below the project's root, say where to run them instead."""
+    from pipeline.config.paths import PROJECT_MARKER, project_root
+
+    root, here = project_root(), Path.cwd().resolve()
+    if root != here:
+        fail(
+            f"`{PROG}` runs in the project's root, {root} (the folder holding {PROJECT_MARKER}), "
+            f"not in {here}: cd {os.path.relpath(root)} and run it again"
+        )
+
+
 def build_parser(
     command: str | None = None,
 ) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser | None]:
@@ -122,6 +136,7 @@ def main(argv: list[str] | None = None) -> int | None:
         (sub or parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     from pipeline.io.console import run  # only now: it loads tqdm, pydantic and the params schema
 
+    refuse_a_subfolder()
     results = []
     run(lambda _argv: results.append(args.leaf_run(args)))
     code = results[0] if results else None
