@@ -150,10 +150,21 @@ def test_show_prints_the_command_and_runs_nothing(monkeypatch, capsys):
 def test_the_default_runs_dvc_exp_run_and_returns_its_exit_code(monkeypatch):
     calls = []
     monkeypatch.setattr(presets, "run_to_its_end", lambda cmd: calls.append(cmd) or 3)
-    assert presets.main(["leaf-silhouettes", "--name", "try1", "--temp"]) == 3
+    assert presets.main(["leaf-silhouettes", "--name", "try1"]) == 3
     [cmd] = calls
-    assert cmd[:6] == ["dvc", "exp", "run", "-n", "try1", "--temp"]
-    assert cmd[6:] == ["-S", 'data.root="../shared/datasets/leaf-silhouettes"']
+    assert cmd[:5] == ["dvc", "exp", "run", "-n", "try1"]
+    assert cmd[5:] == ["-S", 'data.root="../shared/datasets/leaf-silhouettes"']
+
+
+@pytest.mark.parametrize("flag", ["--temp", "--queue"])
+def test_a_copy_of_the_project_gets_data_root_absolute(monkeypatch, flag):
+    calls = []
+    monkeypatch.setattr(presets, "run_to_its_end", lambda cmd: calls.append(cmd) or 0)
+    with pytest.raises(PipelineError, match="outside the project.*give it absolute"):
+        presets.main(["leaf-silhouettes", flag])
+    silhouettes = (ROOT / "../shared/datasets/leaf-silhouettes").resolve()
+    assert presets.main(["leaf-silhouettes", flag, "-S", f"data.root={silhouettes}"]) == 0
+    assert calls[0][5:] == [flag, "-S", f"data.root={flow(str(silhouettes))}"]
 
 
 def test_write_replaces_params_yaml_with_the_merged_params(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ values into params.yaml (comments kept; its own formatting of the changed lines)
 them there with the outputs, so params.yaml, dvc.lock and the outputs agree afterwards;
 `git restore params.yaml` returns to the committed settings. `--temp` and `--queue` leave the
 workspace alone (`dvc exp apply NAME` brings a result in); they run in a copy under .dvc/tmp,
-where a data.root such as ../shared/... does not resolve: give it absolute (-S data.root=...).
+where a data.root such as ../shared/... would point at nothing: it is refused, give it absolute.
 DVC refuses a name it already has: pick another with --name. `--write` instead rewrites
 params.yaml itself, without comments.
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -98,6 +99,18 @@ def prepare(args: argparse.Namespace) -> tuple[dict, dict, list[str], list[str]]
     return base, merged, overrides, command
 
 
+def check_root_resolves_in_a_copy(root: str) -> None:
+    """--temp and --queue run in a copy of the project under .dvc/tmp, where a relative data.root
+    that leaves the project (../shared/...) points at nothing."""
+    project = Path.cwd().resolve()
+    if not Path(root).is_absolute() and not (project / root).resolve().is_relative_to(project):
+        raise PipelineError(
+            f"data.root = {root!r} is outside the project, and --temp and --queue run in a copy "
+            f"of it under .dvc/tmp, where that path points at nothing: give it absolute, "
+            f"-S data.root={(project / root).resolve()}"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Show, write or run the preset `args.name`; returns the exit code (dvc's when it runs)."""
     if args.write and (args.queue or args.temp or args.exp_name):
@@ -115,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.competition.inputs import check_data_root  # reads images: only when it runs
 
     check_data_root(merged["data"]["root"])  # as stage check would, before DVC starts
+    if args.queue or args.temp:
+        check_root_resolves_in_a_copy(merged["data"]["root"])
     print(shlex.join(command), flush=True)
     in_workspace = not (args.queue or args.temp)
     before = PARAMS_FILE.read_bytes()
