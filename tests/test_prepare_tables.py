@@ -159,8 +159,15 @@ def test_image_path_escaping_the_root_is_refused(workdir, comp, table, escaping)
     assert message.count("row ") == 1
 
 
-@pytest.mark.parametrize("change", ["reordered", "other_image", "row_missing"])
-def test_sample_submission_not_matching_test_csv(workdir, comp, change):
+@pytest.mark.parametrize(
+    ("change", "detail"),
+    [
+        ("reordered", "row 2 is "),
+        ("other_image", "row 4 is 'images/999.jpg', test.csv's is "),
+        ("row_missing", "rows against test.csv's"),
+    ],
+)
+def test_sample_submission_not_matching_test_csv(workdir, comp, change, detail):
     images = list(comp.test)
     if change == "reordered":
         images[0], images[1] = images[1], images[0]
@@ -169,7 +176,7 @@ def test_sample_submission_not_matching_test_csv(workdir, comp, change):
     else:
         images = images[:-1]
     imgs.write_csv(comp.sample_csv, ["image", "label"], [[i, "x"] for i in images])
-    fails(workdir, table_name(comp, "sample_submission.csv"), "test.csv")
+    fails(workdir, table_name(comp, "sample_submission.csv"), "test.csv", detail)
 
 
 def test_failed_run_keeps_the_previous_output(workdir, comp):

@@ -86,6 +86,13 @@ def test_main_writes_the_grid(prepared, tmp_path, capsys):
     assert "3 image(s) x 2 draw(s) of d2l_resnet11's augment.train" in capsys.readouterr().out
 
 
+def test_the_grid_is_written_in_the_format_its_name_says(prepared):
+    out = preview.main(["--images", "1", "--samples", "1", "--out", "grid.jpg"])
+    assert Image.open(out).format == "JPEG"
+    with pytest.raises(PipelineError, match=r"--out grid.txt: no image format .* use .png"):
+        preview.main(["--out", "grid.txt"])
+
+
 def test_the_grid_shows_the_policy_oriented_as_training_uses_it(prepared, capsys):
     """Once stage cache has found upright leaves, the turning transforms are left out."""
     prepared["train"]["defaults"]["augment"]["train"].append({"name": "RandomRotate90"})

@@ -137,7 +137,10 @@ def test_bom_and_blank_lines_are_ignored_and_rows_keep_their_line_numbers(tmp_pa
         ),
         ("image,label\n".encode("utf-16"), "not UTF-8 text (line 1: byte 0xff)"),
         (b'image,label\n"images/5.jpg,acer\n', "not a readable CSV"),
-        (b"image,label\nimages/5.jpg,acer\nimages/2.jpg,acer,x\n", "Expected 2 fields in line 3"),
+        (
+            b"image,label\nimages/5.jpg,acer\nimages/2.jpg,acer,x\n",
+            "Expected 2 fields in line 3, saw 3)",
+        ),
         (b"image,label\nimages/5.jpg,acer,x\n", "row 2 has more cells than the header"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "not UTF-8 text"),
     ],
@@ -172,7 +175,7 @@ def test_encoding_error_deep_in_a_big_file_names_its_line(tmp_path):
 
 
 def test_directory_is_refused(tmp_path):
-    with pytest.raises(SubmissionError, match="submission not found"):
+    with pytest.raises(SubmissionError, match="a folder, not a submission"):
         read_submission(tmp_path)
 
 

@@ -59,8 +59,9 @@ def test_cli_bad_submission_exits_2_listing_problems(prepared_project, monkeypat
     [
         (["nothing.csv"], "nothing.csv: submission not found"),
         (["sub.csv", "--classes", "nothing.json"], "nothing.json: class list not found"),
-        (["sub.csv", "--test-csv", "nothing.csv"], "nothing.csv: not found"),
-        (["sub.csv", "--train-csv", "nothing.csv"], "nothing.csv: not found"),
+        (["sub.csv", "--test-csv", "nothing.csv"], "nothing.csv: file not found"),
+        (["sub.csv", "--train-csv", "nothing.csv"], "nothing.csv: file not found"),
+        (["sub.csv", "--train-csv", "data"], "data: a folder, not a file"),
     ],
 )
 def test_cli_missing_files_are_named(prepared_project, monkeypatch, capsys, argv, expected):

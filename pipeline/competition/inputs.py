@@ -10,7 +10,7 @@ import pandas as pd
 
 from pipeline.config.paths import SYNTHETIC_DIR, data_root
 from pipeline.data.images import ImageReadError, load_image
-from pipeline.data.tables import read_text_csv
+from pipeline.data.tables import not_a_file, read_text_csv
 from pipeline.io.console import PipelineError, format_problems, progress
 from pipeline.io.files import file_md5
 
@@ -34,7 +34,7 @@ def read_table(path: Path, required: list[str]) -> pd.DataFrame:
     """Read a CSV as strings (BOM and padding stripped) and check its columns."""
     if not path.is_file():
         raise InputDataError(
-            f"{path}: file not found (check data.root and the CSV names in params.yaml)"
+            f"{not_a_file(path)} (check data.root and the CSV names in params.yaml)"
         )
     if path.stat().st_size == 0:
         raise InputDataError(f"{path}: empty file (0 bytes); expected a CSV with a header row")
@@ -169,11 +169,18 @@ def check_images(paths: pd.Series, table: Path, desc: str, max_megapixels: float
 
 def check_sample_submission(path: Path, test_images: pd.Series, columns: list[str]) -> None:
     """The sample submission, when shipped, must list test.csv's images in the same order."""
-    sample = read_table(path, columns)
-    if not sample[columns[0]].reset_index(drop=True).equals(test_images.reset_index(drop=True)):
-        raise InputDataError(
-            f"{path}: its {columns[0]!r} column does not match test.csv row for row"
-        )
+    sample = read_table(path, columns)[columns[0]]
+    if sample.reset_index(drop=True).equals(test_images.reset_index(drop=True)):
+        return
+    if len(sample) != len(test_images):
+        detail = f"{len(sample)} rows against test.csv's {len(test_images)}"
+    else:
+        first = int((sample.to_numpy() != test_images.to_numpy()).argmax())
+        ours, theirs = sample.iloc[first], test_images.iloc[first]
+        detail = f"{_row(sample.index[first])} is {ours!r}, test.csv's is {theirs!r}"
+    raise InputDataError(
+        f"{path}: its {columns[0]!r} column does not match test.csv row for row ({detail})"
+    )
 
 
 def check_data_root(root: str) -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from pipeline.config.paths import CLASSES_FILE, PREPARED_TEST
 from pipeline.config.schema import Params
-from pipeline.data.tables import read_text_csv
+from pipeline.data.tables import not_a_file, read_text_csv
 from pipeline.io.console import PipelineError, format_problems
 from pipeline.io.files import file_md5
 
@@ -157,7 +157,7 @@ def _competition_column(path: Path, columns: list[str], column: str) -> pd.Serie
     from pipeline.competition.inputs import read_table
 
     if not path.is_file():
-        raise SubmissionError(f"{path}: not found")
+        raise SubmissionError(not_a_file(path))
     return read_table(path, columns)[column]
 
 

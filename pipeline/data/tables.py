@@ -31,6 +31,11 @@ def not_utf8_message(path: Path) -> str:
     return f"{path}: not UTF-8 text; save it as UTF-8"
 
 
+def not_a_file(path: Path, what: str = "file") -> str:
+    """Why `path`, which is no file, cannot be read: a folder, or nothing there."""
+    return f"{path}: a folder, not a {what}" if path.is_dir() else f"{path}: {what} not found"
+
+
 def read_text_csv(
     path: Path | str, what: str = "CSV", error: type[PipelineError] = PipelineError
 ) -> pd.DataFrame:
@@ -44,7 +49,7 @@ def read_text_csv(
     """
     path = Path(path)
     if not path.is_file():
-        raise error(f"{path}: {what} not found")
+        raise error(not_a_file(path, what))
     try:
         frame = pd.read_csv(
             path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skip_blank_lines=False
@@ -52,7 +57,7 @@ def read_text_csv(
     except UnicodeDecodeError:
         raise error(not_utf8_message(path)) from None
     except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise error(f"{path}: not a readable CSV ({err})") from None
+        raise error(f"{path}: not a readable CSV ({str(err).strip()})") from None
     if not isinstance(frame.index, pd.RangeIndex):
         # pandas turns the extra first cells into an index instead of complaining.
         raise error(

@@ -202,9 +202,10 @@ def image_features(path: str, groups: list[str]) -> dict[str, float]:
     return features
 
 
-def feature_table(paths: pd.Series, groups: list[str]) -> pd.DataFrame:
-    """One row of features per path, decoded in threads (PIL releases the GIL)."""
+def feature_table(paths: pd.Series, groups: list[str], desc: str = "meta") -> pd.DataFrame:
+    """One row of features per path, decoded in threads (PIL releases the GIL); `desc` labels
+    the progress bar."""
     with ThreadPoolExecutor(os.cpu_count()) as pool:
         rows = pool.map(lambda path: image_features(path, groups), paths)
-        rows = list(progress(rows, total=len(paths), desc="meta", unit="img"))
+        rows = list(progress(rows, total=len(paths), desc=desc, unit="img"))
     return pd.DataFrame(rows)

@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
     check_targets(folds, num_classes, FOLDS_FILE)
     groups = settings.features
     print(f"meta: measuring {', '.join(groups)} features of {len(folds) + len(test)} images")
-    features = feature_table(folds["path"], groups)
-    test_features = feature_table(test["path"], groups)
+    features = feature_table(folds["path"], groups, desc="meta: labelled images")
+    test_features = feature_table(test["path"], groups, desc="meta: test images")
     models = fit_models(features, folds, params.train.folds, settings, num_classes)
     print(f"meta: fitting the test images' classifier on all {len(folds)} labelled rows")
     all_rows = fit_all_rows(features, folds, settings, num_classes)

@@ -1,4 +1,4 @@
-"""Show what an augmentation policy does: a PNG grid of augmented draws of the prepared images.
+"""Show what an augmentation policy does: a grid of augmented draws of the prepared images.
 
     leaf preview [--model NAME] [--split train|eval] [--images 8] [--samples 6]
                  [--out results/augment_grid.png]
@@ -48,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=("train", "eval"), default="train")
     parser.add_argument("--images", type=positive_int, default=8, help="rows: one image per class")
     parser.add_argument("--samples", type=positive_int, default=6, help="augmented draws per image")
-    parser.add_argument("--out", type=Path, default=AUGMENT_GRID, help="the PNG to write")
+    parser.add_argument(
+        "--out", type=Path, default=AUGMENT_GRID, help="the image to write (.png, .jpg, ...)"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -151,8 +153,17 @@ def main(argv: list[str] | None = None) -> Path:
     return run(parse_args(argv))
 
 
+def image_format(path: Path) -> str:
+    """The Pillow format `path`'s suffix names (.png: PNG, .jpg: JPEG), checked to be writable."""
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt not in Image.SAVE:
+        raise PipelineError(f"--out {path}: no image format to write as {path.suffix!r}; use .png")
+    return fmt
+
+
 def run(args: argparse.Namespace) -> Path:
     check_writable(args.out, "--out")
+    fmt = image_format(args.out)
     params = load_params()
     model, hp = model_settings(params, args.model)
     picked = pick_images(args.images)
@@ -165,7 +176,7 @@ def run(args: argparse.Namespace) -> Path:
     headers = ["fitted"] + [f"{args.split} #{k + 1}" for k in range(args.samples)]
     grid = compose_grid(rows, list(picked["label"]), headers, title)
     with atomic_path(args.out) as tmp:
-        grid.save(tmp, format="PNG")
+        grid.save(tmp, format=fmt)
     print(
         f"preview: {len(rows)} image(s) x {args.samples} draw(s) of {model}'s "
         f"augment.{args.split} -> {args.out}"
