@@ -125,6 +125,7 @@ def test_exps_keeps_only_the_key_columns_and_passes_flags_on():
     keeps = [command[i + 1] for i, arg in enumerate(command) if arg == "--keep"]
     assert any("oof_accuracy" in regex for regex in keeps)
     assert any("image_size" in regex for regex in keeps)
+    assert any("data" in regex and "root" in regex for regex in keeps)
 
 
 @pytest.mark.parametrize("argv", [["--csv", "-A"], ["--", "--csv", "-A"]])

@@ -24,6 +24,7 @@ KEEP = (
     "Experiment",
     "Created",
     "State",
+    r"^data\.root$",  # which competition: runs on other data do not compare
     r"^train\.models\.",  # per-model overrides: train.models.<model>.<key>
     r"^train\.folds$",
     r"^train\.defaults\.(image_size|epochs|optimizer\.lr)$",
