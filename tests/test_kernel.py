@@ -77,6 +77,15 @@ def test_offline_notebook_attaches_the_wheels_and_weights(fake_kaggle, tmp_path)
     assert all(not cell.get("outputs") for cell in nb.cells)
 
 
+def test_a_preset_given_as_a_path_is_applied_by_its_name(fake_kaggle, tmp_path):
+    preset = tmp_path / "configs" / "mine.yaml"
+    preset.parent.mkdir()
+    preset.write_text("train: {defaults: {epochs: 3}}\n", encoding="utf-8")
+    _, nb = write(tmp_path / "k", "--repo", "x", "--preset", str(preset))
+    code = "\n".join(cell.source for cell in nb.cells)
+    assert "PROJECT_FILES['presets/mine.yaml']" in code and "PRESET = 'mine'" in code
+
+
 def test_user_slug_gpu_and_competition_options(fake_kaggle, tmp_path):
     options = ["--user", "me", "--slug", "try-1", "--no-gpu", "-c", "other", "--repo", "x"]
     meta, _ = write(tmp_path / "k", *options)

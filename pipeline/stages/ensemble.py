@@ -10,8 +10,8 @@ meta's classifier, when meta.enabled) and writes:
 - results/ensemble/metrics.json, the project's one headline metrics file: OOF accuracy for the
   ensemble (`oof_accuracy`, with the weights chosen; with `ensemble.weights: fit`,
   `oof_accuracy_fitted_cross`, each fold scored with weights fitted on the other folds: the
-  honest estimate, and `oof_accuracy_fitted`; `oof_accuracy_equal`, all models alike), then
-  `setup` (the members and their image size, epochs and lr: `members_setup`), the weight of
+  honest estimate, and `oof_accuracy_fitted`), then `setup` (the members and their image size,
+  epochs and lr: `members_setup`), `oof_accuracy_equal` (all models alike), the weight of
   each model, and per model its OOF accuracy (overall and per fold) and, with two members or
   more, what it adds (`adds`): the ensemble's honest accuracy (cross-fitted with `fit`,
   equal weights otherwise) minus the same without it, and on how many images it is right

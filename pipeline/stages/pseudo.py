@@ -2,8 +2,8 @@
 
     python -m pipeline.stages.pseudo
 
-Off by default (`pseudo.enabled: false`): the stage then only writes data/pseudo/manifest.json
-saying so, and `submit` uses the ensemble's predictions. When on
+Off by default (`pseudo.enabled: false`): the stage then only writes data/pseudo/manifest.json and
+results/pseudo/metrics.json saying so, and `submit` uses the ensemble's predictions. When on
 (pipeline.ensemble.pseudo_round), for every fold k:
 1. Label the test images that fold k's models (train.models, averaged in `ensemble.average`
    space) predict with softmax confidence >= `pseudo.threshold`, with their likeliest class. The

@@ -1,7 +1,7 @@
 """Stage `train`: train one model on one fold, keep an epoch's weights, predict OOF and test logits.
 
-    python -m pipeline.stages.train --model d2l_resnet11 --fold 0
-    torchrun --nproc_per_node=4 -m pipeline.stages.train --model d2l_resnet11 --fold 0   # on 4 GPUs
+    python -m pipeline.stages.train --model d2l_resnet11_slim --fold 0
+    torchrun --nproc_per_node=4 -m pipeline.stages.train --model d2l_resnet11_slim --fold 0
 
 dvc.yaml runs this once per (model, fold) cell of the `train` matrix. The command line carries
 only those coordinates; every hyperparameter is `train.defaults` merged with

@@ -167,7 +167,7 @@ def write_kernel(args: argparse.Namespace) -> dict:
     meta = metadata(args, user)
     settings = {
         "competition": args.competition,
-        "preset": args.preset,
+        "preset": preset_path(args.preset).stem,  # what project_files names it in the notebook
         "source": args.source,
         "repo": args.repo,
         "wheel": args.wheel_dataset,

@@ -11,9 +11,9 @@ or one fold leaves nothing to fit on; `plain`, `oof_accuracy`, from a version th
 neither), its number of folds, when DVC says it was made (DVC records no duration), and the
 params.yaml values that differ from the baseline commit's, written as `-S` overrides (`+key=...`
 added, `~key` removed). The baseline commit is the first row's reference; `--all` also lists the
-experiments of older commits. Runs on fewer folds than the baseline rank after the others, and
-runs on another `data.root` are listed apart, after a line naming it: their accuracies are not
-comparable.
+experiments of older commits. Runs on fewer folds than the most any experiment has rank after
+the others, and runs on another `data.root` are listed apart, after a line naming it: their
+accuracies are not comparable.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ test loader does: its own eval transforms, uint8 batches normalised on the devic
 test images (models/meta/model.pkl, fitted on every labelled row) predicts from the images'
 statistics (features.image_features) as one more model. The logits are averaged like stage
 `ensemble`: over a model's folds, then over models, in the space of `ensemble.average` and with
-the model weights it chose (results/ensemble/metrics.json), renormalised over the models
+the model weights it chose (data/ensemble/weights.json), renormalised over the models
 present; so the images of the test set get the ensemble's test logits, the ones the submission
 was made with.
 

@@ -10,7 +10,7 @@ A preset holds only the keys it changes. It is deep-merged over params.yaml, exc
 these models". The merged params are validated (as every stage would) before anything runs.
 
 The default runs `dvc exp run -n NAME -S key=value ...` in the workspace: DVC writes the
-values into params.yaml (comments kept; its own formatting of the changed lines) and leaves
+values into params.yaml (comments kept, in its own YAML style: docs/experiments.md) and leaves
 them there with the outputs, so params.yaml, dvc.lock and the outputs agree afterwards;
 `git restore params.yaml` returns to the committed settings. `--temp` and `--queue` leave the
 workspace alone (`dvc exp apply NAME` brings a result in); they run in a copy under .dvc/tmp,
