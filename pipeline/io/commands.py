@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -37,9 +38,12 @@ def run_to_its_end(cmd: list[str]) -> int:
     command has a process group of its own, so that a Ctrl-C reaches it once, from us, whether
     it came from the terminal or from a signal to this process alone.
     """
-    process = subprocess.Popen(cmd, process_group=0)
+    posix = os.name == "posix"  # elsewhere a console's Ctrl-C reaches every process in it
+    process = subprocess.Popen(cmd, **({"process_group": 0} if posix else {}))
     while True:
         try:
             return process.wait()
         except KeyboardInterrupt:
-            os.killpg(process.pid, signal.SIGINT)
+            if posix:
+                with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                    os.killpg(process.pid, signal.SIGINT)
