@@ -6,10 +6,12 @@ import pickle
 
 import numpy as np
 import pytest
+from scipy.linalg import eigh
 from scipy.special import softmax
 from scipy.stats import multivariate_normal
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
+from pipeline.ensemble import discriminant
 from pipeline.ensemble.discriminant import LEDOIT_WOLF, ClassStatistics, RegularizedDiscriminant
 
 
@@ -87,3 +89,22 @@ def test_a_class_share_asked_of_a_model_without_the_own_directions_is_refused():
     assert len(shared_only.log_densities(x, (0.0,))) == 1
     with pytest.raises(ValueError, match="needs the model made with the classes' own directions"):
         shared_only.log_densities(x, (0.0, 0.1))
+
+
+def test_an_eigen_driver_failure_falls_back_to_divide_and_conquer(monkeypatch):
+    # LAPACK's evr fails on some matrices with many equal eigenvalues ("Internal Error"), in
+    # their last bits and per BLAS build, so the failure is simulated here.
+    x, y = classes(np.random.default_rng(2))
+    expected = RegularizedDiscriminant(0.1, class_share=0.3).fit(x, y).predict_proba(x)
+    drivers = []
+
+    def evr_fails(matrix, driver=None):
+        drivers.append(driver)
+        if driver is None:
+            raise np.linalg.LinAlgError("Internal Error.")
+        return eigh(matrix, driver=driver)
+
+    monkeypatch.setattr(discriminant, "eigh", evr_fails)
+    model = RegularizedDiscriminant(0.1, class_share=0.3).fit(x, y)
+    np.testing.assert_allclose(model.predict_proba(x), expected, atol=1e-10)
+    assert "evd" in drivers

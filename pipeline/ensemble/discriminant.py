@@ -104,11 +104,21 @@ def ledoit_wolf_covariance(rows: np.ndarray) -> np.ndarray:
     return scaler.scale_[:, None] * covariance * scaler.scale_[None, :]
 
 
+def symmetric_eigen(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """scipy's `eigh`. Its default LAPACK driver (evr) can stop with "Internal Error" on a
+    matrix with hundreds of equal eigenvalues, as a shrunk covariance of a few rows has (seen on
+    one fold of a 25-image set, in its last bits); divide and conquer (evd) then takes over."""
+    try:
+        return eigh(matrix)
+    except np.linalg.LinAlgError:
+        return eigh(matrix, driver="evd")
+
+
 def whitening(covariance: np.ndarray) -> np.ndarray:
     """W such that rows @ W have the identity covariance: W W' is the covariance's inverse, or
     where it is singular (fewer rows than features and no shrinkage) its pseudo-inverse, over
     the directions it spans, as sklearn's least-squares solver has it."""
-    values, vectors = eigh(covariance)
+    values, vectors = symmetric_eigen(covariance)
     kept = values > values.max() * len(values) * np.finfo(np.float64).eps
     return vectors[:, kept] / np.sqrt(values[kept])
 
@@ -117,7 +127,7 @@ def own_directions(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A class's own covariance D'D / n from its n centred rows D (whitened), in the
     eigenvectors Q of D D' (which has D'D's nonzero eigenvalues): those eigenvalues, and the
     directions Q' D, (n, features). Cheap with a few rows a class."""
-    spreads, vectors = eigh(centred @ centred.T)  # D D' shares D'D's nonzero spectrum
+    spreads, vectors = symmetric_eigen(centred @ centred.T)  # D D' shares D'D's nonzero spectrum
     return np.maximum(spreads, 0.0), vectors.T @ centred
 
 
