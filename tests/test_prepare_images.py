@@ -140,4 +140,5 @@ def test_image_cells_without_the_images_folder_are_one_error_saying_so(workdir, 
     train = comp.train_csv.read_text(encoding="utf-8")
     comp.train_csv.write_text(train.replace("images/", ""), encoding="utf-8")
     message = fails(workdir, "image files not found under", "write the column as images/<file>")
+    assert "set data.root: " in message and "with data.train_csv: ../train.csv" in message
     assert message.count("\n") < 3  # one paragraph, not a line per image

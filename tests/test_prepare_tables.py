@@ -65,7 +65,7 @@ def test_duplicate_image_rows_are_refused(workdir, comp):
     message = fails(
         workdir, table_name(comp, "train.csv"), rows[2][0], "more than once", rows=(4, 8)
     )
-    assert "row 4, row 8" in message
+    assert "row 4, row 8): keep one row of it" in message
 
 
 def test_row_numbers_count_blank_lines(workdir, comp):
@@ -120,7 +120,8 @@ def test_missing_data_root(workdir):
 def test_image_in_both_train_and_test(workdir, comp):
     shared = comp.test[1]
     imgs.write_csv(comp.train_csv, ["image", "label"], [*comp.train, (shared, comp.train[0][1])])
-    fails(workdir, table_name(comp, "test.csv"), table_name(comp, "train.csv"), shared)
+    message = fails(workdir, table_name(comp, "test.csv"), table_name(comp, "train.csv"), rows=(3,))
+    assert f"{shared!r} is a training image too" in message and "keep it in one table" in message
 
 
 def test_image_in_both_train_and_test_under_another_spelling(workdir, comp):
@@ -153,7 +154,7 @@ def test_image_path_escaping_the_root_is_refused(workdir, comp, table, escaping)
         workdir,
         table_name(comp, table),
         escaping,
-        "inside",
+        "is absolute; write it relative to data.root" if escaping[0] == "/" else "leaves data.root",
         rows=(4 if table == "train.csv" else 3,),
     )
     assert message.count("row ") == 1
@@ -163,6 +164,7 @@ def test_image_path_escaping_the_root_is_refused(workdir, comp, table, escaping)
     ("change", "detail"),
     [
         ("reordered", "row 2 is "),
+        ("reordered", "set data.sample_submission: null to skip this check"),
         ("other_image", "row 4 is 'images/999.jpg', test.csv's is "),
         ("row_missing", "rows against test.csv's"),
     ],
@@ -202,3 +204,17 @@ def test_cli_prints_error_and_exits_2_without_traceback(workdir, comp):
     assert rel(comp, image) in result.stderr
     assert has_row(result.stderr, 5)
     assert_nothing_written(workdir)
+
+
+def test_a_sample_naming_its_columns_otherwise_says_how_to_match_them(workdir, comp):
+    imgs.write_csv(comp.sample_csv, ["image", "category"], [[t, "x"] for t in comp.test])
+    fails(
+        workdir,
+        "missing column(s) ['label']; found ['image', 'category']",
+        "rename train.csv's and test.csv's columns as the sample names them",
+    )
+
+
+def test_a_table_without_its_header_line_is_told_so(workdir, comp):
+    imgs.write_csv(comp.test_csv, ["images/0.jpg"], [[t] for t in comp.test[1:]])
+    fails(workdir, "missing column(s) ['image']", "looks like a row: add the header line image")

@@ -30,8 +30,12 @@ class InputDataError(PipelineError):
     """The competition data is inconsistent; the message names the file and rows."""
 
 
-def read_table(path: Path, required: list[str]) -> pd.DataFrame:
-    """Read a CSV as strings (BOM and padding stripped) and check its columns."""
+COLUMN_KEYS = "set data.image_col / data.label_col in params.yaml"
+
+
+def read_table(path: Path, required: list[str], fix: str = COLUMN_KEYS) -> pd.DataFrame:
+    """Read a CSV as strings (BOM and padding stripped) and check its columns (`fix`: what to do
+    when one is missing)."""
     if not path.is_file():
         raise InputDataError(
             f"{not_a_file(path)} (check data.root and the CSV names in params.yaml)"
@@ -42,9 +46,10 @@ def read_table(path: Path, required: list[str]) -> pd.DataFrame:
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]
     if missing:
+        if any("/" in column or Path(column).suffix for column in frame.columns):
+            fix = f"its first line looks like a row: add the header line {','.join(required)}"
         raise InputDataError(
-            f"{path}: missing column(s) {missing}; found {list(frame.columns)} "
-            "(set data.image_col / data.label_col in params.yaml)"
+            f"{path}: missing column(s) {missing}; found {list(frame.columns)} ({fix})"
         )
     frame = frame[required].apply(lambda column: column.str.strip())
     return frame[(frame != "").any(axis=1)]  # drop blank lines, keeping each row's line number
@@ -121,8 +126,23 @@ def check_duplicates(frame: pd.DataFrame, path: Path) -> None:
     _fail(
         path,
         [
-            f"{frame.image[rows[0]]!r} is listed more than once ({', '.join(map(_row, rows))})"
+            f"{frame.image[rows[0]]!r} is listed more than once ({', '.join(map(_row, rows))}): "
+            "keep one row of it"
             for _, rows in duplicated.groupby("path").groups.items()
+        ],
+    )
+
+
+def check_disjoint(
+    train: pd.DataFrame, test: pd.DataFrame, image_col: str, train_path: Path, test_path: Path
+) -> None:
+    """No image file is both a training and a test image, whatever the spelling (`path`)."""
+    shared = test[test["path"].isin(set(train["path"]))]
+    _fail(
+        test_path,
+        [
+            f"{_row(i)}: {image!r} is a training image too ({train_path}); keep it in one table"
+            for i, image in shared[image_col].items()
         ],
     )
 
@@ -132,8 +152,13 @@ def resolve_paths(images: pd.Series, root: Path, table: Path) -> list[str]:
     problems, paths = [], []
     for i, image in images.items():
         relative = PurePosixPath(image.replace("\\", "/"))
-        if relative.is_absolute() or ".." in relative.parts:
-            problems.append(f"{_row(i)}: image path {image!r} must stay inside {root}")
+        if relative.is_absolute():
+            problems.append(
+                f"{_row(i)}: image path {image!r} is absolute; write it relative to data.root "
+                f"({root}), e.g. images/<file>"
+            )
+        elif ".." in relative.parts:
+            problems.append(f"{_row(i)}: image path {image!r} leaves data.root ({root}) by '..'")
         paths.append(os.path.normpath(root / relative))
     _fail(table, problems)
     return paths
@@ -169,7 +194,12 @@ def check_images(paths: pd.Series, table: Path, desc: str, max_megapixels: float
 
 def check_sample_submission(path: Path, test_images: pd.Series, columns: list[str]) -> None:
     """The sample submission, when shipped, must list test.csv's images in the same order."""
-    sample = read_table(path, columns)[columns[0]]
+    fix = (
+        "the submission's columns are data.image_col and data.label_col, named as in train.csv: "
+        "rename train.csv's and test.csv's columns as the sample names them and set these keys "
+        "to match, or set data.sample_submission: null to skip this check"
+    )
+    sample = read_table(path, columns, fix)[columns[0]]
     if sample.reset_index(drop=True).equals(test_images.reset_index(drop=True)):
         return
     if len(sample) != len(test_images):
@@ -179,7 +209,8 @@ def check_sample_submission(path: Path, test_images: pd.Series, columns: list[st
         ours, theirs = sample.iloc[first], test_images.iloc[first]
         detail = f"{_row(sample.index[first])} is {ours!r}, test.csv's is {theirs!r}"
     raise InputDataError(
-        f"{path}: its {columns[0]!r} column does not match test.csv row for row ({detail})"
+        f"{path}: its {columns[0]!r} column does not match test.csv row for row ({detail}); the "
+        "submission follows test.csv's order: set data.sample_submission: null to skip this check"
     )
 
 
@@ -210,5 +241,7 @@ def check_image_folder(images: pd.Series, root: Path, table: Path) -> None:
             f"{table}: {len(missing)} of {len(images)} image files not found under {root}, "
             f"but {len(under_images)} of them are in {root / 'images'} (e.g. "
             f"{under_images[0]!r} is {root / 'images' / under_images[0]}): write the column as "
-            "images/<file>, as Kaggle's train.csv does"
+            "images/<file>, as Kaggle's train.csv does, or keep it (and the submission's ids) "
+            f"and set data.root: {root / 'images'}, with data.train_csv: ../train.csv (test_csv "
+            "and sample_submission alike)"
         )

@@ -22,6 +22,7 @@ from pipeline.competition.inputs import (
     InputDataError,
     check_cells,
     check_classes,
+    check_disjoint,
     check_duplicates,
     check_image_folder,
     check_images,
@@ -70,11 +71,7 @@ def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
     check_image_folder(test[image_col], root, test_path)
     check_duplicates(train.rename(columns={image_col: "image"}), train_path)
     check_duplicates(test.rename(columns={image_col: "image"}), test_path)
-    overlap = sorted(set(train["path"]) & set(test["path"]))
-    if overlap:
-        raise InputDataError(
-            f"{test_path}: {len(overlap)} image(s) also in {train_path}, e.g. {overlap[:3]}"
-        )
+    check_disjoint(train, test, image_col, train_path, test_path)
     limit = params.max_megapixels
     train["md5"] = check_images(train["path"], train_path, "checking train images", limit)
     test["md5"] = check_images(test["path"], test_path, "checking test images", limit)
