@@ -55,7 +55,7 @@ def direct_imports(root: Path, path: Path) -> set[Path]:
         if module == PACKAGE or module.startswith(PACKAGE + "."):
             file = module_file(root, module)
             if file is not None and runs_code(file):
-                found |= {file, *package_inits(root, file)}
+                found.add(file)  # its packages' __init__.py: when import_closure visits it
     return found
 
 
