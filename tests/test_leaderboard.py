@@ -129,12 +129,13 @@ def test_exps_keeps_only_the_key_columns_and_passes_flags_on():
 
 
 @pytest.mark.parametrize("argv", [["--csv", "-A"], ["--", "--csv", "-A"]])
-def test_leaf_exps_passes_its_flags_to_dvc_in_order(monkeypatch, argv):
+@pytest.mark.parametrize("through", ["leaf", "module"])
+def test_leaf_exps_passes_its_flags_to_dvc_in_order(monkeypatch, argv, through):
     from pipeline.tools.cli import main
 
     ran = []
     monkeypatch.setattr(
         exps.subprocess, "run", lambda cmd: ran.append(cmd) or subprocess.CompletedProcess(cmd, 0)
     )
-    assert main(["exps", *argv]) == 0
+    assert (main(["exps", *argv]) if through == "leaf" else exps.main(argv)) == 0
     assert ran[0][-2:] == ["--csv", "-A"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import sys
 
 from pipeline.competition.dvc_cli import dvc_executable
 from pipeline.io import console
@@ -50,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(console.command_parser("leaf exps", __doc__, add_arguments).parse_args(argv))
+    argv = sys.argv[1:] if argv is None else argv
+    args, _ = console.command_parser("leaf exps", __doc__, add_arguments).parse_known_args(argv)
+    args.dvc_args = argv  # as typed, as `leaf exps` passes them (leaf_rest)
+    return run(args)
 
 
 if __name__ == "__main__":
