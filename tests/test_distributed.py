@@ -102,6 +102,15 @@ def test_a_batch_that_does_not_split_names_the_key_and_the_world_size():
     distributed.check_batch_size(8, 8, key, processes=4)
 
 
+def test_mixing_needs_an_even_share_of_the_batch_on_each_process():
+    key = f"train.models.{MODEL}"
+    with pytest.raises(PipelineError, match=r"each of the 4 processes 3 images .* multiple of 8"):
+        distributed.check_batch_size(12, 100, key, processes=4, mixing=True)
+    distributed.check_batch_size(12, 100, key, processes=4)  # no mixing: any share
+    distributed.check_batch_size(16, 100, key, processes=4, mixing=True)
+    distributed.check_batch_size(12, 100, key, processes=1, mixing=True)
+
+
 def test_devices_torchrun_cannot_share_are_clear_errors(monkeypatch):
     with pytest.raises(PipelineError, match="pins one GPU"):
         distributed.process_device(torch.device("cuda:1"), 0)

@@ -167,6 +167,22 @@ def test_on_cuda_a_look_shows_the_previous_copy_once_it_has_arrived(monkeypatch)
     assert seen == 6 and values[:2] == (12.0, 6)
 
 
+def test_on_apple_mps_the_running_sums_stay_in_float32(monkeypatch):
+    """MPS has no float64: every running value is kept in float32 there. Run on CPU with MPS's
+    sum dtype, as no MPS device is at hand."""
+    from pipeline.training import running_metrics
+
+    assert running_metrics.sum_dtype(torch.device("mps")) == torch.float32
+    assert running_metrics.sum_dtype(CPU) == torch.float64
+    monkeypatch.setattr(running_metrics, "sum_dtype", lambda device: torch.float32)
+    metrics = running_metrics.RunningMetrics(CPU)
+    metrics.add(1, torch.tensor(2.0), torch.eye(3), torch.arange(3))
+    metrics.add(2, torch.tensor(float("nan")), torch.eye(3), torch.tensor([0, 0, 0]))
+    assert metrics.values().dtype == torch.float32
+    loss_sum, correct, bad_step, _ = metrics.read()
+    assert (correct, bad_step) == (4, 2) and loss_sum != loss_sum  # NaN from step 2
+
+
 # ----------------------------------------------------------------------------------------------
 # EMA, gradient clipping
 

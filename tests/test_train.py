@@ -11,6 +11,7 @@ from pipeline.config.model_settings import OptimizerParams, SchedulerParams
 from pipeline.io.console import PipelineError
 from pipeline.training.device import (
     amp_context,
+    amp_dtype,
     configure_determinism,
     resolve_device,
     resolve_num_workers,
@@ -49,6 +50,36 @@ def test_cpu_runs_in_fp32_without_a_scaler():
     with autocast():
         out = nn.Linear(2, 2)(torch.ones(1, 2))
     assert out.dtype == torch.float32 and not scaler.is_enabled()
+
+
+@pytest.mark.parametrize(
+    ("gpu", "native_bf16", "expected"),
+    [("H100", True, torch.bfloat16), ("T4", False, torch.float16)],
+)
+def test_cuda_autocasts_in_bf16_only_where_the_gpu_computes_in_it(
+    monkeypatch, gpu, native_bf16, expected
+):
+    # Before Ampere (Kaggle's T4 and P100) torch can make bf16 tensors but only emulates the math.
+    def is_bf16_supported(including_emulation=True):
+        return including_emulation or native_bf16
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert amp_dtype(torch.device("cuda"), enabled=True) == expected, gpu
+    assert amp_dtype(torch.device("cuda"), enabled=False) is None
+
+
+def test_a_numbered_gpu_becomes_the_current_one(monkeypatch):
+    # Else CUDA events, streams and pinned memory would go to GPU 0, perhaps another job's.
+    current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert current == [torch.device("cuda", 1)]
+    with pytest.raises(PipelineError, match="'cuda:2' but this machine has 2 CUDA device"):
+        resolve_device("cuda:2")
+    resolve_device("cuda")
+    assert len(current) == 1
 
 
 def test_auto_workers_suit_the_machine():
@@ -112,7 +143,8 @@ def test_cuda_mixed_precision_trains_a_step():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with autocast():
         out = model(torch.randn(4, 8, device=device))
-    expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    native = torch.cuda.is_bf16_supported(including_emulation=False)
+    expected = torch.bfloat16 if native else torch.float16
     assert out.dtype == expected
     assert scaler.is_enabled() == (expected == torch.float16)
     loss = out.float().logsumexp(1).mean()

@@ -150,7 +150,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     test = read_input_table(PREPARED_TEST, ("path", "md5"))
     check_targets(folds, len(classes), FOLDS_FILE)
     train_images = int((folds["fold"] != args.fold).sum())
-    distributed.check_batch_size(hp.batch_size, train_images, f"train.models.{args.model}")
+    distributed.check_batch_size(
+        hp.batch_size, train_images, f"train.models.{args.model}", mixing=hp.mixup.enabled
+    )
     data = data_settings(params, device)  # decided once: workers, memory format, the cache
     loaders, data_path, why = fold_data(hp, fold_tables(folds, test, args.fold), data)
     valid_rows = np.flatnonzero(folds["fold"].to_numpy() == args.fold)

@@ -16,7 +16,8 @@ from pipeline.io.console import PipelineError
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA, then Apple MPS, then CPU; an explicit device must exist."""
+    """`auto` picks CUDA, then Apple MPS, then CPU; an explicit device must exist, and a
+    numbered GPU (`cuda:1`) becomes the process's current one."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -27,7 +28,15 @@ def resolve_device(name: str) -> torch.device:
         raise PipelineError(
             "train.device = 'mps' but Apple MPS is not available on this machine; use auto or cpu"
         )
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None:
+        if device.index >= torch.cuda.device_count():
+            raise PipelineError(
+                f"train.device = {name!r} but this machine has {torch.cuda.device_count()} "
+                "CUDA device(s), numbered from 0"
+            )
+        torch.cuda.set_device(device)  # streams, events and pinned memory follow it, not GPU 0
+    return device
 
 
 def resolve_num_workers(
@@ -70,10 +79,14 @@ def configure_determinism(deterministic: bool, device: torch.device) -> None:
 
 
 def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """The autocast dtype on CUDA: bf16 where supported, else fp16; None: fp32 (elsewhere)."""
+    """The autocast dtype on CUDA: bf16 where the GPU computes in it, else fp16; None: fp32
+    (elsewhere). Before Ampere (Kaggle's T4 and P100, V100) bf16 is only emulated: slow, and
+    cuDNN has no bf16 convolutions there."""
     if not enabled or device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return (
+        torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    )
 
 
 def amp_context(device: torch.device, enabled: bool) -> tuple[Callable, torch.amp.GradScaler]:

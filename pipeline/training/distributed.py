@@ -143,7 +143,11 @@ def sum_across(values: tuple[float, ...]) -> tuple[float, ...]:
 
 
 def check_batch_size(
-    batch_size: int, train_images: int, key: str, processes: int | None = None
+    batch_size: int,
+    train_images: int,
+    key: str,
+    processes: int | None = None,
+    mixing: bool = False,
 ) -> None:
     """Check that a global batch splits evenly among the processes and that the fold holds one.
 
@@ -152,12 +156,20 @@ def check_batch_size(
         train_images: the images of the fold's training split.
         key: the params key of the batch size, for the message.
         processes: how many share the batch; by default the world size.
+        mixing: MixUp/CutMix is on: it pairs the rows of each process's share, so each share
+            must be even.
     """
     processes = processes or world_size()
     if batch_size % processes:
         raise PipelineError(
             f"{key}.batch_size = {batch_size} does not split evenly among the {processes} "
             f"processes torchrun started; make it a multiple of {processes}"
+        )
+    if mixing and batch_size // processes % 2:
+        raise PipelineError(
+            f"{key}.batch_size = {batch_size} gives each of the {processes} processes "
+            f"{batch_size // processes} images a batch, and MixUp/CutMix pairs them; make it a "
+            f"multiple of {2 * processes}"
         )
     if processes > 1 and train_images < batch_size:
         raise PipelineError(
@@ -169,12 +181,28 @@ def check_batch_size(
 def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     """BatchNorm statistics over the global batch rather than each process's share.
 
-    CUDA only: torch's SyncBatchNorm has no CPU kernel, so on CPU (gloo) each process
-    normalises with its own share's statistics.
+    timm's converter, not torch's: torch's turns timm's BatchNormAct2d (EfficientNet's, RegNet's)
+    into a plain SyncBatchNorm and silently drops its activation. CUDA only: SyncBatchNorm has
+    no CPU kernel, so on CPU (gloo) each process normalises with its own share's statistics.
     """
     if not dist.is_initialized() or device.type != "cuda":
         return model
-    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    from timm.layers import convert_sync_batchnorm
+
+    return convert_sync_batchnorm(model)
+
+
+def share_buffers(device: torch.device, *modules: nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm's running statistics) in every process's `modules`.
+
+    Off CUDA, where BatchNorm is not synced, each process's statistics follow its own share of
+    the batches; rank 0 saves its own, so the others should validate and predict with them too.
+    """
+    if not dist.is_initialized() or device.type == "cuda":
+        return
+    for module in modules:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def wrap(model: nn.Module, device: torch.device) -> DistributedDataParallel | None:

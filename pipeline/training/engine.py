@@ -262,6 +262,8 @@ def run_epoch(
 ) -> dict[str, float]:
     """Train one epoch, then validate; returns the epoch's metrics as DVCLive logs them."""
     train = train_one_epoch(trainer, loaders["train"], epoch, f"epoch {epoch}/{epochs}")
+    averaged = [trainer.ema.module] if trainer.ema is not None else []
+    distributed.share_buffers(trainer.device, trainer.model, *averaged)
     return {
         **{f"train/{name}": value for name, value in train.items()},
         **validate(trainer, loaders["valid"], valid_targets),

@@ -13,16 +13,21 @@ class DivergedError(Exception):
         self.epoch, self.step, self.steps, self.loss = epoch, step, steps, loss
 
 
+def sum_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 class RunningMetrics:
     """An epoch's loss sum, correct count and first non-finite step, kept on the device.
 
     `add` queues tensor ops and never waits for the device; `read` copies all of it to the host
     at once. The loss is summed in float64 as loss x batch size, as the host summed
-    `loss.item()` before, so the reported loss is the same to the last bit.
+    `loss.item()` before, so the reported loss is the same to the last bit; in float32 on Apple
+    MPS, which has no float64.
     """
 
     def __init__(self, device: torch.device):
-        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.loss_sum = torch.zeros((), dtype=sum_dtype(device), device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
         self.first_bad_step = torch.zeros((), dtype=torch.int64, device=device)  # 0: none yet
         self.bad_loss = torch.zeros((), dtype=torch.float32, device=device)
@@ -30,7 +35,7 @@ class RunningMetrics:
 
     def add(self, step: int, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor):
         loss = loss.detach().float()
-        self.loss_sum += loss.double() * len(targets)
+        self.loss_sum += loss.to(self.loss_sum.dtype) * len(targets)
         self.correct += (logits.argmax(1) == targets).sum()
         self.seen += len(targets)
         first = (self.first_bad_step == 0) & ~torch.isfinite(loss)
@@ -39,7 +44,7 @@ class RunningMetrics:
 
     def values(self) -> torch.Tensor:
         values = [self.loss_sum, self.correct, self.first_bad_step, self.bad_loss]
-        return torch.stack([value.double() for value in values])
+        return torch.stack([value.to(self.loss_sum.dtype) for value in values])
 
     def read(self) -> tuple[float, int, int, float]:
         """The loss sum, correct count, first non-finite step (0: none) and its loss."""
