@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from pipeline.config.paths import (
     TEST_LOGITS_NAME,
 )
 from pipeline.config.schema import PseudoParams
-from pipeline.ensemble import pseudo_labels, scoring
+from pipeline.ensemble import pseudo_labels, pseudo_round, scoring
 from pipeline.io.console import PipelineError
 from pipeline.io.files import read_json
 from pipeline.stages import pseudo, submit
@@ -111,10 +112,20 @@ def test_off_round_writes_only_a_manifest_and_submit_uses_the_ensemble(run_copy,
     assert "from data/ensemble (the ensemble; pseudo-label round off)" in capsys.readouterr().out
 
 
-def test_round_fine_tunes_every_cell_and_submit_uses_it(run_copy, capsys):
+def test_round_fine_tunes_every_cell_and_submit_uses_it(run_copy, capsys, monkeypatch):
     # 3 classes: every softmax maximum is >= 1/3, so every test image is labelled.
     set_pseudo(run_copy, enabled=True, threshold=0.3, epochs=1)
+    built, fold_data = [], pseudo_round.fold_data
+
+    def one_cell_at_a_time(*args):  # on a GPU, a cell's images are freed before the next's
+        assert all(loader() is None for loader in built), "a cell's batches outlived it"
+        loaders, path, why = fold_data(*args)
+        built.append(weakref.ref(loaders["train"]))
+        return loaders, path, why
+
+    monkeypatch.setattr(pseudo_round, "fold_data", one_cell_at_a_time)
     metrics = pseudo.main([])
+    assert len(built) == 2  # a cell a fold
     out = capsys.readouterr().out
     assert "pseudo d2l_resnet11 fold 0: fine-tuning" in out and "epoch   1/1" in out
     ensemble_oof = np.load(ENSEMBLE_DIR / OOF_LOGITS_NAME)

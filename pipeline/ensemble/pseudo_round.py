@@ -98,7 +98,7 @@ def fine_tune_cell(
     model_name: str,
     fold: int,
     hp: ModelParams,
-    loaders: dict,
+    tables: dict[str, pd.DataFrame],
     valid_targets: np.ndarray,
     classes: list[str],
     data: DataSettings,
@@ -106,10 +106,13 @@ def fine_tune_cell(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fine-tune one trained cell on the fold's batches (pseudo rows included); predict with TTA.
 
+    The batches are built here and let go on return, so a cell's images on the GPU are freed
+    before the next cell's are loaded.
+
     Args:
         model_name, fold: the cell, whose best.pt is the starting point.
         hp: its fine-tuning settings (`fine_tune_settings`).
-        loaders: the fold's batches (`fold_data`).
+        tables: the fold's tables, pseudo rows included (`fold_tables`).
         valid_targets: the targets of the fold's validation rows.
         classes: the class names the cell must have been trained on.
         data: the run's data settings: the device it trains on, its memory format.
@@ -119,6 +122,7 @@ def fine_tune_cell(
         The cell's logits for the fold's validation rows and for the test set (in test.csv
         order), both averaged over the model's TTA views.
     """
+    loaders, _, _ = fold_data(hp, tables, data)
     model = load_trained(model_name, fold, hp, classes)
     device = data.device
     trainer = create_cell_trainer(model, hp, loaders, device, data.channels_last, compile)
@@ -158,16 +162,16 @@ def fine_tune_folds(
             continue
         table = with_pseudo_rows(folds, test, rows, labels)
         valid = table["fold"].to_numpy() == fold  # the pseudo rows' fold is never one
+        tables = fold_tables(table, test, fold)
         for model in params.train.models:
             seed_everything(params.base.seed)  # each cell as if it ran on its own
             hp, _ = orient_settings(params.train.for_model(model), orientation)
             hp = fine_tune_settings(hp, params.pseudo)
-            loaders, _, _ = fold_data(hp, fold_tables(table, test, fold), data)
             oof, test_logits = fine_tune_cell(
                 model,
                 fold,
                 hp,
-                loaders,
+                tables,
                 table["target"].to_numpy()[valid],
                 classes,
                 data,
