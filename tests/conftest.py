@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,15 @@ TINY_OVERRIDES = {
 def _run_from_project_root():
     """Tests read params.yaml and import `pipeline` relative to the project root."""
     os.chdir(ROOT)
+
+
+@pytest.fixture(autouse=True)
+def _keep_pytest_s_signal_handlers():
+    """`console.run` in-process (a tool's exit code) sets the handlers a finished stage keeps."""
+    handlers = {stop: signal.getsignal(stop) for stop in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for stop, handler in handlers.items():
+        signal.signal(stop, handler)
 
 
 def tiny_run_params() -> dict:

@@ -1,5 +1,6 @@
 """How the stages and `leaf` tools end and report: quiet mode for progress bars, output into a
-closed pipe, a Ctrl-C while a stage still imports its libraries."""
+closed pipe, a Ctrl-C while a stage still imports its libraries, a SIGTERM, and a stop that
+comes after the work is done."""
 
 from __future__ import annotations
 
@@ -100,3 +101,57 @@ def test_a_stage_s_main_gets_keyboard_interrupt_back_for_its_cleanups():
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     assert seen == [signal.default_int_handler]
+
+
+# A stage whose main writes "done", then takes the signal the test names: during main (while
+# "working"), or just after main, as if it came while Python exits.
+STOPPED_STAGE = """
+import os, pathlib, signal, sys, time
+from pipeline.io.console import run
+stop, when = getattr(signal, sys.argv[1]), sys.argv[2]
+
+def main(argv):
+    try:
+        if when == "working":
+            os.kill(os.getpid(), stop)
+            time.sleep(30)
+    finally:
+        pathlib.Path("cleaned").write_text("cleaned up")
+
+run(main)
+os.kill(os.getpid(), stop)
+time.sleep(0.5)
+"""
+
+
+@pytest.mark.parametrize(
+    ("stop", "when", "code", "said"),
+    [
+        ("SIGTERM", "working", 143, "terminated\n"),
+        ("SIGINT", "working", 130, "interrupted\n"),
+        (
+            "SIGINT",
+            "finished",
+            0,
+            "Ctrl-C came after this command finished: its outputs are kept\n",
+        ),
+        (
+            "SIGTERM",
+            "finished",
+            0,
+            "SIGTERM came after this command finished: its outputs are kept\n",
+        ),
+    ],
+)
+def test_a_stop_runs_the_cleanups_and_one_after_the_work_keeps_it(tmp_path, stop, when, code, said):
+    # After main, a failed exit would make DVC throw the outputs away (a train cell retrains).
+    result = subprocess.run(
+        [sys.executable, "-c", STOPPED_STAGE, stop, when],
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (result.returncode, result.stderr) == (code, said)
+    assert (tmp_path / "cleaned").read_text() == "cleaned up"

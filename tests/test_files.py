@@ -50,3 +50,17 @@ def test_remove_empty_folders_removes_only_empty_ones_innermost_first(tmp_path):
 
 def test_remove_empty_folders_of_a_missing_root_does_nothing(tmp_path):
     assert remove_empty_folders(tmp_path / "absent") == []
+
+
+def test_a_write_removes_what_a_killed_write_of_the_same_path_left(tmp_path):
+    # A SIGKILL skips atomic_path's cleanup: stage generate left data/.synthetic.<random>.tmp/.
+    (tmp_path / ".synthetic.k1ll3d.tmp").mkdir()
+    (tmp_path / ".synthetic.k1ll3d.tmp" / "0.jpg").write_bytes(b"half an image")
+    (tmp_path / ".synthetic.0ther.tmp").write_bytes(b"a file")
+    (tmp_path / ".synthetic2.k1ll3d.tmp").mkdir()  # another output's: not this write's to remove
+    with atomic_path(tmp_path / "synthetic") as out:
+        out.mkdir()
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        ".synthetic2.k1ll3d.tmp",
+        "synthetic",
+    ]

@@ -37,32 +37,52 @@ sys.exit(0)
 """
 
 
-def interrupt_when(path, timeout: float = 30) -> threading.Thread:
-    """A thread that sends this process SIGINT (a Ctrl-C) once `path` exists (none if it never
-    does: the command then runs to its end and the test fails on its exit code)."""
+def interrupt_when(path, stop: int = signal.SIGINT, timeout: float = 30) -> threading.Thread:
+    """A thread that sends this process `stop` (SIGINT: a Ctrl-C) once `path` exists (none if it
+    never does: the command then runs to its end and the test fails on its exit code)."""
 
     def wait_then_interrupt():
         deadline = time.monotonic() + timeout
         while not path.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         if path.exists():
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), stop)
 
     thread = threading.Thread(target=wait_then_interrupt, daemon=True)
     thread.start()
     return thread
 
 
+class StoppedTheCaller(Exception):
+    pass
+
+
+def stop_the_caller(signum, frame):
+    raise StoppedTheCaller
+
+
 @pytest.mark.skipif(os.name != "posix", reason="process groups are POSIX")
-def test_a_ctrl_c_reaches_the_command_s_children_and_waits_for_their_cleanup(tmp_path):
+@pytest.mark.parametrize(
+    "stop", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
+def test_a_stop_reaches_the_command_s_children_as_a_ctrl_c_and_waits_for_their_cleanup(
+    tmp_path, stop
+):
     (tmp_path / "dvc.py").write_text(DVC, encoding="utf-8")
     (tmp_path / "stage.py").write_text(STAGE, encoding="utf-8")
     ready, cleaned = tmp_path / "ready", tmp_path / "cleaned"
-    thread = interrupt_when(ready)
+    handlers = {
+        other: signal.signal(other, stop_the_caller) for other in (signal.SIGTERM, signal.SIGHUP)
+    }
+    thread = interrupt_when(ready, stop)
     try:
         code = run_to_its_end([sys.executable, str(tmp_path / "dvc.py"), str(ready), str(cleaned)])
-    except KeyboardInterrupt:
-        pytest.fail("the Ctrl-C stopped the caller, not the command")
+        assert signal.getsignal(signal.SIGTERM) is stop_the_caller  # put back after the command
+    except (KeyboardInterrupt, StoppedTheCaller):
+        pytest.fail(f"{signal.Signals(stop).name} stopped the caller, not the command")
+    finally:
+        for other, handler in handlers.items():
+            signal.signal(other, handler)
     thread.join()
     assert code == 130
     assert cleaned.read_text() == "cleaned up"

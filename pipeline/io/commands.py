@@ -29,6 +29,10 @@ def run_command(
     return result
 
 
+def _as_ctrl_c(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_to_its_end(cmd: list[str]) -> int:
     """Run `cmd` and return its exit code, passing each Ctrl-C on to it and to the processes
     it started, then waiting while it stops on its own terms.
@@ -36,14 +40,22 @@ def run_to_its_end(cmd: list[str]) -> int:
     subprocess.run kills the command 0.25 s after a Ctrl-C: `dvc exp run`, killed in its
     cleanup, leaves its stash in the git index and the stage it started running on. Here the
     command has a process group of its own, so that a Ctrl-C reaches it once, from us, whether
-    it came from the terminal or from a signal to this process alone.
+    it came from the terminal or from a signal to this process alone. A SIGTERM or SIGHUP (the
+    terminal closed) to us stops it the same way: it would not reach the group otherwise, and
+    the command would run on unseen.
     """
     posix = os.name == "posix"  # elsewhere a console's Ctrl-C reaches every process in it
     process = subprocess.Popen(cmd, **({"process_group": 0} if posix else {}))
-    while True:
-        try:
-            return process.wait()
-        except KeyboardInterrupt:
-            if posix:
-                with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
-                    os.killpg(process.pid, signal.SIGINT)
+    stops = (signal.SIGTERM, signal.SIGHUP) if posix else ()
+    previous = {stop: signal.signal(stop, _as_ctrl_c) for stop in stops}
+    try:
+        while True:
+            try:
+                return process.wait()
+            except KeyboardInterrupt:
+                if posix:
+                    with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                        os.killpg(process.pid, signal.SIGINT)
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)

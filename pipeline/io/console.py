@@ -43,14 +43,33 @@ def end_quietly_on_ctrl_c() -> None:
     signal.signal(signal.SIGINT, _interrupted)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    print("terminated", file=sys.stderr)
+    sys.exit(128 + signum)  # SystemExit unwinds main: its cleanups run, as on Ctrl-C
+
+
+def _finished(signum: int, frame: object) -> None:
+    stop = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    print(f"{stop} came after this command finished: its outputs are kept", file=sys.stderr)
+
+
 def run(main: Callable[[list[str] | None], object]) -> None:
     """Run a stage's `main()`; turn a user's error into `error: ...` on stderr and exit code 2,
-    Ctrl-C into `interrupted` (130), and output to a closed pipe into a quiet exit (141)."""
+    Ctrl-C into `interrupted` (130), SIGTERM into `terminated` (143), and output to a closed
+    pipe into a quiet exit (141).
+
+    Once `main` has returned, its outputs are written: a Ctrl-C or SIGTERM during the second
+    Python takes to exit is only reported, as it would fail the exit and DVC would throw the
+    outputs away (a train cell would train again from scratch).
+    """
     if signal.getsignal(signal.SIGINT) is _interrupted:  # KeyboardInterrupt again, for cleanups
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         try:
             main(None)
+            for stop in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(stop, _finished)
         finally:
             sys.stdout.flush()  # a closed pipe fails here, not in the interpreter's exit
     except (PipelineError, ParamsError) as err:

@@ -26,11 +26,13 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
 
     Works for files and directories alike: whatever the block creates at the yielded path
     replaces `path` in one rename, and on error it is removed, `path` is left untouched and the
-    parent folders this call created are removed again if they are still empty.
+    parent folders this call created are removed again if they are still empty. What a killed
+    process left of an earlier write of `path` is removed first.
     """
     path = Path(path)
     created = [parent for parent in path.parents if not parent.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     tmp.rmdir()  # the caller creates a file or a directory here
     try:

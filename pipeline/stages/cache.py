@@ -40,7 +40,7 @@ from pipeline.data.network_images import fit_image, write_images
 from pipeline.data.orientation import MASK_SIZE, describe_orientation, measure_orientation
 from pipeline.data.tables import read_input_table
 from pipeline.io.console import parse_stage_args, progress, run
-from pipeline.io.files import atomic_path, remove_stale_temps, write_csv, write_json
+from pipeline.io.files import atomic_path, write_csv, write_json
 
 
 def images_to_cache(train: pd.DataFrame) -> pd.DataFrame:
@@ -65,7 +65,6 @@ def main(argv: list[str] | None = None) -> dict:
     parse_stage_args(argv, __doc__, "python3 -m pipeline.stages.cache")
     params = load_params()
     size, crop_to_leaf = resolve_cache_size(params), resolve_crop_to_leaf(params)
-    remove_stale_temps(CACHE_DIR)  # what a killed run was writing
     manifest = {
         "enabled": size is not None,
         "image_size": size,

@@ -77,7 +77,7 @@ from pipeline.ensemble.features import feature_table
 from pipeline.ensemble.meta_model import fit_all_rows, fit_models, fold_logits
 from pipeline.ensemble.scoring import accuracy
 from pipeline.io.console import parse_stage_args, run
-from pipeline.io.files import atomic_path, remove_stale_temps, write_json
+from pipeline.io.files import atomic_path, write_json
 
 
 def classifier_lines(classifiers: dict[str, str]) -> list[str]:
@@ -98,7 +98,6 @@ def main(argv: list[str] | None = None) -> dict:
     parse_stage_args(argv, __doc__, "python3 -m pipeline.stages.meta")
     params = load_params()
     settings = params.meta
-    remove_stale_temps(META_DIR)
     if not settings.enabled:
         with atomic_path(META_DIR) as out:
             out.mkdir()

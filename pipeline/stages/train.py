@@ -37,8 +37,6 @@ from pipeline.config.paths import (
     CLASSES_FILE,
     FOLDS_FILE,
     PREPARED_TEST,
-    fold_dir,
-    fold_results_dir,
     last_checkpoint_path,
 )
 from pipeline.config.schema import Params
@@ -49,7 +47,6 @@ from pipeline.data.settings import data_settings
 from pipeline.data.tables import check_targets, read_class_list, read_input_table
 from pipeline.ensemble.cells import save_cell
 from pipeline.io.console import PipelineError, parse_stage_args, run
-from pipeline.io.files import remove_stale_temps
 from pipeline.models.registry import create_cell_model
 from pipeline.training import distributed
 from pipeline.training.cell_trainer import create_cell_trainer
@@ -139,10 +136,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     device = distributed.setup(resolve_device(params.train.device))  # joins torchrun's group
     configure_determinism(params.train.deterministic, device)
     checkpoint_path = last_checkpoint_path(args.model, args.fold)
-    outputs = (fold_dir(args.model, args.fold), fold_results_dir(args.model, args.fold))
-    if distributed.is_main():  # rank 0 writes the outputs, and cleans up after itself
-        for path in (*outputs, checkpoint_path):
-            remove_stale_temps(path)  # what a killed run was writing
 
     # 1. Data: this fold's split of the prepared images, plus the test set.
     classes = read_class_list(CLASSES_FILE)
