@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import signal
 import sys
@@ -59,8 +60,8 @@ def run(main: Callable[[list[str] | None], object]) -> None:
     pipe into a quiet exit (141).
 
     Once `main` has returned, its outputs are written: a Ctrl-C or SIGTERM during the second
-    Python takes to exit is only reported, as it would fail the exit and DVC would throw the
-    outputs away (a train cell would train again from scratch).
+    Python takes to exit is only reported, or ignored late in the exit, as it would fail the
+    exit and DVC would throw the outputs away (a train cell would train again from scratch).
     """
     if signal.getsignal(signal.SIGINT) is _interrupted:  # KeyboardInterrupt again, for cleanups
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -70,6 +71,9 @@ def run(main: Callable[[list[str] | None], object]) -> None:
             main(None)
             for stop in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(stop, _finished)
+                # Python sets its handlers back to the default as it exits, after atexit: the
+                # rest of the exit (most of the second) ignores a stop.
+                atexit.register(signal.signal, stop, signal.SIG_IGN)
         finally:
             sys.stdout.flush()  # a closed pipe fails here, not in the interpreter's exit
     except (PipelineError, ParamsError) as err:
