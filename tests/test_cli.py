@@ -166,3 +166,29 @@ def test_a_stop_runs_the_cleanups_and_one_after_the_work_keeps_it(tmp_path, stop
     assert (result.returncode, result.stderr) == (code, said)
     assert (tmp_path / "cleaned").read_text() == "cleaned up"
     assert result.stdout == ("True" if when == "exiting" else "")
+
+
+def test_a_forked_child_ends_on_sigterm_as_it_always_did():
+    # A loader worker forked from a stage inherits its handlers: only the stage says `terminated`.
+    forking_stage = (
+        "import os, signal, sys, time\n"
+        "from pipeline.io.console import run\n"
+        "def main(argv):\n"
+        "    child = os.fork()\n"
+        "    if child == 0:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(5)\n"
+        "        os._exit(0)\n"
+        "    _, status = os.waitpid(child, 0)\n"
+        "    print(os.WTERMSIG(status) if os.WIFSIGNALED(status) else 'exited')\n"
+        "run(main)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", forking_stage],
+        cwd=REPO_ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"{signal.SIGTERM.value}\n", "")

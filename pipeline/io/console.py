@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TypeVar
 
 from tqdm import tqdm
@@ -44,7 +45,11 @@ def end_quietly_on_ctrl_c() -> None:
     signal.signal(signal.SIGINT, _interrupted)
 
 
-def _terminated(signum: int, frame: object) -> None:
+def _terminated(owner: int, signum: int, frame: object) -> None:
+    if os.getpid() != owner:  # a forked child (a loader worker) ends silently, as it always did
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     print("terminated", file=sys.stderr)
     sys.exit(128 + signum)  # SystemExit unwinds main: its cleanups run, as on Ctrl-C
 
@@ -65,7 +70,7 @@ def run(main: Callable[[list[str] | None], object]) -> None:
     """
     if signal.getsignal(signal.SIGINT) is _interrupted:  # KeyboardInterrupt again, for cleanups
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGTERM, partial(_terminated, os.getpid()))
     try:
         try:
             main(None)
