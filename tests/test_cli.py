@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers.processes import REPO_ROOT, child_env
+from helpers.processes import REPO_ROOT, child_env, run_python
 
 from pipeline.io.console import end_quietly_on_ctrl_c, progress, quiet, run
 
@@ -76,14 +76,7 @@ def test_a_ctrl_c_while_a_stage_imports_ends_it_quietly():
         "import sys; sys.argv[:1] = ['-m']; import pipeline.stages, os, signal, time; "
         "os.kill(os.getpid(), signal.SIGINT); time.sleep(30)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", starting_stage],
-        cwd=REPO_ROOT,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_python(["-c", starting_stage], REPO_ROOT, timeout=120)
     assert (result.returncode, result.stderr) == (130, "interrupted\n")
 
 
@@ -155,14 +148,7 @@ if when == "finished":
 )
 def test_a_stop_runs_the_cleanups_and_one_after_the_work_keeps_it(tmp_path, stop, when, code, said):
     # After main, a failed exit would make DVC throw the outputs away (a train cell retrains).
-    result = subprocess.run(
-        [sys.executable, "-c", STOPPED_STAGE, stop, when],
-        cwd=tmp_path,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_python(["-c", STOPPED_STAGE, stop, when], tmp_path, timeout=120)
     assert (result.returncode, result.stderr) == (code, said)
     assert (tmp_path / "cleaned").read_text() == "cleaned up"
     assert result.stdout == ("True" if when == "exiting" else "")
@@ -183,12 +169,5 @@ def test_a_forked_child_ends_on_sigterm_as_it_always_did():
         "    print(os.WTERMSIG(status) if os.WIFSIGNALED(status) else 'exited')\n"
         "run(main)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", forking_stage],
-        cwd=REPO_ROOT,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_python(["-c", forking_stage], REPO_ROOT, timeout=120)
     assert (result.returncode, result.stdout, result.stderr) == (0, f"{signal.SIGTERM.value}\n", "")
