@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from pipeline.io.console import PipelineError
-from pipeline.stages.split import assign_folds
+from pipeline.stages.split import assign_folds, keep_copies_together
 
 
 def make_train(counts: dict[str, int]) -> pd.DataFrame:
@@ -12,7 +12,8 @@ def make_train(counts: dict[str, int]) -> pd.DataFrame:
         for label, n in counts.items()
         for i in range(n)
     ]
-    return pd.DataFrame(rows, columns=["image", "label", "target"])
+    train = pd.DataFrame(rows, columns=["image", "label", "target"])
+    return train.assign(md5=[f"md5-{i}" for i in range(len(train))])  # no two alike
 
 
 @pytest.fixture
@@ -99,3 +100,36 @@ def test_stage_refuses_too_few_images_and_writes_nothing(tmp_path, monkeypatch):
         split_stage.main([])
     assert not (tmp_path / "data/folds.csv").exists()
     assert list((tmp_path / "data").iterdir()) == [tmp_path / "data/prepared"]
+
+
+def test_exact_copies_share_a_fold_and_other_folds_stay():
+    train = make_train({"acer": 12, "betula": 7, "carpinus": 5, "quercus": 20})
+    alone = assign_folds(train, n_splits=5, shuffle=True, seed=0)
+    assert keep_copies_together(alone.copy()) == 0  # no copies: the folds as they were
+    copied = train.copy()
+    copies = {3: 0, 4: 0, 30: 25, 31: 25, 43: 25}  # row -> the row it is a copy of
+    for row, original in copies.items():
+        copied.loc[row, "md5"] = copied.loc[original, "md5"]
+    folds = assign_folds(copied, n_splits=5, shuffle=True, seed=0)
+    moved = keep_copies_together(folds)
+    assert moved == sum(alone["fold"][row] != alone["fold"][of] for row, of in copies.items())
+    assert moved > 0  # seed 0 splits some copies apart
+    for row, original in copies.items():
+        assert folds["fold"][row] == folds["fold"][original] == alone["fold"][original]
+    others = ~folds.index.isin(list(copies))
+    assert (folds["fold"][others] == alone["fold"][others]).all()
+
+
+def test_copies_under_other_labels_are_named_in_a_warning(capsys):
+    from pipeline.stages.split import warn_of_copies_labelled_apart
+
+    folds = make_train({"acer": 3, "betula": 3}).assign(fold=0)
+    warn_of_copies_labelled_apart(folds)
+    assert capsys.readouterr().err == ""
+    folds.loc[4, "md5"] = folds.loc[0, "md5"]  # a betula image that is an acer's copy
+    warn_of_copies_labelled_apart(folds)
+    assert capsys.readouterr().err == (
+        "warning: 1 image(s) have copies labelled otherwise, e.g. "
+        "images/acer_0.jpg ('acer') and images/betula_1.jpg ('betula'); "
+        "the models are trained on both\n"
+    )

@@ -6,7 +6,9 @@ Reads data/prepared/train.csv and writes data/folds.csv: the prepared rows plus 
 column. Fold k's validation part is the rows with fold == k; training uses the others. Every
 class appears in every fold's validation part when it has at least `split.n_splits` images; a
 rarer class is spread over as many folds as it has images, with a warning naming it (a class
-of one image is never in the training part of its own fold). No image is copied.
+of one image is never in the training part of its own fold). Exact copies of an image (the same
+md5 under other names) share the first one's fold, so no fold validates an image its models
+trained on. No image is copied.
 """
 
 from __future__ import annotations
@@ -75,11 +77,44 @@ def assign_folds(train: pd.DataFrame, n_splits: int, shuffle: bool, seed: int) -
     return folds
 
 
+def keep_copies_together(folds: pd.DataFrame) -> int:
+    """Give every exact copy of an image (the same `md5`) the fold of its first row, in place;
+    returns how many images moved. Without copies the folds stay as they are."""
+    first = folds.groupby("md5", sort=False)["fold"].transform("first")
+    moved = int((first != folds["fold"]).sum())
+    folds["fold"] = first
+    return moved
+
+
+def warn_of_copies_labelled_apart(folds: pd.DataFrame) -> None:
+    """Warn, with an example, when copies of one image (the same `md5`) carry other labels."""
+    labels = folds.groupby("md5", sort=False)["label"].nunique()
+    apart = labels[labels > 1]
+    if apart.empty:
+        return
+    example = folds[folds["md5"] == apart.index[0]].drop_duplicates("label").head(2)
+    named = " and ".join(
+        f"{image} ({label!r})" for image, label in example[["image", "label"]].values
+    )
+    warn(
+        f"{len(apart)} image(s) have copies labelled otherwise, e.g. {named}; "
+        "the models are trained on both"
+    )
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parse_stage_args(argv, __doc__, "python3 -m pipeline.stages.split")
     params = load_params()
-    train = read_input_table(PREPARED_TRAIN, ("label", "target"))
+    train = read_input_table(PREPARED_TRAIN, ("label", "target", "md5"))
     folds = assign_folds(train, params.split.n_splits, params.split.shuffle, params.base.seed)
+    copies = int(folds["md5"].duplicated().sum())
+    if copies:
+        moved = keep_copies_together(folds)
+        print(
+            f"split: {copies} labelled images are exact copies of another (the same bytes); "
+            f"{moved} moved to their first copy's fold, so no fold validates on what it trained on"
+        )
+        warn_of_copies_labelled_apart(folds)
     write_csv(FOLDS_FILE, folds)
     sizes = folds["fold"].value_counts().sort_index().tolist()
     print(
