@@ -184,10 +184,11 @@ def check_submission(
 
 
 def submission_record(
-    params: Params, csv: Path, predictions: Path, oof_accuracy: float | None
+    params: Params, csv: Path, predictions: Path, accuracies: dict[str, float | None]
 ) -> dict[str, Any]:
     """What stage submit writes next to the CSV (submissions/submission.json): the params and
-    score the file was made with, and its md5, so `pipeline.tools.kaggle submit` describes and
+    scores the file was made with (`accuracies`: the ensemble's `oof_accuracy` and
+    `oof_accuracy_fitted_cross`), and its md5, so `pipeline.tools.kaggle submit` describes and
     checks the file it uploads, not whatever params.yaml says now."""
     return {
         "file": Path(csv).as_posix(),
@@ -203,7 +204,7 @@ def submission_record(
             for name, hp in ((name, params.train.for_model(name)) for name in params.train.models)
         },
         "folds": list(params.train.folds),
-        "oof_accuracy": oof_accuracy,
+        **accuracies,
     }
 
 

@@ -78,11 +78,24 @@ def load_test_logits(source: Path, num_rows: int, num_classes: int) -> np.ndarra
     return logits
 
 
-def ensemble_oof_accuracy() -> float | None:
-    """The ensemble's OOF accuracy (results/ensemble/metrics.json), None when it has none."""
+def ensemble_oof_accuracies() -> dict[str, float | None]:
+    """The ensemble's OOF accuracy with the weights fitted on every fold (`oof_accuracy`) and
+    cross-fitted (`oof_accuracy_fitted_cross`, results/ensemble/metrics.json); None for each
+    it has not."""
+    keys = ("oof_accuracy", "oof_accuracy_fitted_cross")
     try:
-        return float(read_input_json(ENSEMBLE_METRICS)["oof_accuracy"])
-    except (PipelineError, KeyError, TypeError, ValueError):
+        metrics = read_input_json(ENSEMBLE_METRICS)
+    except PipelineError:
+        return dict.fromkeys(keys)
+    return {
+        key: number_or_none(metrics.get(key) if isinstance(metrics, dict) else None) for key in keys
+    }
+
+
+def number_or_none(value: object) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
         return None
 
 
@@ -117,7 +130,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     write_csv(SUBMISSION_FILE, submission)
     write_json(
         SUBMISSION_RECORD,
-        submission_record(params, SUBMISSION_FILE, source, ensemble_oof_accuracy()),
+        submission_record(params, SUBMISSION_FILE, source, ensemble_oof_accuracies()),
     )
     distinct = submission[columns[1]].nunique()
     print(

@@ -157,7 +157,8 @@ def run_summary(record: dict[str, Any]) -> str:
 
 
 def submission_message(record: dict[str, Any] | None, note: str = "") -> str:
-    """`[note | ]git <commit> | <run_summary> [| OOF acc <x>]` for `kaggle competitions submit`.
+    """`[note | ]git <commit> | <run_summary> [| OOF acc <x> (<y> cross-fitted)]` for
+    `kaggle competitions submit`.
 
     `record` is stage submit's record of the file (None: a file it did not write).
     """
@@ -167,8 +168,10 @@ def submission_message(record: dict[str, Any] | None, note: str = "") -> str:
         parts.append("params unknown (not written by stage submit)")
     else:
         parts.append(run_summary(record))
-        if isinstance(record.get("oof_accuracy"), (int, float)):
-            parts.append(f"OOF acc {record['oof_accuracy']:.4f}")
+        fitted, cross = record.get("oof_accuracy"), record.get("oof_accuracy_fitted_cross")
+        if isinstance(fitted, (int, float)):
+            cross_fitted = f" ({cross:.4f} cross-fitted)" if isinstance(cross, (int, float)) else ""
+            parts.append(f"OOF acc {fitted:.4f}{cross_fitted}")
     return " | ".join(parts)
 
 
