@@ -3,13 +3,10 @@ epoch ends with rank 0's statistics in every process (gloo here)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
-from helpers.processes import child_env
+from helpers.processes import run_python
 
 from pipeline.training import distributed
 
@@ -63,18 +60,12 @@ if distributed.is_main():
 @pytest.mark.parametrize("share", ["share", "keep"])
 def test_each_process_ends_an_epoch_with_rank_0s_batchnorm_statistics(tmp_path, share):
     (tmp_path / "share_buffers.py").write_text(SHARE_BUFFERS)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
-    run = subprocess.run(
-        [*torchrun, "share_buffers.py", share],
-        cwd=tmp_path,
-        env=child_env(OMP_NUM_THREADS="1"),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    torchrun = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
+    run = run_python(
+        [*torchrun, "share_buffers.py", share], tmp_path, timeout=120, OMP_NUM_THREADS="1"
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    out = run.stdout
-    assert out.split()[-1] == ("equal" if share == "share" else "different")
+    assert run.stdout.split()[-1] == ("equal" if share == "share" else "different")
 
 
 def test_an_epoch_shares_the_weights_buffers_and_their_averages(monkeypatch):

@@ -21,12 +21,15 @@ def child_env(code: Path = REPO_ROOT, **extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": python_path(code), **extra}
 
 
-def run_python(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python <args>` in `cwd` with the repository first on PYTHONPATH; its output captured."""
+def run_python(
+    args: list[str], cwd: Path, timeout: float = 300, **extra: str
+) -> subprocess.CompletedProcess:
+    """`python <args>` in `cwd` with the repository first on PYTHONPATH and `extra` in its
+    environment; its output captured."""
     return subprocess.run(
         [sys.executable, *args],
         cwd=cwd,
-        env=child_env(),
+        env=child_env(**extra),
         capture_output=True,
         text=True,
         timeout=timeout,
