@@ -57,3 +57,19 @@ def test_the_background_writer_saves_a_snapshot_and_raises_a_failed_write(tmp_pa
     else:
         raise AssertionError("a failed write passed silently")
     assert torch.load(path, weights_only=False)["epoch"] == 3  # the previous file is intact
+
+
+def test_a_process_restores_its_own_rng_states_or_an_older_checkpoints_one_set():
+    from pipeline.training.checkpoint import restore_rng_states, rng_states
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(3)
+    np.random.seed(3)
+    saved = rng_states(cpu)  # one process: a list of one
+    expected = torch.rand(2), np.random.rand(2)
+    for states in (saved, saved[0]):  # a checkpoint from before December 2026 held a dict
+        torch.manual_seed(0)
+        np.random.seed(0)
+        restore_rng_states(states, cpu)
+        assert torch.equal(torch.rand(2), expected[0])
+        assert np.array_equal(np.random.rand(2), expected[1])

@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     trainer = create_cell_trainer(
         model, hp, loaders, device, data.channels_last, params.train.compile
     )
+    distributed.seed_process(params.base.seed)  # under torchrun, dropout masks per process
     fingerprint = run_fingerprint(
         args.model,
         args.fold,

@@ -74,21 +74,26 @@ def run_fingerprint(
     }
 
 
-def rng_states(device: torch.device) -> dict[str, Any]:
-    """The global RNG states a resumed run must continue from (dropout draws from torch's).
+def rng_states(device: torch.device) -> list[dict[str, Any]]:
+    """Every process's global RNG states, in rank order: what a resumed run continues from
+    (dropout draws from torch's, MixUp from numpy's). A collective under torchrun.
 
-    Of the GPUs only the training device's: under torchrun every process restores rank 0's
-    states, which equal its own, and its GPU is not rank 0's.
+    Of the GPUs only each process's training device's.
     """
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else [],
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
+    return distributed.gather(
+        {
+            "torch": torch.get_rng_state(),
+            "cuda": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else [],
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        }
+    )
 
 
-def set_rng_states(states: dict[str, Any], device: torch.device) -> None:
+def restore_rng_states(saved: list[dict[str, Any]] | dict[str, Any], device: torch.device) -> None:
+    """This process's states of `rng_states`. A checkpoint from before December 2026 holds one
+    set, rank 0's, which every process then restores, as every process did then."""
+    states = saved[distributed.rank()] if isinstance(saved, list) else saved
     torch.set_rng_state(states["torch"])
     if states["cuda"]:
         torch.cuda.set_rng_state(states["cuda"][0], device)
@@ -189,7 +194,7 @@ def resume(
     if checkpoint is None:
         return 0, {"acc": -1.0, "loss": math.inf, "epoch": 0, "weights": None, "state": None}, []
     trainer.load_state_dict(checkpoint["trainer"])
-    set_rng_states(checkpoint["rng"], trainer.device)
+    restore_rng_states(checkpoint["rng"], trainer.device)
     for metrics in checkpoint["history"]:
         log_epoch(live, metrics)
     done, cell = checkpoint["epoch"], f"{fingerprint['model']} fold {fingerprint['fold']}"

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.io.console import QUIET_ENV, PipelineError
+from pipeline.training.device import seed_everything
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -100,6 +101,18 @@ def world_size() -> int:
 def is_main() -> bool:
     """Whether this process writes the outputs: rank 0, or the only process."""
     return rank() == 0
+
+
+def seed_process(seed: int) -> None:
+    """Give each process its own random draws from here on: dropout, drop-path, MixUp's ratio.
+
+    Called once the model is built and wrapped, so every process starts from the same weights.
+    Rank r > 0 reseeds with `seed + r`, as timm's train.py seeds each rank; rank 0 keeps its
+    stream, so it draws as a single process does. A resume restores each process's own states
+    (see pipeline.training.checkpoint).
+    """
+    if rank() > 0:
+        seed_everything(seed + rank())
 
 
 def barrier() -> None:

@@ -123,7 +123,8 @@ def fit_and_predict(
     with CheckpointWriter() as writer:
         for epoch in range(done + 1, hp.epochs + 1):
             best = fit_epoch(trainer, loaders, hp, valid_targets, live, epoch, best, history)
-            if distributed.is_main():  # every process holds the same state: rank 0 saves it
+            rng = rng_states(trainer.device)  # each process's own draws
+            if distributed.is_main():  # every process holds the same weights: rank 0 saves them
                 writer.save(
                     checkpoint_path,
                     {
@@ -133,7 +134,7 @@ def fit_and_predict(
                         "best": best,
                         "history": history,
                         "trainer": trainer.state_dict(),
-                        "rng": rng_states(trainer.device),
+                        "rng": rng,
                     },
                 )
     model, autocast = trainer.model, trainer.autocast

@@ -42,13 +42,14 @@ def copy_run(finished_run: Path, workdir: Path, **changes) -> Path:
 
 
 def start_training(
-    workdir: Path, command: list[str] = TRAIN, code: Path = REPO_ROOT
+    workdir: Path, command: list[str] = TRAIN, code: Path = REPO_ROOT, **extra: str
 ) -> subprocess.Popen:
     """`command` in `workdir` importing the project from `code`, in its own process group
-    (SIGKILL or SIGINT reaches its workers or stages too), stdout piped, stderr to a log."""
+    (SIGKILL or SIGINT reaches its workers or stages too), with `extra` in its environment,
+    stdout piped, stderr to a log."""
     # One thread each: the reference run shares the two cores, and OpenMP threads that wait for
     # a busy core spin (bit-identity holds for any thread count, as long as both runs agree).
-    env = child_env(code, OMP_NUM_THREADS="1", DVC_NO_ANALYTICS="1")
+    env = child_env(code, OMP_NUM_THREADS="1", DVC_NO_ANALYTICS="1", **extra)
     with open(workdir / "stderr.log", "a") as stderr:  # progress bars: too much for a pipe
         return subprocess.Popen(
             command,
