@@ -110,6 +110,18 @@ def test_valid_folder(workdir, comp, capsys):
     assert f"{len(comp.train)} train images in 3 classes" in capsys.readouterr().out
 
 
+def test_test_images_that_copy_labelled_ones_are_counted_with_an_example(workdir, comp, capsys):
+    prepare_stage.main([])
+    assert "exact cop" not in capsys.readouterr().out
+    for test_image, train_row in ((comp.test[1], 4), (comp.test[2], 0)):
+        (comp.root / test_image).write_bytes((comp.root / comp.train[train_row][0]).read_bytes())
+    prepare_stage.main([])
+    assert (
+        f"2 test images are exact copies of labelled ones (the same bytes), e.g. {comp.test[1]} "
+        f"of {comp.train[4][0]} ({comp.train[4][1]})"
+    ) in capsys.readouterr().out
+
+
 def test_prepare_function_returns_the_tables(workdir, comp):
     from pipeline.config.schema import DataParams
 

@@ -84,6 +84,24 @@ def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
     return classes, train[columns].reset_index(drop=True), test.reset_index(drop=True)
 
 
+def report_test_copies(train: pd.DataFrame, test: pd.DataFrame) -> None:
+    """Say how many test images are exact copies (the same md5) of labelled ones, with one.
+
+    Only said: the models predict them like any other test image.
+    """
+    labelled = train.drop_duplicates("md5").set_index("md5")
+    copies = test[test["md5"].isin(labelled.index)]
+    if copies.empty:
+        return
+    first = copies.iloc[0]
+    twin = labelled.loc[first["md5"]]
+    are = "image is an exact copy" if len(copies) == 1 else "images are exact copies"
+    print(
+        f"prepare: {len(copies)} test {are} of labelled ones (the same bytes), e.g. "
+        f"{first['image']} of {twin['image']} ({twin['label']})"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parse_stage_args(argv, __doc__, "python3 -m pipeline.stages.prepare")
     params = load_params()
@@ -97,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         f"prepare: {len(train)} train images in {len(classes)} classes, "
         f"{len(test)} test images -> {PREPARED_DIR}"
     )
+    report_test_copies(train, test)
 
 
 if __name__ == "__main__":
