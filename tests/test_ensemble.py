@@ -210,3 +210,16 @@ def test_metrics_put_the_accuracies_then_the_setup_first(two_model_run):
         "setup",
     ]
     assert metrics["setup"] == setup
+
+
+def test_networks_that_keep_their_best_validating_epoch_are_named_as_flattered(run_copy, capsys):
+    ens.main([])
+    assert "keep: best" not in capsys.readouterr().out
+    params = yaml.safe_load((run_copy / "params.yaml").read_text())
+    params["train"]["defaults"]["keep"] = "best"
+    (run_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ens.main([])
+    assert (
+        "ensemble: d2l_resnet11 kept each fold's best-validating epoch (keep: best), so their OOF "
+        "figures flatter them; keep: last scores them honestly"
+    ) in capsys.readouterr().out

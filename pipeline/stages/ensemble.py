@@ -177,6 +177,12 @@ def main(argv: list[str] | None = None) -> dict:
         + ("" if cross is None else f"; weights fitted on the other folds: {cross:.4f}")
         + f") -> {ENSEMBLE_METRICS}"
     )
+    picked = [name for name in params.train.models if params.train.for_model(name).keep == "best"]
+    if picked:
+        print(
+            f"ensemble: {', '.join(picked)} kept each fold's best-validating epoch (keep: best), "
+            "so their OOF figures flatter them; keep: last scores them honestly"
+        )
     worst = per_class.nsmallest(3, "accuracy", keep="first")
     print(
         "ensemble: lowest per-class accuracy "
