@@ -3,11 +3,9 @@ import copy
 import pytest
 import yaml
 from helpers.params import MINIMAL, problems, with_change
-from helpers.trees import leaf_paths, lookup
 
 from pipeline.config.checks import CHECKS
 from pipeline.config.params import ParamsError, load_params, parse_params
-from pipeline.config.presets import read_params_file
 
 
 def test_project_params_validate():
@@ -15,22 +13,6 @@ def test_project_params_validate():
     assert params.train.models
     for name in params.train.models:
         params.train.for_model(name)
-
-
-def test_params_yaml_spells_out_every_key_so_no_run_takes_the_schemas_fallbacks():
-    # The schema's own defaults serve minimal files (below) and differ from params.yaml's (its
-    # meta.features, epochs, lr ...): the shipped file must never lean on them.
-    written = read_params_file()
-    values = parse_params(written).model_dump()
-    del values["train"]["models"]  # its entries are the file's own
-    missing = []
-    for path in leaf_paths(values):
-        try:
-            lookup(written, path)
-        except KeyError as err:
-            missing.append(err.args[0])
-    # a model's own key: its name is the backbone unless it says otherwise
-    assert missing == ["train.defaults.backbone"]
 
 
 def test_minimal_params_take_defaults():

@@ -222,6 +222,21 @@ def parse_params(
     return params
 
 
+def left_out_keys(settings: BaseModel, prefix: str = "") -> list[str]:
+    """The keys the file left out, which took the schema's fallbacks: a whole group as one key.
+
+    Keys whose fallback is None (not set: `train.defaults.backbone`) are not counted.
+    """
+    keys = []
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if name not in settings.model_fields_set:
+            keys += [] if field.default is None else [prefix + name]
+        elif isinstance(value, BaseModel):
+            keys += left_out_keys(value, f"{prefix}{name}.")
+    return keys
+
+
 def _report(source: str, problems: list[str]) -> str:
     return f"invalid parameters in {source}:\n" + "\n".join(f"  - {p}" for p in problems)
 

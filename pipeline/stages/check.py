@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from pipeline.competition.inputs import check_data_root
 from pipeline.config.checks import load_checked_params
+from pipeline.config.params import left_out_keys
 from pipeline.config.paths import CHECKPOINTS_DIR, MODELS_DIR, PARAMS_CHECKED
-from pipeline.io.console import parse_stage_args, run
+from pipeline.io.console import parse_stage_args, run, warn
 from pipeline.io.files import remove_empty_folders, write_text
 
 MARKER_TEXT = (
@@ -36,6 +37,14 @@ def main(argv: list[str] | None = None) -> None:
         remove_empty_folders(folder)
     params = load_checked_params()
     check_data_root(params.data.root)
+    left_out = left_out_keys(params)
+    if left_out:
+        more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+        warn(
+            f"params.yaml leaves out {', '.join(left_out[:5])}{more}: they take the schema's "
+            "fallbacks, several of which are plainer than the shipped params.yaml's (no stage "
+            "meta, 10 epochs, no augmentation; docs/configuration.md lists them)"
+        )
     write_text(PARAMS_CHECKED, MARKER_TEXT)
     print(
         f"check: params.yaml is valid ({len(params.train.models)} model(s), folds "
