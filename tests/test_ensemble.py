@@ -223,3 +223,17 @@ def test_networks_that_keep_their_best_validating_epoch_are_named_as_flattered(r
         "ensemble: d2l_resnet11 kept each fold's best-validating epoch (keep: best), so their OOF "
         "figures flatter them; keep: last scores them honestly"
     ) in capsys.readouterr().out
+
+
+def test_with_one_fold_the_line_says_to_trust_the_equal_weights_figure(run_copy, capsys):
+    ens.main([])
+    assert "weights fitted on the other folds: " in capsys.readouterr().out
+    params = yaml.safe_load((run_copy / "params.yaml").read_text())
+    params["train"]["folds"] = [0]
+    (run_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    metrics = ens.main([])
+    assert "oof_accuracy_fitted_cross" not in metrics and metrics["num_models"] == 2
+    assert (
+        f"(equal: {metrics['oof_accuracy_equal']:.4f}; the weights were fitted on the one fold "
+        "they are scored on: trust the equal figure)"
+    ) in capsys.readouterr().out

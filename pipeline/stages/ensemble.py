@@ -131,6 +131,19 @@ def ensemble(
     return oof, test, metrics
 
 
+def honesty_note(metrics: dict, weighting: str) -> str:
+    """What to trust beside the fitted weights' accuracy: their cross-fitted figure, or with one
+    fold scored (nothing to cross-fit on) the equal weights' figure."""
+    cross = metrics.get("oof_accuracy_fitted_cross")
+    if cross is not None:
+        return f"; weights fitted on the other folds: {cross:.4f}"
+    if weighting == "fit" and metrics["num_models"] > 1:
+        return (
+            "; the weights were fitted on the one fold they are scored on: trust the equal figure"
+        )
+    return ""
+
+
 def main(argv: list[str] | None = None) -> dict:
     parse_stage_args(argv, __doc__, "python3 -m pipeline.stages.ensemble")
     params = load_params()
@@ -169,13 +182,11 @@ def main(argv: list[str] | None = None) -> dict:
             f"ensemble: {model:<24} OOF accuracy {scores['oof_accuracy']:.4f}, "
             f"weight {metrics['weights'][model]:.3f}{adds}"
         )
-    cross = metrics.get("oof_accuracy_fitted_cross")
     print(
         f"ensemble: {len(models)} model(s) x {len(params.train.folds)} fold(s) "
         f"OOF accuracy {metrics['oof_accuracy']:.4f} with {settings.weights} weights "
-        f"(equal: {metrics['oof_accuracy_equal']:.4f}"
-        + ("" if cross is None else f"; weights fitted on the other folds: {cross:.4f}")
-        + f") -> {ENSEMBLE_METRICS}"
+        f"(equal: {metrics['oof_accuracy_equal']:.4f}{honesty_note(metrics, settings.weights)}) "
+        f"-> {ENSEMBLE_METRICS}"
     )
     picked = [name for name in params.train.models if params.train.for_model(name).keep == "best"]
     if picked:
