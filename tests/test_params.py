@@ -91,7 +91,11 @@ def test_model_override_errors_name_the_model():
 @pytest.mark.parametrize(
     ("transform", "expected"),
     [
-        ({"name": "HorizontalFlop"}, "'HorizontalFlop' is not an albumentations transform"),
+        (
+            {"name": "HorizontalFlop"},
+            "'HorizontalFlop' is not an albumentations transform (did you mean HorizontalFlip",
+        ),
+        ({"name": "Zzzq"}, "'Zzzq' is not an albumentations transform (see albumentations.ai)"),
         ({"name": "HorizontalFlip", "q": 1}, "HorizontalFlip has no argument(s) ['q']"),
         ({"name": "HorizontalFlip", "p": 3}, "HorizontalFlip: p = 3: Input should be less than"),
     ],

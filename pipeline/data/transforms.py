@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from typing import Any
 
@@ -18,6 +19,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def is_transform(cls: Any) -> bool:
+    return inspect.isclass(cls) and issubclass(cls, A.BasicTransform)
+
+
+def transform_names() -> list[str]:
+    """The names albumentations exports as transforms, for spelling hints."""
+    return [name for name in dir(A) if is_transform(getattr(A, name))]
+
+
 def create_transform(spec: TransformSpec, image_size: int) -> A.BasicTransform:
     """Build one albumentations transform from a params entry.
 
@@ -25,9 +35,11 @@ def create_transform(spec: TransformSpec, image_size: int) -> A.BasicTransform:
     unless the entry sets it, so `{name: RandomResizedCrop, scale: [0.6, 1.0]}` is enough.
     """
     cls = getattr(A, spec.name, None)
-    if not (inspect.isclass(cls) and issubclass(cls, A.BasicTransform)):
+    if not is_transform(cls):
+        close = difflib.get_close_matches(spec.name, transform_names(), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ValueError(
-            f"{spec.name!r} is not an albumentations transform (see albumentations.ai)"
+            f"{spec.name!r} is not an albumentations transform ({hint}see albumentations.ai)"
         )
     kwargs = spec.kwargs
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
