@@ -110,8 +110,16 @@ CLASSES = ["acer", "quercus"]
 TEST_IMAGES = ["images/9.jpg", "images/10.jpg"]
 
 
-def write_submission(root: Path, params: dict, rows: list[tuple[str, str]], record=True) -> Path:
-    """Prepared data, params.yaml, and submissions/submission.csv with stage submit's record."""
+def write_submission(
+    root: Path,
+    params: dict,
+    rows: list[tuple[str, str]],
+    record=True,
+    data_root: str = "data/classify-leaves",
+) -> Path:
+    """Prepared data, params.yaml (with `data_root`), and submissions/submission.csv with stage
+    submit's record."""
+    params["data"]["root"] = data_root
     write_prepared_project(root, CLASSES, TEST_IMAGES)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     csv = root / "submissions" / "submission.csv"
@@ -183,22 +191,22 @@ def test_submit_refuses_an_invalid_file_before_kaggle_runs(
     assert calls(fake_kaggle) == []
 
 
-def test_submit_warns_when_the_data_is_not_the_competitions(
+def test_submit_refuses_the_synthetic_data_and_warns_of_another_folder(
     fake_kaggle, tmp_path, tiny_params, capsys, monkeypatch
 ):
-    write_submission(tmp_path, tiny_params, VALID)  # data.root: data/synthetic
-    kaggle.main(["submit"])
-    assert "warning: the submission was made from data.root = data/synthetic" in (
-        capsys.readouterr().err
-    )
-    assert len(calls(fake_kaggle)) == 1
+    write_submission(tmp_path, tiny_params, VALID, data_root="data/synthetic")
+    with pytest.raises(PipelineError, match="not submitted: .* data.root = data/synthetic, the "):
+        kaggle.main(["submit"])
+    assert calls(fake_kaggle) == []
 
-    tiny_params["data"]["root"] = "data/classify-leaves"
-    (tmp_path / "real").mkdir()
-    monkeypatch.chdir(tmp_path / "real")
-    write_submission(tmp_path / "real", tiny_params, VALID)
-    kaggle.main(["submit"])
-    assert "warning" not in capsys.readouterr().err
+    for data_root, warned in (("data/leaves", True), ("data/classify-leaves", False)):
+        (tmp_path / data_root).mkdir(parents=True)
+        monkeypatch.chdir(tmp_path / data_root)
+        write_submission(tmp_path / data_root, tiny_params, VALID, data_root=data_root)
+        kaggle.main(["submit"])
+        warning = f"warning: the submission was made from data.root = {data_root}"
+        assert (warning in capsys.readouterr().err) == warned
+    assert len(calls(fake_kaggle)) == 2
 
 
 def test_a_file_stage_submit_did_not_write_is_checked_and_flagged(

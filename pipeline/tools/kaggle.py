@@ -37,7 +37,7 @@ from pipeline.competition.submission import (
     read_record,
 )
 from pipeline.config.params import PARAMS_FILE, load_params
-from pipeline.config.paths import SUBMISSION_FILE
+from pipeline.config.paths import SUBMISSION_FILE, SYNTHETIC_DIR
 from pipeline.config.schema import DataParams
 from pipeline.io import console
 from pipeline.io.console import PipelineError, command_parser, progress, warn
@@ -184,6 +184,16 @@ def record_of(file: Path) -> dict[str, Any] | None:
     return record
 
 
+def refuse_synthetic(root: str | None, competition: str) -> None:
+    """A submission made from the data stage generate draws is never a competition's."""
+    if root is not None and Path(root) == SYNTHETIC_DIR and SYNTHETIC_DIR.name != competition:
+        raise PipelineError(
+            f"not submitted: the submission was made from data.root = {root}, the synthetic "
+            f"leaves stage generate draws, which {competition} does not score; set data.root to "
+            f"{competition}'s data (leaf kaggle download {competition}) and run dvc repro"
+        )
+
+
 def competition_warning(root: str | None, competition: str) -> str | None:
     """Why the data the submission was made from may not be `competition`'s, or None."""
     if root is None or Path(root).name == competition:
@@ -232,6 +242,7 @@ def submit(
         check_submission(file, test_images, names, columns)
     except SubmissionError as err:
         raise SubmissionError(f"not submitted: {err}") from None
+    refuse_synthetic(root, competition)
     problem = competition_warning(root, competition)
     if problem:
         warn(problem)
