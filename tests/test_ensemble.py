@@ -1,3 +1,6 @@
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -212,12 +215,17 @@ def test_metrics_put_the_accuracies_then_the_setup_first(two_model_run):
     assert metrics["setup"] == setup
 
 
+def change_params(folder: Path, change: Callable[[dict], None]) -> None:
+    """Apply `change` to the params.yaml in `folder`."""
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    change(params)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def test_networks_that_keep_their_best_validating_epoch_are_named_as_flattered(run_copy, capsys):
     ens.main([])
     assert "keep: best" not in capsys.readouterr().out
-    params = yaml.safe_load((run_copy / "params.yaml").read_text())
-    params["train"]["defaults"]["keep"] = "best"
-    (run_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    change_params(run_copy, lambda params: params["train"]["defaults"].update(keep="best"))
     ens.main([])
     assert (
         "ensemble: d2l_resnet11 kept each fold's best-validating epoch (keep: best), so their OOF "
@@ -228,9 +236,7 @@ def test_networks_that_keep_their_best_validating_epoch_are_named_as_flattered(r
 def test_with_one_fold_the_line_says_to_trust_the_equal_weights_figure(run_copy, capsys):
     ens.main([])
     assert "weights fitted on the other folds: " in capsys.readouterr().out
-    params = yaml.safe_load((run_copy / "params.yaml").read_text())
-    params["train"]["folds"] = [0]
-    (run_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    change_params(run_copy, lambda params: params["train"].update(folds=[0]))
     metrics = ens.main([])
     assert "oof_accuracy_fitted_cross" not in metrics and metrics["num_models"] == 2
     assert (

@@ -7,7 +7,9 @@ so `dvc repro` (and `dvc exp run -S key=value`) runs it first and stops here on 
 before DVC deletes the outputs of a stage it would rerun (a trained cell, its metrics and
 plots). It checks what every stage checks on load (pipeline.config.params) plus the backbones, the
 `pretrained:` weight paths and the transforms (pipeline.config.checks), and that `data.root` exists
-(unless it is the folder stage generate writes), naming what to do when it does not.
+(unless it is the folder stage generate writes), naming what to do when it does not. It warns of
+the keys params.yaml leaves out: they take the schema's fallbacks, several plainer than the
+shipped values (docs/configuration.md lists them).
 
 The marker's text never changes, so a stage reruns for its own params only, never because the
 marker was rewritten; dvc.yaml keeps it (`persist: true`) while the check runs, so a failed check
