@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import run
+from helpers.images import write_competition, write_csv
 
 from pipeline.competition.submission import submission_problems
 
@@ -119,3 +120,18 @@ def test_dvc_repro_end_to_end_and_incremental(reproduced, reproduced_project):
     assert set(folds) == {"0", "1"}
     run(["dvc", "plots", "show", "-o", "plots_html"], project)
     assert (project / "plots_html/index.html").is_file()
+
+
+def test_an_edit_to_tables_outside_data_root_reruns_prepare(project, tmp_path_factory):
+    # Image cells without images/ (docs/real-data.md): the root is the images folder and the
+    # tables lie beside it, out of the root's hash.
+    comp = write_competition(tmp_path_factory.mktemp("bare"))
+    write_csv(comp.train_csv, ["image", "label"], [(i[len("images/") :], c) for i, c in comp.train])
+    write_csv(comp.test_csv, ["image"], [[i[len("images/") :]] for i in comp.test])
+    data = {"root": str(comp.root / "images"), "train_csv": "../train.csv"}
+    data.update(test_csv="../test.csv", sample_submission=None)
+    edit_params(project, lambda p: p["data"].update(data))
+    run(["dvc", "repro", "prepare"], project)
+    assert "up to date" in run(["dvc", "status", "prepare"], project).stdout
+    write_csv(comp.test_csv, ["image"], [[i[len("images/") :]] for i in comp.test[:-1]])
+    assert "modified:" in run(["dvc", "status", "prepare"], project).stdout
