@@ -163,22 +163,40 @@ def test_image_path_escaping_the_root_is_refused(workdir, comp, table, escaping)
 @pytest.mark.parametrize(
     ("change", "detail"),
     [
-        ("reordered", "row 2 is "),
-        ("reordered", "set data.sample_submission: null to skip this check"),
-        ("other_image", "row 4 is 'images/999.jpg', test.csv's is "),
-        ("row_missing", "rows against test.csv's"),
+        ("other_image", "row 4 is 'images/999.jpg', which test.csv does not list"),
+        ("other_image", "set data.sample_submission: null to skip this check"),
+        ("row_missing", "it lacks test.csv's 'images/21.jpg'"),
+        ("row_repeated", "5 rows against test.csv's 4"),
     ],
 )
 def test_sample_submission_not_matching_test_csv(workdir, comp, change, detail):
     images = list(comp.test)
-    if change == "reordered":
-        images[0], images[1] = images[1], images[0]
-    elif change == "other_image":
+    if change == "other_image":
         images[2] = "images/999.jpg"
-    else:
+    elif change == "row_missing":
         images = images[:-1]
+    else:
+        images = [*images, images[0]]
     imgs.write_csv(comp.sample_csv, ["image", "label"], [[i, "x"] for i in images])
     fails(workdir, table_name(comp, "sample_submission.csv"), "test.csv", detail)
+
+
+def test_a_missing_sample_file_is_a_warning_naming_the_key(workdir, comp, capsys):
+    comp.sample_csv.unlink()
+    prepare_stage.main([])
+    assert "warning: data.sample_submission = 'sample_submission.csv': no such file in " in (
+        capsys.readouterr().err
+    )
+    write_params(workdir, sample_submission=None)
+    prepare_stage.main([])
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_sample_submission_in_another_order_passes(workdir, comp):
+    images = list(reversed(comp.test))  # Kaggle matches rows by image
+    imgs.write_csv(comp.sample_csv, ["image", "label"], [[i, "x"] for i in images])
+    prepare_stage.main([])
+    assert (workdir / PREPARED / "test.csv").is_file()
 
 
 def test_failed_run_keeps_the_previous_output(workdir, comp):

@@ -193,24 +193,27 @@ def check_images(paths: pd.Series, table: Path, desc: str, max_megapixels: float
 
 
 def check_sample_submission(path: Path, test_images: pd.Series, columns: list[str]) -> None:
-    """The sample submission, when shipped, must list test.csv's images in the same order."""
+    """The sample submission, when shipped, must list test.csv's images, in any order: Kaggle
+    matches a submission's rows by image (ours follow test.csv's order)."""
     fix = (
         "the submission's columns are data.image_col and data.label_col, named as in train.csv: "
         "rename train.csv's and test.csv's columns as the sample names them and set these keys "
         "to match, or set data.sample_submission: null to skip this check"
     )
     sample = read_table(path, columns, fix)[columns[0]]
-    if sample.reset_index(drop=True).equals(test_images.reset_index(drop=True)):
+    extra = sample[~sample.isin(set(test_images))]
+    missing = test_images[~test_images.isin(set(sample))]
+    if extra.empty and missing.empty and len(sample) == len(test_images):
         return
-    if len(sample) != len(test_images):
-        detail = f"{len(sample)} rows against test.csv's {len(test_images)}"
+    if not extra.empty:
+        detail = f"{_row(extra.index[0])} is {extra.iloc[0]!r}, which test.csv does not list"
+    elif not missing.empty:
+        detail = f"it lacks test.csv's {missing.iloc[0]!r}"
     else:
-        first = int((sample.to_numpy() != test_images.to_numpy()).argmax())
-        ours, theirs = sample.iloc[first], test_images.iloc[first]
-        detail = f"{_row(sample.index[first])} is {ours!r}, test.csv's is {theirs!r}"
+        detail = f"{len(sample)} rows against test.csv's {len(test_images)}"
     raise InputDataError(
-        f"{path}: its {columns[0]!r} column does not match test.csv row for row ({detail}); the "
-        "submission follows test.csv's order: set data.sample_submission: null to skip this check"
+        f"{path}: its {columns[0]!r} column does not list test.csv's images ({detail}); set "
+        "data.sample_submission: null to skip this check"
     )
 
 

@@ -35,7 +35,7 @@ from pipeline.competition.inputs import (
 from pipeline.config.params import load_params
 from pipeline.config.paths import PREPARED_DIR, data_root
 from pipeline.config.schema import DataParams
-from pipeline.io.console import parse_stage_args, run
+from pipeline.io.console import parse_stage_args, run, warn
 from pipeline.io.files import atomic_path, write_csv, write_json
 
 
@@ -63,6 +63,12 @@ def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
     if params.sample_submission and (root / params.sample_submission).is_file():
         check_sample_submission(
             root / params.sample_submission, test[image_col], [image_col, label_col]
+        )
+    elif params.sample_submission:
+        warn(
+            f"data.sample_submission = {params.sample_submission!r}: no such file in {root}, so "
+            "the submission's header and images are not checked against a sample; set it to "
+            "the competition's sample file, or null if there is none"
         )
 
     train["path"] = resolve_paths(train[image_col], root, train_path)
