@@ -55,6 +55,7 @@ def test_each_models_settings_are_merged_once_on_load():
         ("train.folds", [0, 7], "train.folds = [0, 7]: folds [7] do not exist"),
         ("split.n_splits", 1, "split.n_splits = 1"),
         ("generate.test_share", 1.5, "generate.test_share = 1.5"),
+        ("data.test_csv", "/data/test.csv", "data.test_csv = '/data/test.csv': must be relative"),
     ],
 )
 def test_invalid_value_names_key_and_value(path, value, expected):

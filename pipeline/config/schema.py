@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import re
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -65,6 +66,14 @@ class DataParams(Strict):
     image_col: str = "image"
     label_col: str = "label"
     max_megapixels: Annotated[float, Field(gt=0)] = 40.0  # refused from the header
+
+    @field_validator("train_csv", "test_csv")
+    @classmethod
+    def _relative_to_root(cls, table: str) -> str:
+        # dvc.yaml joins them to the root as stage prepare's dependencies.
+        if PurePosixPath(table.replace("\\", "/")).is_absolute():
+            raise ValueError("must be relative to data.root, e.g. train.csv or ../train.csv")
+        return table
 
 
 class SplitParams(Strict):
