@@ -197,6 +197,12 @@ def test_submit_refuses_the_synthetic_data_and_warns_of_another_folder(
     write_submission(tmp_path, tiny_params, VALID, data_root="data/synthetic")
     with pytest.raises(PipelineError, match="not submitted: .* data.root = data/synthetic, the "):
         kaggle.main(["submit"])
+    (tmp_path / "absolute").mkdir()
+    monkeypatch.chdir(tmp_path / "absolute")
+    written_otherwise = str(tmp_path / "absolute" / "data" / "." / "synthetic")
+    write_submission(tmp_path / "absolute", tiny_params, VALID, data_root=written_otherwise)
+    with pytest.raises(PipelineError, match="not submitted: .*, the synthetic leaves"):
+        kaggle.main(["submit"])
     assert calls(fake_kaggle) == []
 
     for data_root, warned in (("data/leaves", True), ("data/classify-leaves", False)):

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from pipeline.config.paths import SYNTHETIC_DIR, data_root
+from pipeline.config.paths import data_root, is_synthetic_root
 from pipeline.data.images import ImageReadError, load_image
 from pipeline.data.tables import not_a_file, read_text_csv
 from pipeline.io.console import PipelineError, format_problems, progress
@@ -224,7 +224,7 @@ def check_data_root(root: str) -> None:
     deletes stage prepare's outputs to rerun it.
     """
     path = data_root(root)
-    if path.is_dir() or path.resolve() == data_root(SYNTHETIC_DIR).resolve():
+    if path.is_dir() or is_synthetic_root(root):
         return
     raise PipelineError(
         f"data.root = {root!r}: no such folder ({path.resolve()}). Get the competition: "

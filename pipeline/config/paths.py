@@ -88,6 +88,11 @@ def data_root(root: str | Path, start: Path | None = None) -> Path:
     return Path(os.path.relpath(project_root(start) / root, start or Path.cwd()))
 
 
+def is_synthetic_root(root: str | Path) -> bool:
+    """Whether `data.root` is the folder stage generate writes, however it is spelled."""
+    return data_root(root).resolve() == data_root(SYNTHETIC_DIR).resolve()
+
+
 def fold_dir(model: str, fold: int) -> Path:
     """Where train writes one (model, fold) cell's checkpoint and logits."""
     return MODELS_DIR / model / f"fold{fold}"

@@ -37,7 +37,7 @@ from pipeline.competition.submission import (
     read_record,
 )
 from pipeline.config.params import PARAMS_FILE, load_params
-from pipeline.config.paths import SUBMISSION_FILE, SYNTHETIC_DIR
+from pipeline.config.paths import SUBMISSION_FILE, SYNTHETIC_DIR, is_synthetic_root
 from pipeline.config.schema import DataParams
 from pipeline.io import console
 from pipeline.io.console import PipelineError, command_parser, progress, warn
@@ -186,7 +186,7 @@ def record_of(file: Path) -> dict[str, Any] | None:
 
 def refuse_synthetic(root: str | None, competition: str) -> None:
     """A submission made from the data stage generate draws is never a competition's."""
-    if root is not None and Path(root) == SYNTHETIC_DIR and SYNTHETIC_DIR.name != competition:
+    if root is not None and is_synthetic_root(root) and SYNTHETIC_DIR.name != competition:
         raise PipelineError(
             f"not submitted: the submission was made from data.root = {root}, the synthetic "
             f"leaves stage generate draws, which {competition} does not score; set data.root to "
