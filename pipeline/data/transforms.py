@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Any
 
@@ -14,6 +13,7 @@ from albumentations.pytorch import ToTensorV2
 
 from pipeline.config.model_settings import ModelParams, TransformSpec
 from pipeline.data.images import fit_long_side, pad_to_square
+from pipeline.io.console import did_you_mean
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,8 +36,7 @@ def create_transform(spec: TransformSpec, image_size: int) -> A.BasicTransform:
     """
     cls = getattr(A, spec.name, None)
     if not is_transform(cls):
-        close = difflib.get_close_matches(spec.name, transform_names(), n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
+        hint = did_you_mean(spec.name, transform_names(), n=3)
         raise ValueError(
             f"{spec.name!r} is not an albumentations transform ({hint}see albumentations.ai)"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import difflib
 import os
 import signal
 import sys
@@ -32,6 +33,12 @@ def format_problems(problems: list[str], limit: int = MAX_PROBLEMS_SHOWN) -> str
     if len(problems) > limit:
         lines.append(f"  ... and {len(problems) - limit} more")
     return "\n".join(lines)
+
+
+def did_you_mean(name: str, choices: Iterable[str], n: int) -> str:
+    """`did you mean a, b? ` for the (at most `n`) choices close to a misspelt `name`; else ''."""
+    close = difflib.get_close_matches(name, list(choices), n=n)
+    return f"did you mean {', '.join(close)}? " if close else ""
 
 
 def _interrupted(signum: int, frame: object) -> None:

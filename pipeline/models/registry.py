@@ -13,14 +13,13 @@ Names resolve in this order:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from functools import cache, partial
 from typing import TYPE_CHECKING
 
 from torch import nn
 
-from pipeline.io.console import PipelineError
+from pipeline.io.console import PipelineError, did_you_mean
 from pipeline.models.d2l import VGG, VGG11_ARCH, VGG11_SMALL_ARCH, AlexNet, GoogLeNet, LeNet, NiN
 from pipeline.models.d2l_resnet import D2LResNet
 from pipeline.models.weights import find_weights_file, load_weights
@@ -218,9 +217,8 @@ def model_choices_hint(name: str) -> str:
     candidates = list(_REGISTRY)
     candidates += [TORCHVISION_PREFIXES[0] + n for n in _torchvision_names()]
     candidates += list(_timm_names())
-    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
     return (
-        f"{hint}allowed: {', '.join(sorted(_REGISTRY))}, 'tv:<torchvision model>' (or 'tv-<...>') "
-        "(torchvision.models.list_models()) or any timm model (timm.list_models())"
+        f"{did_you_mean(name, candidates, n=5)}allowed: {', '.join(sorted(_REGISTRY))}, "
+        "'tv:<torchvision model>' (or 'tv-<...>') (torchvision.models.list_models()) or any "
+        "timm model (timm.list_models())"
     )
