@@ -116,6 +116,7 @@ def write_submission(
     rows: list[tuple[str, str]],
     record=True,
     data_root: str = "data/classify-leaves",
+    header: str = "image,label",
 ) -> Path:
     """Prepared data, params.yaml (with `data_root`), and submissions/submission.csv with stage
     submit's record."""
@@ -124,7 +125,7 @@ def write_submission(
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     csv = root / "submissions" / "submission.csv"
     csv.parent.mkdir(exist_ok=True)
-    csv.write_text("image,label\n" + "".join(f"{image},{label}\n" for image, label in rows))
+    csv.write_text(f"{header}\n" + "".join(f"{image},{label}\n" for image, label in rows))
     if record:
         made_with = parse_params(params)
         accuracies = {"oof_accuracy": 0.75, "oof_accuracy_fitted_cross": 0.625}
@@ -189,6 +190,23 @@ def test_submit_refuses_an_invalid_file_before_kaggle_runs(
     with pytest.raises(SubmissionError, match=f"(?s)not submitted: .*{expected}"):
         kaggle.main(["submit"])
     assert calls(fake_kaggle) == []
+
+
+def test_submit_checks_the_header_its_record_names(fake_kaggle, tmp_path, tiny_params):
+    tiny_params["data"]["submission_columns"] = ["id", "category"]
+    write_submission(tmp_path, tiny_params, VALID, header="id,category")
+    del tiny_params["data"]["submission_columns"]  # params.yaml edited since the run
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    kaggle.main(["submit"])
+    assert len(calls(fake_kaggle)) == 1
+
+    record = tmp_path / "submissions" / "submission.json"
+    older = json.loads(record.read_text())
+    del older["data"]["submission_columns"]  # a record from before the key
+    record.write_text(json.dumps(older))
+    with pytest.raises(SubmissionError, match="expected \\['image', 'label'\\]"):
+        kaggle.main(["submit"])
+    assert len(calls(fake_kaggle)) == 1
 
 
 def test_submit_refuses_the_synthetic_data_and_warns_of_another_folder(

@@ -56,6 +56,9 @@ def test_each_models_settings_are_merged_once_on_load():
         ("split.n_splits", 1, "split.n_splits = 1"),
         ("generate.test_share", 1.5, "generate.test_share = 1.5"),
         ("data.test_csv", "/data/test.csv", "data.test_csv = '/data/test.csv': must be relative"),
+        ("data.submission_columns", ["id"], "data.submission_columns = ['id']: must be two"),
+        ("data.submission_columns", ["id", "id"], "['id', 'id']: must be two different"),
+        ("data.submission_columns", ["id", " "], "data.submission_columns = ['id', ' ']"),
     ],
 )
 def test_invalid_value_names_key_and_value(path, value, expected):

@@ -224,13 +224,30 @@ def test_cli_prints_error_and_exits_2_without_traceback(workdir, comp):
     assert_nothing_written(workdir)
 
 
-def test_a_sample_naming_its_columns_otherwise_says_how_to_match_them(workdir, comp):
-    imgs.write_csv(comp.sample_csv, ["image", "category"], [[t, "x"] for t in comp.test])
+def test_a_sample_naming_its_columns_otherwise_gives_the_setting_that_matches_it(workdir, comp):
+    imgs.write_csv(comp.sample_csv, ["id", "category"], [[t, "x"] for t in comp.test])
     fails(
         workdir,
-        "missing column(s) ['label']; found ['image', 'category']",
-        "rename train.csv's and test.csv's columns as the sample names them",
+        table_name(comp, "sample_submission.csv"),
+        "its header is ['id', 'category'], the submission's would be ['image', 'label']",
+        "set data.submission_columns: [id, category] to write the sample's",
     )
+    write_params(workdir, submission_columns=["id", "category"])
+    prepare_stage.main([])
+    assert (workdir / PREPARED / "test.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    ("header", "detail"),
+    [
+        (["image", "label", "score"], "the pipeline writes two columns, an image and its label"),
+        (["images/0.jpg", "x"], "its first line looks like a row: add the header line"),
+        (["label", "image"], "set data.submission_columns: [label, image]"),
+    ],
+)
+def test_a_sample_header_that_cannot_be_written_is_told_so(workdir, comp, header, detail):
+    imgs.write_csv(comp.sample_csv, header, [[t, "x", "1"][: len(header)] for t in comp.test])
+    fails(workdir, table_name(comp, "sample_submission.csv"), detail)
 
 
 def test_a_table_without_its_header_line_is_told_so(workdir, comp):

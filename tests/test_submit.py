@@ -102,6 +102,18 @@ def test_stage_refuses_an_invalid_submission_and_keeps_the_previous_one(ensemble
     assert names == ["submission.csv", "submission.json"]
 
 
+def test_stage_writes_the_header_the_sample_names(ensembled):
+    params = {"data": {"submission_columns": ["id", "category"]}}
+    params["train"] = {"models": {"d2l_resnet11": {}}}
+    (ensembled / "params.yaml").write_text(json.dumps(params))  # JSON is YAML
+    submit_stage.main([])
+    written = pd.read_csv(ensembled / "submissions/submission.csv", dtype=str)
+    assert written.columns.tolist() == ["id", "category"]
+    assert written["id"].tolist() == TEST.tolist()
+    record = json.loads((ensembled / "submissions/submission.json").read_text())
+    assert record["data"]["submission_columns"] == ["id", "category"]
+
+
 def test_stage_records_what_the_submission_was_made_with(ensembled):
     submit_stage.main([])
     record = json.loads((ensembled / "submissions/submission.json").read_text())
@@ -113,7 +125,12 @@ def test_stage_records_what_the_submission_was_made_with(ensembled):
     record = json.loads((ensembled / "submissions/submission.json").read_text())
     assert (record["oof_accuracy"], record["oof_accuracy_fitted_cross"]) == (0.75, 0.625)
     assert record["md5"] == file_md5(ensembled / "submissions/submission.csv")
-    assert record["data"] == {"root": "data/synthetic", "image_col": "image", "label_col": "label"}
+    assert record["data"] == {
+        "root": "data/synthetic",
+        "image_col": "image",
+        "label_col": "label",
+        "submission_columns": ["image", "label"],
+    }
     assert record["predictions"] == "data/ensemble"
     assert set(record["models"]) == set(load_params().train.models)
     assert set(record["models"]["d2l_resnet11"]) == {"epochs", "image_size"}

@@ -110,6 +110,24 @@ def test_cli_header_follows_params(prepared_project, monkeypatch, capsys):
     assert "header is ['image', 'label'], expected ['id', 'label']" in capsys.readouterr().err
 
 
+def test_cli_header_is_submission_columns_and_the_tables_keep_theirs(
+    prepared_project, monkeypatch, capsys
+):
+    data = {"image_col": "file", "submission_columns": ["id", "category"]}
+    params = {"data": data, "train": {"models": {"d2l_resnet11": {}}}}
+    (prepared_project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    assert cli(["sub.csv"], monkeypatch) == 2
+    assert "header is ['image', 'label'], expected ['id', 'category']" in capsys.readouterr().err
+    sub = (prepared_project / "sub.csv").read_text(encoding="utf-8")
+    (prepared_project / "sub.csv").write_text("id,category" + sub[len("image,label") :])
+    (prepared_project / "test.csv").write_text(
+        "file\n" + "".join(line.split(",")[0] + "\n" for line in sub.splitlines()[1:])
+    )
+    argv = ["sub.csv", "--test-csv", "test.csv", "--classes", "data/prepared/classes.json"]
+    assert cli(argv, monkeypatch) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith("OK: sub.csv: 3 rows")
+
+
 def test_cli_classes_and_train_csv_are_exclusive(prepared_project, monkeypatch, capsys):
     assert cli(["sub.csv", "--classes", "a", "--train-csv", "b"], monkeypatch) == 2
     assert "not allowed with argument" in capsys.readouterr().err

@@ -46,13 +46,18 @@ def read_table(path: Path, required: list[str], fix: str = COLUMN_KEYS) -> pd.Da
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        if any("/" in column or Path(column).suffix for column in frame.columns):
+        if looks_like_a_row(frame.columns):
             fix = f"its first line looks like a row: add the header line {','.join(required)}"
         raise InputDataError(
             f"{path}: missing column(s) {missing}; found {list(frame.columns)} ({fix})"
         )
     frame = frame[required].apply(lambda column: column.str.strip())
     return frame[(frame != "").any(axis=1)]  # drop blank lines, keeping each row's line number
+
+
+def looks_like_a_row(header: list[str]) -> bool:
+    """A header line with a path or a file name in it: the CSV was written without one."""
+    return any("/" in column or Path(column).suffix for column in header)
 
 
 def _row(index: int) -> str:
@@ -192,15 +197,13 @@ def check_images(paths: pd.Series, table: Path, desc: str, max_megapixels: float
     return results  # type: ignore[return-value]
 
 
-def check_sample_submission(path: Path, test_images: pd.Series, columns: list[str]) -> None:
-    """The sample submission, when shipped, must list test.csv's images, in any order: Kaggle
-    matches a submission's rows by image (ours follow test.csv's order)."""
-    fix = (
-        "the submission's columns are data.image_col and data.label_col, named as in train.csv: "
-        "rename train.csv's and test.csv's columns as the sample names them and set these keys "
-        "to match, or set data.sample_submission: null to skip this check"
-    )
-    sample = read_table(path, columns, fix)[columns[0]]
+def check_sample_submission(path: Path, test_images: pd.Series, header: list[str]) -> None:
+    """The sample submission, when shipped, must have the submission's header and list test.csv's
+    images, in any order: Kaggle matches a submission's rows by image (ours follow test.csv's)."""
+    found = [str(column).strip() for column in read_text_csv(path, error=InputDataError).columns]
+    if found != header:
+        raise InputDataError(f"{path}: {sample_header_problem(found, header)}")
+    sample = read_table(path, header)[header[0]]
     extra = sample[~sample.isin(set(test_images))]
     missing = test_images[~test_images.isin(set(sample))]
     if extra.empty and missing.empty and len(sample) == len(test_images):
@@ -212,8 +215,22 @@ def check_sample_submission(path: Path, test_images: pd.Series, columns: list[st
     else:
         detail = f"{len(sample)} rows against test.csv's {len(test_images)}"
     raise InputDataError(
-        f"{path}: its {columns[0]!r} column does not list test.csv's images ({detail}); set "
+        f"{path}: its {header[0]!r} column does not list test.csv's images ({detail}); set "
         "data.sample_submission: null to skip this check"
+    )
+
+
+def sample_header_problem(found: list[str], header: list[str]) -> str:
+    """Why the sample's header is not the submission's, and the setting that would match it."""
+    problem = f"its header is {found}, the submission's would be {header}"
+    skip = "or data.sample_submission: null to skip this check"
+    if looks_like_a_row(found):
+        return f"{problem} (its first line looks like a row: add the header line); {skip}"
+    if len(found) != 2:
+        return f"{problem}; the pipeline writes two columns, an image and its label; {skip}"
+    return (
+        f"{problem}; set data.submission_columns: [{', '.join(found)}] to write the sample's "
+        f"(train.csv and test.csv keep theirs, data.image_col and data.label_col), {skip}"
     )
 
 

@@ -198,6 +198,7 @@ def submission_record(
             "root": params.data.root,
             "image_col": params.data.image_col,
             "label_col": params.data.label_col,
+            "submission_columns": params.data.submission_header,
         },
         "models": {
             name: {"epochs": hp.epochs, "image_size": hp.image_size}

@@ -65,6 +65,7 @@ class DataParams(Strict):
     sample_submission: str | None = "sample_submission.csv"
     image_col: str = "image"
     label_col: str = "label"
+    submission_columns: list[str] | None = None  # null: [image_col, label_col]
     max_megapixels: Annotated[float, Field(gt=0)] = 40.0  # refused from the header
 
     @field_validator("train_csv", "test_csv")
@@ -74,6 +75,20 @@ class DataParams(Strict):
         if PurePosixPath(table.replace("\\", "/")).is_absolute():
             raise ValueError("must be relative to data.root, e.g. train.csv or ../train.csv")
         return table
+
+    @field_validator("submission_columns")
+    @classmethod
+    def _two_names(cls, names: list[str] | None) -> list[str] | None:
+        if names is not None and (
+            len(names) != 2 or len(set(names)) != 2 or not all(n.strip() for n in names)
+        ):
+            raise ValueError("must be two different, non-empty column names, e.g. [id, label]")
+        return names
+
+    @property
+    def submission_header(self) -> list[str]:
+        """The submission's columns: `submission_columns`, else train.csv's two."""
+        return list(self.submission_columns or [self.image_col, self.label_col])
 
 
 class SplitParams(Strict):

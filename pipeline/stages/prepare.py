@@ -62,7 +62,7 @@ def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
     check_classes(train[label_col], train_path, label_col)
     if params.sample_submission and (root / params.sample_submission).is_file():
         check_sample_submission(
-            root / params.sample_submission, test[image_col], [image_col, label_col]
+            root / params.sample_submission, test[image_col], params.submission_header
         )
     elif params.sample_submission:
         warn(

@@ -6,7 +6,7 @@ The logits are the ensemble's (data/ensemble/), or the pseudo-label round's (dat
 `pseudo.enabled` is true and the round fine-tuned the models; the printed line says which.
 
 Rows follow test.csv's order with its image names as given; labels are training classes; the
-header is `data.image_col,data.label_col`. The file is checked (by
+header is `data.submission_columns` (null: `data.image_col,data.label_col`). The file is checked (by
 `pipeline.competition.submission`, the same check `leaf validate` runs) before it is written,
 and written atomically, so an invalid submission never reaches submissions/. Next to it,
 submissions/submission.json records the params and OOF accuracy it was made with and its md5:
@@ -117,8 +117,9 @@ def make_submission(
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     parse_stage_args(argv, __doc__, "python3 -m pipeline.stages.submit")
     params = load_params()
-    columns = [params.data.image_col, params.data.label_col]
-    test_images, classes = load_reference(None, None, None, columns, flags=False)
+    columns = params.data.submission_header
+    tables = [params.data.image_col, params.data.label_col]
+    test_images, classes = load_reference(None, None, None, tables, flags=False)
     source, reason = choose_predictions(params.pseudo.enabled)
     test_logits = load_test_logits(source, len(test_images), len(classes))
     submission = make_submission(test_logits, test_images, classes, columns)

@@ -232,12 +232,13 @@ def submit(
         known = PARAMS_FILE.is_file()
         data = load_params().data if known else DataParams()
         root = data.root if known else None
-        columns = [data.image_col, data.label_col]
+        tables, columns = [data.image_col, data.label_col], data.submission_header
     else:
         data = record.get("data") or {}
         root = data.get("root")
-        columns = [data.get("image_col", "image"), data.get("label_col", "label")]
-    test_images, names = load_reference(test_csv, classes, train_csv, columns)
+        tables = [data.get("image_col", "image"), data.get("label_col", "label")]
+        columns = data.get("submission_columns") or tables  # absent from older records
+    test_images, names = load_reference(test_csv, classes, train_csv, tables)
     try:
         check_submission(file, test_images, names, columns)
     except SubmissionError as err:

@@ -4,11 +4,12 @@
     leaf validate my.csv --test-csv data/classify-leaves/test.csv \
         --train-csv data/classify-leaves/train.csv
 
-The header must be `data.image_col,data.label_col` (params.yaml; `image,label` where there is
-no params.yaml); the rows must list test.csv's images once each, in test.csv's order; every
-label must be a training class. The reference is
-the prepared data (data/prepared/test.csv, classes.json) unless `--test-csv` (a competition
-test.csv) and `--classes` (a JSON list) or `--train-csv` (a competition train.csv) are given.
+The header must be `data.submission_columns` (params.yaml; null:
+`data.image_col,data.label_col`; `image,label` where there is no params.yaml); the rows must
+list test.csv's images once each, in test.csv's order; every label must be a training class. The
+reference is the prepared data (data/prepared/test.csv, classes.json) unless `--test-csv` (a
+competition test.csv) and `--classes` (a JSON list) or `--train-csv` (a competition train.csv)
+are given.
 Every cell is read as text, so `NA` or `null` stay labels (and are reported as unknown ones).
 A byte-order mark and blank lines are ignored. Exit code 0 with a one-line summary when the
 file is valid; 2 with the first problems listed otherwise.
@@ -63,12 +64,12 @@ def data_params() -> DataParams:
 
 def run(args: argparse.Namespace) -> pd.DataFrame:
     data = data_params()
-    columns = [data.image_col, data.label_col]
-    test_images, classes = load_reference(args.test_csv, args.classes, args.train_csv, columns)
+    tables, columns = [data.image_col, data.label_col], data.submission_header
+    test_images, classes = load_reference(args.test_csv, args.classes, args.train_csv, tables)
     submission = check_submission(args.submission, test_images, classes, columns)
     print(
         f"OK: {args.submission}: {len(submission)} rows, "
-        f"{submission[data.label_col].nunique()} distinct labels ({len(classes)} classes)"
+        f"{submission[columns[1]].nunique()} distinct labels ({len(classes)} classes)"
     )
     return submission
 
