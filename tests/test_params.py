@@ -57,6 +57,8 @@ def test_each_models_settings_are_merged_once_on_load():
         ("generate.test_share", 1.5, "generate.test_share = 1.5"),
         ("data.test_csv", "/data/test.csv", "data.test_csv = '/data/test.csv': must be relative"),
         ("data.submission_columns", ["id"], "data.submission_columns = ['id']: must be two"),
+        ("data.train_images", "../images", "data.train_images = '../images': must be a folder"),
+        ("data.test_images", "/data/x", "data.test_images = '/data/x': must be a folder inside"),
         ("data.submission_columns", ["id", "id"], "['id', 'id']: must be two different"),
         ("data.submission_columns", ["id", " "], "data.submission_columns = ['id', ' ']"),
     ],

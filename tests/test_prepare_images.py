@@ -136,9 +136,42 @@ def test_images_of_any_mode_are_accepted(workdir, comp, kind):
     check_consistent(workdir, classes, train, test)
 
 
-def test_image_cells_without_the_images_folder_are_one_error_saying_so(workdir, comp):
-    train = comp.train_csv.read_text(encoding="utf-8")
-    comp.train_csv.write_text(train.replace("images/", ""), encoding="utf-8")
-    message = fails(workdir, "image files not found under", "write the column as images/<file>")
-    assert "set data.root: " in message and "with data.train_csv: ../train.csv" in message
+def test_image_cells_without_the_images_folder_are_one_error_giving_the_setting(workdir, comp):
+    for table in (comp.train_csv, comp.test_csv, comp.sample_csv):
+        table.write_text(table.read_text(encoding="utf-8").replace("images/", ""))
+    message = fails(workdir, "18 of 18 image files not found", "set data.train_images: images")
     assert message.count("\n") < 3  # one paragraph, not a line per image
+    write_params(workdir, train_images="images")
+    fails(workdir, "4 of 4 image files not found under", "set data.test_images: images")
+    write_params(workdir, train_images="images", test_images="images")
+    prepare_stage.main([])
+    classes, train, test = read_prepared(workdir)
+    assert list(test["image"]) == [image.removeprefix("images/") for image in comp.test]
+    check_consistent(workdir, classes, train, test)
+
+
+def test_cassavas_layout_images_in_folders_of_their_own_and_no_test_csv(workdir, comp):
+    # train_images/ and test_images/ (the same bare name in both), numbered labels, and the
+    # test images listed by the sample submission alone.
+    (comp.root / "images").rename(comp.root / "train_images")
+    (comp.root / "test_images").mkdir()
+    tests = ["0.jpg", *(image.removeprefix("images/") for image in comp.test[1:])]
+    for i, image in enumerate(tests):
+        imgs.write_jpeg(comp.root / "test_images" / image, index=100 + i)
+    rows = [(image[7:], str(comp.classes.index(label))) for image, label in comp.train]
+    imgs.write_csv(comp.train_csv, ["image_id", "label"], rows)
+    comp.test_csv.unlink()
+    imgs.write_csv(comp.sample_csv, ["image_id", "label"], [[image, "4"] for image in tests])
+    write_params(
+        workdir,
+        image_col="image_id",
+        test_csv="sample_submission.csv",
+        train_images="train_images",
+        test_images="test_images",
+    )
+    prepare_stage.main([])
+    classes, train, test = read_prepared(workdir)
+    assert list(test["image"]) == tests
+    assert test["path"][0].endswith("comp/test_images/0.jpg")
+    assert train["path"][0].endswith("comp/train_images/0.jpg")
+    check_consistent(workdir, classes, train, test)

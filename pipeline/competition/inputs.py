@@ -152,19 +152,22 @@ def check_disjoint(
     )
 
 
-def resolve_paths(images: pd.Series, root: Path, table: Path) -> list[str]:
-    """Image cells → file paths under `root`; a path that leaves the root is refused."""
+def resolve_paths(
+    images: pd.Series, folder: Path, table: Path, key: str = "data.root"
+) -> list[str]:
+    """Image cells → file paths under `folder` (`key`'s); a path that leaves it is refused."""
     problems, paths = [], []
+    example = ", e.g. images/<file>" if key == "data.root" else ""
     for i, image in images.items():
         relative = PurePosixPath(image.replace("\\", "/"))
         if relative.is_absolute():
             problems.append(
-                f"{_row(i)}: image path {image!r} is absolute; write it relative to data.root "
-                f"({root}), e.g. images/<file>"
+                f"{_row(i)}: image path {image!r} is absolute; write it relative to {key} "
+                f"({folder}){example}"
             )
         elif ".." in relative.parts:
-            problems.append(f"{_row(i)}: image path {image!r} leaves data.root ({root}) by '..'")
-        paths.append(os.path.normpath(root / relative))
+            problems.append(f"{_row(i)}: image path {image!r} leaves {key} ({folder}) by '..'")
+        paths.append(os.path.normpath(folder / relative))
     _fail(table, problems)
     return paths
 
@@ -251,17 +254,26 @@ def check_data_root(root: str) -> None:
     )
 
 
-def check_image_folder(images: pd.Series, root: Path, table: Path) -> None:
-    """One clear error when the table's image cells lack the images/ folder their files are in
-    (a CSV written without it), instead of one `image file not found` per row."""
-    missing = [image for image in images if not (root / image).exists()]
-    under_images = [image for image in missing if (root / "images" / image).is_file()]
-    if under_images:
-        raise InputDataError(
-            f"{table}: {len(missing)} of {len(images)} image files not found under {root}, "
-            f"but {len(under_images)} of them are in {root / 'images'} (e.g. "
-            f"{under_images[0]!r} is {root / 'images' / under_images[0]}): write the column as "
-            "images/<file>, as Kaggle's train.csv does, or keep it (and the submission's ids) "
-            f"and set data.root: {root / 'images'}, with data.train_csv: ../train.csv (test_csv "
-            "and sample_submission alike)"
-        )
+def check_image_folder(images: pd.Series, root: Path, folder: str, key: str, table: Path) -> None:
+    """One clear error when the table's image cells name files in another folder of data.root
+    (`0.jpg` for images/0.jpg, or Cassava's train_images/), instead of one `image file not found`
+    per row. `key` (data.train_images or data.test_images) is set to `folder`."""
+    base = root / folder
+    missing = [image for image in images if not (base / image).exists()]
+    if not missing:
+        return
+    other = next((path for path in folders_of(root) if (path / missing[0]).is_file()), None)
+    if other is None:
+        return  # check_images names each file that is nowhere
+    found = [image for image in missing if (other / image).is_file()]
+    raise InputDataError(
+        f"{table}: {len(missing)} of {len(images)} image files not found under {base}, but "
+        f"{len(found)} of them are in {other} (e.g. {found[0]!r} is {other / found[0]}): set "
+        f"{key}: {other.relative_to(root).as_posix()} (the folder in data.root the cells name "
+        "files in; the submission keeps the cells as written)"
+    )
+
+
+def folders_of(root: Path) -> list[Path]:
+    """`root` and its subfolders: where a table's image cells may be relative to."""
+    return [root, *sorted(path for path in root.iterdir() if path.is_dir())]

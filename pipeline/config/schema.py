@@ -63,6 +63,8 @@ class DataParams(Strict):
     train_csv: str = "train.csv"
     test_csv: str = "test.csv"
     sample_submission: str | None = "sample_submission.csv"
+    train_images: str = "."  # the folder in root that train.csv's image cells are relative to
+    test_images: str = "."
     image_col: str = "image"
     label_col: str = "label"
     submission_columns: list[str] | None = None  # null: [image_col, label_col]
@@ -75,6 +77,15 @@ class DataParams(Strict):
         if PurePosixPath(table.replace("\\", "/")).is_absolute():
             raise ValueError("must be relative to data.root, e.g. train.csv or ../train.csv")
         return table
+
+    @field_validator("train_images", "test_images")
+    @classmethod
+    def _inside_root(cls, folder: str) -> str:
+        # Stage prepare's data dependency is data.root: a folder outside it would go unwatched.
+        path = PurePosixPath(folder.replace("\\", "/"))
+        if path.is_absolute() or ".." in path.parts:
+            raise ValueError("must be a folder inside data.root, e.g. train_images, or . for root")
+        return folder
 
     @field_validator("submission_columns")
     @classmethod

@@ -4,7 +4,9 @@
 
 Reads `data.root` (a Kaggle Classify Leaves style folder: train.csv, test.csv, images/,
 optionally sample_submission.csv; a relative root is the project root's, the folder holding
-params.yaml, not the working directory's) and writes data/prepared/:
+params.yaml, not the working directory's; image cells name files in its folders
+`data.train_images` and `data.test_images`, the root itself by default) and writes
+data/prepared/:
 - classes.json: the sorted species names; a label's index there is its target;
 - train.csv: image, label, target, path, md5;
 - test.csv: image, path, md5.
@@ -71,10 +73,11 @@ def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
             "the competition's sample file, or null if there is none"
         )
 
-    train["path"] = resolve_paths(train[image_col], root, train_path)
-    test["path"] = resolve_paths(test[image_col], root, test_path)
-    check_image_folder(train[image_col], root, train_path)
-    check_image_folder(test[image_col], root, test_path)
+    for table, path, key in ((train, train_path, "train_images"), (test, test_path, "test_images")):
+        folder = getattr(params, key)
+        where = "data.root" if folder == "." else f"data.{key}"
+        table["path"] = resolve_paths(table[image_col], root / folder, path, where)
+        check_image_folder(table[image_col], root, folder, f"data.{key}", path)
     check_duplicates(train.rename(columns={image_col: "image"}), train_path)
     check_duplicates(test.rename(columns={image_col: "image"}), test_path)
     check_disjoint(train, test, image_col, train_path, test_path)
