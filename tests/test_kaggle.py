@@ -117,6 +117,7 @@ def write_submission(
     record=True,
     data_root: str = "data/classify-leaves",
     header: str = "image,label",
+    accuracies: dict | None = None,
 ) -> Path:
     """Prepared data, params.yaml (with `data_root`), and submissions/submission.csv with stage
     submit's record."""
@@ -128,7 +129,7 @@ def write_submission(
     csv.write_text(f"{header}\n" + "".join(f"{image},{label}\n" for image, label in rows))
     if record:
         made_with = parse_params(params)
-        accuracies = {"oof_accuracy": 0.75, "oof_accuracy_fitted_cross": 0.625}
+        accuracies = accuracies or {"oof_accuracy": 0.75, "oof_accuracy_fitted_cross": 0.625}
         data = submission_record(
             made_with, Path("submissions/submission.csv"), Path("e"), accuracies
         )
@@ -190,6 +191,23 @@ def test_submit_refuses_an_invalid_file_before_kaggle_runs(
     with pytest.raises(SubmissionError, match=f"(?s)not submitted: .*{expected}"):
         kaggle.main(["submit"])
     assert calls(fake_kaggle) == []
+
+
+@pytest.mark.parametrize(
+    ("equal", "expected"),
+    [
+        (0.95, "| OOF acc 0.9833 fitted on its one fold (0.9500 with equal weights)"),
+        (0.9833, "| OOF acc 0.9833"),  # equal weights: nothing was fitted
+    ],
+)
+def test_a_one_fold_run_is_described_by_its_equal_figure_too(
+    fake_kaggle, tmp_path, tiny_params, equal, expected
+):
+    accuracies = {"oof_accuracy": 0.9833, "oof_accuracy_fitted_cross": None}
+    accuracies["oof_accuracy_equal"] = equal
+    write_submission(tmp_path, tiny_params, VALID, accuracies=accuracies)
+    kaggle.main(["submit"])
+    assert calls(fake_kaggle)[0][-1].endswith(expected)
 
 
 def test_submit_checks_the_header_its_record_names(fake_kaggle, tmp_path, tiny_params):

@@ -118,12 +118,15 @@ def test_stage_records_what_the_submission_was_made_with(ensembled):
     submit_stage.main([])
     record = json.loads((ensembled / "submissions/submission.json").read_text())
     assert record["oof_accuracy"] is record["oof_accuracy_fitted_cross"] is None  # no metrics
+    assert record["oof_accuracy_equal"] is None
     metrics = {"oof_accuracy": 0.75, "oof_accuracy_fitted_cross": 0.625, "oof_images": 8}
+    metrics["oof_accuracy_equal"] = 0.5
     (ensembled / "results/ensemble").mkdir(parents=True)
     (ensembled / "results/ensemble/metrics.json").write_text(json.dumps(metrics))
     submit_stage.main([])
     record = json.loads((ensembled / "submissions/submission.json").read_text())
     assert (record["oof_accuracy"], record["oof_accuracy_fitted_cross"]) == (0.75, 0.625)
+    assert record["oof_accuracy_equal"] == 0.5
     assert record["md5"] == file_md5(ensembled / "submissions/submission.csv")
     assert record["data"] == {
         "root": "data/synthetic",

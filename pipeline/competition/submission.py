@@ -187,9 +187,10 @@ def submission_record(
     params: Params, csv: Path, predictions: Path, accuracies: dict[str, float | None]
 ) -> dict[str, Any]:
     """What stage submit writes next to the CSV (submissions/submission.json): the params and
-    scores the file was made with (`accuracies`: the ensemble's `oof_accuracy` and
-    `oof_accuracy_fitted_cross`), and its md5, so `pipeline.tools.kaggle submit` describes and
-    checks the file it uploads, not whatever params.yaml says now."""
+    scores the file was made with (`accuracies`: the ensemble's `oof_accuracy`,
+    `oof_accuracy_fitted_cross` and `oof_accuracy_equal`), and its md5, so
+    `pipeline.tools.kaggle submit` describes and checks the file it uploads, not whatever
+    params.yaml says now."""
     return {
         "file": Path(csv).as_posix(),
         "md5": file_md5(csv),

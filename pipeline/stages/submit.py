@@ -79,10 +79,10 @@ def load_test_logits(source: Path, num_rows: int, num_classes: int) -> np.ndarra
 
 
 def ensemble_oof_accuracies() -> dict[str, float | None]:
-    """The ensemble's OOF accuracy with the weights fitted on every fold (`oof_accuracy`) and
-    cross-fitted (`oof_accuracy_fitted_cross`, results/ensemble/metrics.json); None for each
-    it has not."""
-    keys = ("oof_accuracy", "oof_accuracy_fitted_cross")
+    """The ensemble's OOF accuracy with the weights fitted on every fold (`oof_accuracy`),
+    cross-fitted (`oof_accuracy_fitted_cross`, absent with one fold scored) and equal
+    (`oof_accuracy_equal`), from results/ensemble/metrics.json; None for each it has not."""
+    keys = ("oof_accuracy", "oof_accuracy_fitted_cross", "oof_accuracy_equal")
     try:
         metrics = read_input_json(ENSEMBLE_METRICS)
     except PipelineError:

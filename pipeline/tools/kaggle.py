@@ -158,7 +158,8 @@ def run_summary(record: dict[str, Any]) -> str:
 
 def submission_message(record: dict[str, Any] | None, note: str = "") -> str:
     """`[note | ]git <commit> | <run_summary> [| OOF acc <x> (<y> cross-fitted)]` for
-    `kaggle competitions submit`.
+    `kaggle competitions submit`; with one fold scored, the fitted weights' <x> beside the
+    equal weights' figure instead.
 
     `record` is stage submit's record of the file (None: a file it did not write).
     """
@@ -168,11 +169,21 @@ def submission_message(record: dict[str, Any] | None, note: str = "") -> str:
         parts.append("params unknown (not written by stage submit)")
     else:
         parts.append(run_summary(record))
-        fitted, cross = record.get("oof_accuracy"), record.get("oof_accuracy_fitted_cross")
+        fitted = record.get("oof_accuracy")
         if isinstance(fitted, (int, float)):
-            cross_fitted = f" ({cross:.4f} cross-fitted)" if isinstance(cross, (int, float)) else ""
-            parts.append(f"OOF acc {fitted:.4f}{cross_fitted}")
+            parts.append(f"OOF acc {fitted:.4f}{honest_figure(record, fitted)}")
     return " | ".join(parts)
+
+
+def honest_figure(record: dict[str, Any], fitted: float) -> str:
+    """` (<y> cross-fitted)`, or with one fold scored (nothing to cross-fit on) the equal
+    weights' figure where the fitted weights' differs: they were scored on their own fold."""
+    cross, equal = record.get("oof_accuracy_fitted_cross"), record.get("oof_accuracy_equal")
+    if isinstance(cross, (int, float)):
+        return f" ({cross:.4f} cross-fitted)"
+    if isinstance(equal, (int, float)) and equal != fitted:
+        return f" fitted on its one fold ({equal:.4f} with equal weights)"
+    return ""
 
 
 def record_of(file: Path) -> dict[str, Any] | None:
