@@ -59,6 +59,7 @@ def test_each_models_settings_are_merged_once_on_load():
         ("data.submission_columns", ["id"], "data.submission_columns = ['id']: must be two"),
         ("data.train_images", "../images", "data.train_images = '../images': must be a folder"),
         ("data.test_images", "/data/x", "data.test_images = '/data/x': must be a folder inside"),
+        ("data.image_suffix", "png", "data.image_suffix = 'png': must be empty or a file suffix"),
         ("data.submission_columns", ["id", "id"], "['id', 'id']: must be two different"),
         ("data.submission_columns", ["id", " "], "data.submission_columns = ['id', ' ']"),
     ],

@@ -3,6 +3,8 @@ file and row named and nothing written; a valid image of any mode is accepted.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from helpers import images as imgs
 from helpers.prepare import (
@@ -147,6 +149,35 @@ def test_image_cells_without_the_images_folder_are_one_error_giving_the_setting(
     prepare_stage.main([])
     classes, train, test = read_prepared(workdir)
     assert list(test["image"]) == [image.removeprefix("images/") for image in comp.test]
+    check_consistent(workdir, classes, train, test)
+
+
+def test_aptos_layout_ids_without_their_suffix_get_the_settings_that_find_them(workdir, comp):
+    # APTOS: train_images/<id>.png and test_images/<id>.png, the tables holding bare ids.
+    (comp.root / "train_images").mkdir()
+    (comp.root / "test_images").mkdir()
+    trains = [image for image, _ in comp.train]
+    for folder, images in (("train_images", trains), ("test_images", comp.test)):
+        for image in images:
+            (comp.root / image).rename(comp.root / folder / f"{Path(image).stem}.png")
+    imgs.write_csv(comp.train_csv, ["image", "label"], [(i[7:-4], c) for i, c in comp.train])
+    ids = [image[7:-4] for image in comp.test]
+    imgs.write_csv(comp.test_csv, ["image"], [[i] for i in ids])
+    imgs.write_csv(comp.sample_csv, ["image", "label"], [[i, "x"] for i in ids])
+    fails(
+        workdir,
+        "18 of 18 image files not found under",
+        "set data.train_images: train_images and data.image_suffix: .png",
+    )
+    write_params(workdir, train_images="train_images", image_suffix=".png")
+    fails(workdir, "set data.test_images: test_images (the submission keeps the cells")
+    write_params(
+        workdir, train_images="train_images", test_images="test_images", image_suffix=".png"
+    )
+    prepare_stage.main([])
+    classes, train, test = read_prepared(workdir)
+    assert list(test["image"]) == ids
+    assert train["path"][0].endswith("comp/train_images/0.png")
     check_consistent(workdir, classes, train, test)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pandas as pd
 
@@ -60,21 +60,21 @@ def looks_like_a_row(header: list[str]) -> bool:
     return any("/" in column or Path(column).suffix for column in header)
 
 
-def _row(index: int) -> str:
+def row_label(index: int) -> str:
     return f"row {index + 2}"  # +1 for the header, +1 for 1-based line numbers
 
 
-def _fail(path: Path, problems: list[str]) -> None:
+def raise_problems(path: Path, problems: list[str]) -> None:
     if problems:
         raise InputDataError(f"{path}: {len(problems)} problem(s):\n{format_problems(problems)}")
 
 
 def check_cells(frame: pd.DataFrame, path: Path, columns: list[str]) -> None:
     """No empty cells."""
-    _fail(
+    raise_problems(
         path,
         [
-            f"{_row(i)}: empty {column!r}"
+            f"{row_label(i)}: empty {column!r}"
             for column in columns
             for i in frame.index[frame[column] == ""]
         ],
@@ -84,10 +84,10 @@ def check_cells(frame: pd.DataFrame, path: Path, columns: list[str]) -> None:
 def check_labels(labels: pd.Series, path: Path, column: str) -> None:
     """No label spelled as a missing value (`NaN`, `NA`, `null`, ...)."""
     marked = labels[labels.str.casefold().isin(MISSING_MARKERS)]
-    _fail(
+    raise_problems(
         path,
         [
-            f"{_row(i)}: {column!r} is {label!r}, a missing-value marker; give the class name "
+            f"{row_label(i)}: {column!r} is {label!r}, a missing-value marker; give the class name "
             "or drop the row"
             for i, label in marked.items()
         ],
@@ -128,11 +128,11 @@ def check_classes(labels: pd.Series, path: Path, column: str) -> None:
 def check_duplicates(frame: pd.DataFrame, path: Path) -> None:
     """No image file listed twice, whatever the spelling (`images/1.jpg`, `./images/1.jpg`)."""
     duplicated = frame[frame["path"].duplicated(keep=False)]
-    _fail(
+    raise_problems(
         path,
         [
-            f"{frame.image[rows[0]]!r} is listed more than once ({', '.join(map(_row, rows))}): "
-            "keep one row of it"
+            f"{frame.image[rows[0]]!r} is listed more than once "
+            f"({', '.join(map(row_label, rows))}): keep one row of it"
             for _, rows in duplicated.groupby("path").groups.items()
         ],
     )
@@ -143,33 +143,14 @@ def check_disjoint(
 ) -> None:
     """No image file is both a training and a test image, whatever the spelling (`path`)."""
     shared = test[test["path"].isin(set(train["path"]))]
-    _fail(
+    raise_problems(
         test_path,
         [
-            f"{_row(i)}: {image!r} is a training image too ({train_path}); keep it in one table"
+            f"{row_label(i)}: {image!r} is a training image too ({train_path}); "
+            "keep it in one table"
             for i, image in shared[image_col].items()
         ],
     )
-
-
-def resolve_paths(
-    images: pd.Series, folder: Path, table: Path, key: str = "data.root"
-) -> list[str]:
-    """Image cells → file paths under `folder` (`key`'s); a path that leaves it is refused."""
-    problems, paths = [], []
-    example = ", e.g. images/<file>" if key == "data.root" else ""
-    for i, image in images.items():
-        relative = PurePosixPath(image.replace("\\", "/"))
-        if relative.is_absolute():
-            problems.append(
-                f"{_row(i)}: image path {image!r} is absolute; write it relative to {key} "
-                f"({folder}){example}"
-            )
-        elif ".." in relative.parts:
-            problems.append(f"{_row(i)}: image path {image!r} leaves {key} ({folder}) by '..'")
-        paths.append(os.path.normpath(folder / relative))
-    _fail(table, problems)
-    return paths
 
 
 def check_images(paths: pd.Series, table: Path, desc: str, max_megapixels: float) -> list[str]:
@@ -189,10 +170,10 @@ def check_images(paths: pd.Series, table: Path, desc: str, max_megapixels: float
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         results = list(progress(pool.map(check, paths), total=len(paths), desc=desc, unit="img"))
-    _fail(
+    raise_problems(
         table,
         [
-            f"{_row(i)}: {result}"
+            f"{row_label(i)}: {result}"
             for i, result in zip(paths.index, results, strict=False)
             if isinstance(result, Exception)
         ],
@@ -212,7 +193,7 @@ def check_sample_submission(path: Path, test_images: pd.Series, header: list[str
     if extra.empty and missing.empty and len(sample) == len(test_images):
         return
     if not extra.empty:
-        detail = f"{_row(extra.index[0])} is {extra.iloc[0]!r}, which test.csv does not list"
+        detail = f"{row_label(extra.index[0])} is {extra.iloc[0]!r}, which test.csv does not list"
     elif not missing.empty:
         detail = f"it lacks test.csv's {missing.iloc[0]!r}"
     else:
@@ -252,28 +233,3 @@ def check_data_root(root: str) -> None:
         "folder that was dvc-added and pushed to a remote), or set data.root to the folder "
         "holding train.csv, test.csv and images/"
     )
-
-
-def check_image_folder(images: pd.Series, root: Path, folder: str, key: str, table: Path) -> None:
-    """One clear error when the table's image cells name files in another folder of data.root
-    (`0.jpg` for images/0.jpg, or Cassava's train_images/), instead of one `image file not found`
-    per row. `key` (data.train_images or data.test_images) is set to `folder`."""
-    base = root / folder
-    missing = [image for image in images if not (base / image).exists()]
-    if not missing:
-        return
-    other = next((path for path in folders_of(root) if (path / missing[0]).is_file()), None)
-    if other is None:
-        return  # check_images names each file that is nowhere
-    found = [image for image in missing if (other / image).is_file()]
-    raise InputDataError(
-        f"{table}: {len(missing)} of {len(images)} image files not found under {base}, but "
-        f"{len(found)} of them are in {other} (e.g. {found[0]!r} is {other / found[0]}): set "
-        f"{key}: {other.relative_to(root).as_posix()} (the folder in data.root the cells name "
-        "files in; the submission keeps the cells as written)"
-    )
-
-
-def folders_of(root: Path) -> list[Path]:
-    """`root` and its subfolders: where a table's image cells may be relative to."""
-    return [root, *sorted(path for path in root.iterdir() if path.is_dir())]

@@ -65,6 +65,7 @@ class DataParams(Strict):
     sample_submission: str | None = "sample_submission.csv"
     train_images: str = "."  # the folder in root that train.csv's image cells are relative to
     test_images: str = "."
+    image_suffix: str = ""  # appended to each image cell to name its file: ".png" for bare ids
     image_col: str = "image"
     label_col: str = "label"
     submission_columns: list[str] | None = None  # null: [image_col, label_col]
@@ -86,6 +87,13 @@ class DataParams(Strict):
         if path.is_absolute() or ".." in path.parts:
             raise ValueError("must be a folder inside data.root, e.g. train_images, or . for root")
         return folder
+
+    @field_validator("image_suffix")
+    @classmethod
+    def _a_suffix(cls, suffix: str) -> str:
+        if suffix and (not suffix.startswith(".") or "/" in suffix or "\\" in suffix):
+            raise ValueError("must be empty or a file suffix such as .png")
+        return suffix
 
     @field_validator("submission_columns")
     @classmethod

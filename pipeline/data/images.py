@@ -27,6 +27,9 @@ from pipeline.io.console import PipelineError
 # is not thread-safe (prepare decodes in threads).
 Image.MAX_IMAGE_PIXELS = None
 
+# What `leaf predict` takes from a folder, and where stage prepare looks for a misnamed cell's file.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
 
 class ImageReadError(PipelineError):
     """An image file is missing, truncated or not an image."""

@@ -4,9 +4,9 @@
 
 Reads `data.root` (a Kaggle Classify Leaves style folder: train.csv, test.csv, images/,
 optionally sample_submission.csv; a relative root is the project root's, the folder holding
-params.yaml, not the working directory's; image cells name files in its folders
-`data.train_images` and `data.test_images`, the root itself by default) and writes
-data/prepared/:
+params.yaml, not the working directory's; an image cell plus `data.image_suffix` names a file
+in its folder `data.train_images` or `data.test_images`, the root itself by default; see
+pipeline.competition.image_paths) and writes data/prepared/:
 - classes.json: the sorted species names; a label's index there is its target;
 - train.csv: image, label, target, path, md5;
 - test.csv: image, path, md5.
@@ -20,19 +20,18 @@ from __future__ import annotations
 
 import pandas as pd
 
+from pipeline.competition.image_paths import check_image_folder, resolve_paths
 from pipeline.competition.inputs import (
     InputDataError,
     check_cells,
     check_classes,
     check_disjoint,
     check_duplicates,
-    check_image_folder,
     check_images,
     check_labels,
     check_not_empty,
     check_sample_submission,
     read_table,
-    resolve_paths,
 )
 from pipeline.config.params import load_params
 from pipeline.config.paths import PREPARED_DIR, data_root
@@ -76,8 +75,9 @@ def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
     for table, path, key in ((train, train_path, "train_images"), (test, test_path, "test_images")):
         folder = getattr(params, key)
         where = "data.root" if folder == "." else f"data.{key}"
-        table["path"] = resolve_paths(table[image_col], root / folder, path, where)
-        check_image_folder(table[image_col], root, folder, f"data.{key}", path)
+        suffix = params.image_suffix
+        table["path"] = resolve_paths(table[image_col], root / folder, path, where, suffix)
+        check_image_folder(table[image_col], root, folder, f"data.{key}", suffix, path)
     check_duplicates(train.rename(columns={image_col: "image"}), train_path)
     check_duplicates(test.rename(columns={image_col: "image"}), test_path)
     check_disjoint(train, test, image_col, train_path, test_path)

@@ -30,14 +30,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config.params import load_params
-from pipeline.data.images import ImageReadError, load_image
+from pipeline.data.images import IMAGE_SUFFIXES, ImageReadError, load_image
 from pipeline.ensemble.prediction import find_cells, predict_images
 from pipeline.ensemble.scoring import log_softmax
 from pipeline.io import console
 from pipeline.io.console import PipelineError, command_parser, positive_int, progress
 from pipeline.io.files import check_writable, write_csv
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
