@@ -241,7 +241,7 @@ def test_a_sample_naming_its_columns_otherwise_gives_the_setting_that_matches_it
     ("header", "detail"),
     [
         (["image", "label", "score"], "the pipeline writes two columns, an image and its label"),
-        (["images/0.jpg", "x"], "its first line looks like a row: add the header line"),
+        (["images/0.jpg", "x"], "its first line looks like a row: add the header line image,label"),
         (["label", "image"], "set data.submission_columns: [label, image]"),
     ],
 )

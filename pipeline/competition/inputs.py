@@ -209,7 +209,10 @@ def sample_header_problem(found: list[str], header: list[str]) -> str:
     problem = f"its header is {found}, the submission's would be {header}"
     skip = "or data.sample_submission: null to skip this check"
     if looks_like_a_row(found):
-        return f"{problem} (its first line looks like a row: add the header line); {skip}"
+        return (
+            f"{problem} (its first line looks like a row: add the header line "
+            f"{','.join(header)}); {skip}"
+        )
     if len(found) != 2:
         return f"{problem}; the pipeline writes two columns, an image and its label; {skip}"
     return (
