@@ -102,6 +102,17 @@ def test_a_rare_class_is_left_out_of_the_choice_not_the_fit(recwarn):
     assert not [w for w in recwarn if "sample" in str(w.message)]  # sklearn's one-row warnings
 
 
+def test_two_classes_of_unequal_size_are_both_kept_for_the_choice():
+    # Their median (5.5 rows) would leave the class of 3 out, and the choice with one class.
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 8 + [1] * 3)
+    x = rng.normal(size=(11, 4)) + y[:, None]
+    rows, splits = meta_choice.inner_choice_rows(y)
+    assert (len(rows), splits) == (11, 3)
+    assert choose(x, y).lda_weight in meta_choice.CLASSIFIER_LDA_WEIGHTS["auto"]
+    assert meta_choice.inner_choice_rows(np.array([0] * 8 + [1]))[1] == 1  # no choice: logistic
+
+
 def test_lda_shrinks_its_covariance_as_much_as_cross_validates_best():
     # 20 rows a class under one strongly correlated noise: Ledoit-Wolf's estimate from each
     # class's own rows shrinks the pooled covariance far too much; a small fixed one is chosen

@@ -141,10 +141,13 @@ def test_images_of_any_mode_are_accepted(workdir, comp, kind):
 def test_image_cells_without_the_images_folder_are_one_error_giving_the_setting(workdir, comp):
     for table in (comp.train_csv, comp.test_csv, comp.sample_csv):
         table.write_text(table.read_text(encoding="utf-8").replace("images/", ""))
-    message = fails(workdir, "18 of 18 image files not found", "set data.train_images: images")
-    assert message.count("\n") < 3  # one paragraph, not a line per image
-    write_params(workdir, train_images="images")
-    fails(workdir, "4 of 4 image files not found under", "set data.test_images: images")
+    message = fails(
+        workdir,
+        "train.csv: 18 of 18 image files not found (e.g. '0.jpg' as ",
+        "test.csv: 4 of 4 image files not found",
+        "set data.train_images: images and data.test_images: images (the submission keeps",
+    )
+    assert message.count("\n") < 4  # one line a table, not a line per image
     write_params(workdir, train_images="images", test_images="images")
     prepare_stage.main([])
     classes, train, test = read_prepared(workdir)
@@ -166,11 +169,10 @@ def test_aptos_layout_ids_without_their_suffix_get_the_settings_that_find_them(w
     imgs.write_csv(comp.sample_csv, ["image", "label"], [[i, "x"] for i in ids])
     fails(
         workdir,
-        "18 of 18 image files not found under",
-        "set data.train_images: train_images and data.image_suffix: .png",
+        "18 of 18 image files not found",
+        "set data.train_images: train_images and data.test_images: test_images and "
+        "data.image_suffix: .png (the submission keeps the cells as written)",
     )
-    write_params(workdir, train_images="train_images", image_suffix=".png")
-    fails(workdir, "set data.test_images: test_images (the submission keeps the cells")
     write_params(
         workdir, train_images="train_images", test_images="test_images", image_suffix=".png"
     )
@@ -179,6 +181,57 @@ def test_aptos_layout_ids_without_their_suffix_get_the_settings_that_find_them(w
     assert list(test["image"]) == ids
     assert train["path"][0].endswith("comp/train_images/0.png")
     check_consistent(workdir, classes, train, test)
+
+
+def split_into(comp, folders: tuple[str, str], names=lambda image: image[7:]) -> None:
+    """Move the training and test images into two folders of the root, the cells bare."""
+    trains = [image for image, _ in comp.train]
+    for folder, images in zip(folders, (trains, comp.test), strict=True):
+        (comp.root / folder).mkdir(parents=True)
+        for image in images:
+            (comp.root / image).rename(comp.root / folder / names(image))
+    imgs.write_csv(comp.train_csv, ["image", "label"], [(i[7:], c) for i, c in comp.train])
+    imgs.write_csv(comp.test_csv, ["image"], [[i[7:]] for i in comp.test])
+    imgs.write_csv(comp.sample_csv, ["image", "label"], [[i[7:], "x"] for i in comp.test])
+
+
+def test_the_folder_advised_is_the_one_holding_most_of_the_tables_images(workdir, comp):
+    # Both folders numbered from 0: test/ holds some training names too, and sorts first.
+    split_into(comp, ("train", "test"), names=lambda image: f"{int(image[7:-4]) % 18}.jpg")
+    imgs.write_csv(
+        comp.train_csv, ["image", "label"], [(f"{i}.jpg", c) for i, (_, c) in enumerate(comp.train)]
+    )
+    tests = [f"{i}.jpg" for i in range(len(comp.test))]
+    imgs.write_csv(comp.test_csv, ["image"], [[i] for i in tests])
+    imgs.write_csv(comp.sample_csv, ["image", "label"], [[i, "x"] for i in tests])
+    fails(workdir, "set data.train_images: train and data.test_images: test (the submission")
+    # Rightly set, with one training file gone: that file is named, no folder is advised.
+    write_params(workdir, train_images="train", test_images="test")
+    (comp.root / "train" / "1.jpg").unlink()
+    message = fails(workdir, "1.jpg: image file not found")
+    assert "data.train_images" not in message
+
+
+def test_a_nested_folder_is_found(workdir, comp):
+    split_into(comp, ("train_images/train_images", "test_images/test_images"))
+    fails(
+        workdir,
+        "set data.train_images: train_images/train_images and "
+        "data.test_images: test_images/test_images (the submission",
+    )
+
+
+def test_tables_whose_files_end_differently_are_told_one_suffix_serves_both(workdir, comp):
+    for image, _ in comp.train:
+        (comp.root / image).rename((comp.root / image).with_suffix(".png"))
+    for table in (comp.train_csv, comp.test_csv, comp.sample_csv):
+        table.write_text(table.read_text(encoding="utf-8").replace(".jpg", ""))
+    message = fails(
+        workdir,
+        "\nthe training and test files end in different suffixes ('.png', '.jpg'), and "
+        "data.image_suffix is one for both",
+    )
+    assert "set data" not in message
 
 
 def test_cassavas_layout_images_in_folders_of_their_own_and_no_test_csv(workdir, comp):
@@ -193,6 +246,8 @@ def test_cassavas_layout_images_in_folders_of_their_own_and_no_test_csv(workdir,
     imgs.write_csv(comp.train_csv, ["image_id", "label"], rows)
     comp.test_csv.unlink()
     imgs.write_csv(comp.sample_csv, ["image_id", "label"], [[image, "4"] for image in tests])
+    write_params(workdir, image_col="image_id")
+    fails(workdir, "test.csv", "set data.test_csv: sample_submission.csv")
     write_params(
         workdir,
         image_col="image_id",

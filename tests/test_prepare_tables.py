@@ -237,17 +237,44 @@ def test_a_sample_naming_its_columns_otherwise_gives_the_setting_that_matches_it
     assert (workdir / PREPARED / "test.csv").is_file()
 
 
+def test_a_sample_with_its_label_column_first_gives_the_image_column_first(workdir, comp):
+    imgs.write_csv(comp.sample_csv, ["Species", "ID"], [["x", t] for t in comp.test])
+    fails(workdir, "set data.submission_columns: [ID, Species] to write the sample's")
+    write_params(workdir, submission_columns=["Species", "ID"])
+    fails(
+        workdir,
+        "its 'ID' column lists test.csv's images, not 'Species': set "
+        "data.submission_columns: [ID, Species], the image column first",
+    )
+    write_params(workdir, submission_columns=["ID", "Species"])
+    prepare_stage.main([])
+    assert (workdir / PREPARED / "test.csv").is_file()
+
+
 @pytest.mark.parametrize(
     ("header", "detail"),
     [
-        (["image", "label", "score"], "the pipeline writes two columns, an image and its label"),
-        (["images/0.jpg", "x"], "its first line looks like a row: add the header line image,label"),
-        (["label", "image"], "set data.submission_columns: [label, image]"),
+        (["image", "label", "score"], "the competition wants 3 columns, and this pipeline writes"),
+        (["images/0.jpg", "x"], "its first line looks like a row; add the header line image,label"),
     ],
 )
 def test_a_sample_header_that_cannot_be_written_is_told_so(workdir, comp, header, detail):
     imgs.write_csv(comp.sample_csv, header, [[t, "x", "1"][: len(header)] for t in comp.test])
     fails(workdir, table_name(comp, "sample_submission.csv"), detail)
+
+
+def test_a_wide_sample_of_probabilities_is_shown_short(workdir, comp):
+    header = ["id", *(f"species_{k}" for k in range(99))]
+    imgs.write_csv(comp.sample_csv, header, [[t, *["0.01"] * 99] for t in comp.test])
+    message = fails(
+        workdir, "['id', 'species_0', 'species_1', 'species_2', 'species_3', '... 95 more']"
+    )
+    assert "sample_submission: null" not in message  # skipping it would write a file Kaggle rejects
+
+
+def test_an_empty_sample_file_is_told_so(workdir, comp):
+    comp.sample_csv.write_bytes(b"")
+    fails(workdir, table_name(comp, "sample_submission.csv"), "empty file (0 bytes)")
 
 
 def test_a_table_without_its_header_line_is_told_so(workdir, comp):

@@ -11,12 +11,21 @@ the settings that find them.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
 from pipeline.competition.inputs import InputDataError, raise_problems, row_label
+from pipeline.config.schema import DataParams
 from pipeline.data.images import IMAGE_SUFFIXES
+from pipeline.io.console import format_problems
+
+SEARCHED_SUFFIXES = ("", *IMAGE_SUFFIXES, *(suffix.upper() for suffix in IMAGE_SUFFIXES))
+PROBED_CELLS = 20  # the missing cells whose files are looked for elsewhere
+SEARCHED_DEPTH = 2  # root, its folders and theirs (an archive unzipped into a folder of its name)
+
+Tables = dict[str, tuple[list[str], Path]]  # "train"/"test" -> (image cells, the table's path)
 
 
 def resolve_paths(
@@ -40,50 +49,107 @@ def resolve_paths(
     return paths
 
 
-def check_image_folder(
-    images: pd.Series, root: Path, folder: str, key: str, suffix: str, table: Path
-) -> None:
-    """One clear error, with the settings that find them, when the table's image cells name
-    files in another folder of data.root or with another suffix (`0.jpg` for images/0.jpg,
-    Cassava's train_images/, APTOS's ids), instead of one `image file not found` per row.
+@dataclass(frozen=True)
+class Place:
+    """Where a table's cells name files: a folder, and the suffix added to each cell."""
 
-    `key` (data.train_images or data.test_images) is set to `folder`.
+    folder: Path
+    suffix: str
+
+    def file(self, image: str) -> Path:
+        return self.folder / (image + self.suffix)
+
+    def count(self, images: list[str]) -> int:
+        return sum(self.file(image).is_file() for image in images)
+
+
+def check_image_places(root: Path, params: DataParams, tables: Tables) -> None:
+    """One clear error, with the settings that find them, when a table's image cells name files
+    in another folder of data.root or with another suffix (`0.jpg` for images/0.jpg, Cassava's
+    train_images/, APTOS's ids), instead of one `image file not found` per row.
+
+    A place is advised only when it holds more of the table's images than the configured one,
+    so a file missing from the right folder is left to the per-row errors.
     """
-    base = root / folder
-    missing = [image for image in images if not file_of(base, image, suffix).exists()]
-    place = image_place(root, missing[0]) if missing else None
-    if place is None:
-        return  # check_images names each file that is nowhere
-    other, other_suffix = place
-    found = [image for image in missing if file_of(other, image, other_suffix).is_file()]
-    settings = []
-    if other != base:
-        settings.append(f"{key}: {other.relative_to(root).as_posix()}")
-    if other_suffix != suffix:
-        settings.append(f"data.image_suffix: {other_suffix or repr('')}")
-    raise InputDataError(
-        f"{table}: {len(missing)} of {len(images)} image files not found under {base}, but "
-        f"{len(found)} of them are in {other} (e.g. {found[0]!r} is "
-        f"{file_of(other, found[0], other_suffix)}): set {' and '.join(settings)} (the "
-        "submission keeps the cells as written)"
+    configured = {
+        kind: Place(root / getattr(params, f"{kind}_images"), params.image_suffix)
+        for kind in tables
+    }
+    better = {
+        kind: better_place(cells, configured[kind], root, kind)
+        for kind, (cells, _) in tables.items()
+    }
+    if any(better.values()):
+        raise InputDataError(places_message(root, params, tables, configured, better))
+
+
+def places_message(
+    root: Path,
+    params: DataParams,
+    tables: Tables,
+    configured: dict[str, Place],
+    better: dict[str, tuple[Place, int] | None],
+) -> str:
+    """Each table whose files are elsewhere, then the settings that find them all."""
+    found, changes = [], []
+    for kind, (cells, table) in tables.items():
+        if better[kind] is None:
+            continue
+        (place, count), current = better[kind], configured[kind]
+        absent = next(image for image in cells if not current.file(image).is_file())
+        held = next(image for image in cells if place.file(image).is_file())
+        found.append(
+            f"{table}: {len(cells) - current.count(cells)} of {len(cells)} image files not found "
+            f"(e.g. {absent!r} as {current.file(absent)}), but {count} are in {place.folder} "
+            f"(e.g. {place.file(held)})"
+        )
+        if place.folder != current.folder:
+            changes.append(f"data.{kind}_images: {place.folder.relative_to(root).as_posix()}")
+    suffixes = [(better[kind] or (configured[kind],))[0].suffix for kind in tables]
+    if len(set(suffixes)) == 1 and suffixes[0] != params.image_suffix:
+        changes.append(f"data.image_suffix: {suffixes[0] or repr('')}")
+    fix = f"set {' and '.join(changes)} (the submission keeps the cells as written)"
+    if len(set(suffixes)) > 1:
+        fix = (f"{fix}; " if changes else "") + (
+            f"the training and test files end in different suffixes ({suffixes[0]!r}, "
+            f"{suffixes[1]!r}), and data.image_suffix is one for both: rename one table's "
+            "files, or write their suffix into its cells"
+        )
+    return (
+        "image files not found where data.train_images, data.test_images and data.image_suffix "
+        f"say:\n{format_problems(found)}\n{fix}"
     )
 
 
-def file_of(folder: Path, image: str, suffix: str) -> Path:
-    return folder / (image + suffix)
-
-
-def image_place(root: Path, image: str) -> tuple[Path, str] | None:
-    """The folder of data.root (itself or one below) and the suffix that name an existing file
-    for the cell `image`; None when there is none."""
-    folders = [root, *sorted(path for path in root.iterdir() if path.is_dir())]
-    suffixes = ("", *IMAGE_SUFFIXES, *(suffix.upper() for suffix in IMAGE_SUFFIXES))
-    return next(
-        (
-            (folder, suffix)
-            for folder in folders
-            for suffix in suffixes
-            if file_of(folder, image, suffix).is_file()
-        ),
-        None,
+def better_place(
+    images: list[str], current: Place, root: Path, kind: str
+) -> tuple[Place, int] | None:
+    """The place of data.root holding the most of `images`, with its count, when it holds more
+    than `current` does; on a tie a folder named for the table (`kind`) wins, since training and
+    test files may share names."""
+    held = current.count(images)
+    if held == len(images):
+        return None
+    probes = [image for image in images if not current.file(image).is_file()][:PROBED_CELLS]
+    folders = folders_below(root, SEARCHED_DEPTH)
+    candidates = dict.fromkeys(
+        Place(folder, suffix)
+        for image in probes
+        for folder in folders
+        for suffix in SEARCHED_SUFFIXES
+        if (folder / (image + suffix)).is_file()
     )
+    counts = {place: place.count(images) for place in candidates}
+    if not counts:
+        return None
+    best = max(counts, key=lambda place: (counts[place], kind in place.folder.name))
+    return (best, counts[best]) if counts[best] > held else None
+
+
+def folders_below(root: Path, depth: int) -> list[Path]:
+    """`root` and the folders up to `depth` levels below it, each level in sorted order."""
+    folders, level = [root], [root]
+    for _ in range(depth):
+        level = sorted(path for folder in level for path in folder.iterdir() if path.is_dir())
+        folders += level
+    return folders

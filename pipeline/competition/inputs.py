@@ -34,16 +34,8 @@ COLUMN_KEYS = "set data.image_col / data.label_col in params.yaml"
 
 
 def read_table(path: Path, required: list[str], fix: str = COLUMN_KEYS) -> pd.DataFrame:
-    """Read a CSV as strings (BOM and padding stripped) and check its columns (`fix`: what to do
-    when one is missing)."""
-    if not path.is_file():
-        raise InputDataError(
-            f"{not_a_file(path)} (check data.root and the CSV names in params.yaml)"
-        )
-    if path.stat().st_size == 0:
-        raise InputDataError(f"{path}: empty file (0 bytes); expected a CSV with a header row")
-    frame = read_text_csv(path, error=InputDataError)  # row numbers match the file's lines
-    frame.columns = [str(c).strip() for c in frame.columns]
+    """`read_whole_table`'s `required` columns (`fix`: what to do when one is missing)."""
+    frame = read_whole_table(path)
     missing = [c for c in required if c not in frame.columns]
     if missing:
         if looks_like_a_row(frame.columns):
@@ -51,8 +43,22 @@ def read_table(path: Path, required: list[str], fix: str = COLUMN_KEYS) -> pd.Da
         raise InputDataError(
             f"{path}: missing column(s) {missing}; found {list(frame.columns)} ({fix})"
         )
-    frame = frame[required].apply(lambda column: column.str.strip())
-    return frame[(frame != "").any(axis=1)]  # drop blank lines, keeping each row's line number
+    return frame[required]
+
+
+def read_whole_table(path: Path) -> pd.DataFrame:
+    """Read a CSV as strings, BOM, padding and blank lines dropped (a row's index + 2 is still
+    its line in the file)."""
+    if not path.is_file():
+        raise InputDataError(
+            f"{not_a_file(path)} (check data.root and the CSV names in params.yaml)"
+        )
+    if path.stat().st_size == 0:
+        raise InputDataError(f"{path}: empty file (0 bytes); expected a CSV with a header row")
+    frame = read_text_csv(path, error=InputDataError)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    frame = frame.apply(lambda column: column.str.strip())
+    return frame[(frame != "").any(axis=1)]
 
 
 def looks_like_a_row(header: list[str]) -> bool:
@@ -181,43 +187,70 @@ def check_images(paths: pd.Series, table: Path, desc: str, max_megapixels: float
     return results  # type: ignore[return-value]
 
 
+def check_test_table(path: Path, root: Path, sample: str | None) -> None:
+    """A competition without a test.csv (Cassava) lists its test images in the sample
+    submission: say so, instead of only `not found`."""
+    if not path.is_file() and sample and (root / sample).is_file():
+        raise InputDataError(
+            f"{not_a_file(path)}; the competition may list its test images in its sample "
+            f"submission only: set data.test_csv: {sample}"
+        )
+
+
 def check_sample_submission(path: Path, test_images: pd.Series, header: list[str]) -> None:
-    """The sample submission, when shipped, must have the submission's header and list test.csv's
+    """The sample submission, when shipped, must have the submission's columns and list test.csv's
     images, in any order: Kaggle matches a submission's rows by image (ours follow test.csv's)."""
-    found = [str(column).strip() for column in read_text_csv(path, error=InputDataError).columns]
-    if found != header:
-        raise InputDataError(f"{path}: {sample_header_problem(found, header)}")
-    sample = read_table(path, header)[header[0]]
-    extra = sample[~sample.isin(set(test_images))]
-    missing = test_images[~test_images.isin(set(sample))]
-    if extra.empty and missing.empty and len(sample) == len(test_images):
+    sample = read_whole_table(path)
+    if sorted(sample.columns) != sorted(header):
+        raise InputDataError(f"{path}: {sample_header_problem(sample, header, test_images)}")
+    image_col, label_col = header
+    if lists_all(sample[label_col], test_images) and not lists_all(sample[image_col], test_images):
+        raise InputDataError(
+            f"{path}: its {label_col!r} column lists test.csv's images, not {image_col!r}: set "
+            f"data.submission_columns: [{label_col}, {image_col}], the image column first"
+        )
+    listed = sample[image_col]
+    extra = listed[~listed.isin(set(test_images))]
+    missing = test_images[~test_images.isin(set(listed))]
+    if extra.empty and missing.empty and len(listed) == len(test_images):
         return
     if not extra.empty:
         detail = f"{row_label(extra.index[0])} is {extra.iloc[0]!r}, which test.csv does not list"
     elif not missing.empty:
         detail = f"it lacks test.csv's {missing.iloc[0]!r}"
     else:
-        detail = f"{len(sample)} rows against test.csv's {len(test_images)}"
+        detail = f"{len(listed)} rows against test.csv's {len(test_images)}"
     raise InputDataError(
-        f"{path}: its {header[0]!r} column does not list test.csv's images ({detail}); set "
+        f"{path}: its {image_col!r} column does not list test.csv's images ({detail}); set "
         "data.sample_submission: null to skip this check"
     )
 
 
-def sample_header_problem(found: list[str], header: list[str]) -> str:
-    """Why the sample's header is not the submission's, and the setting that would match it."""
-    problem = f"its header is {found}, the submission's would be {header}"
-    skip = "or data.sample_submission: null to skip this check"
+def lists_all(column: pd.Series, images: pd.Series) -> bool:
+    return images.isin(set(column)).all()
+
+
+def sample_header_problem(sample: pd.DataFrame, header: list[str], test_images: pd.Series) -> str:
+    """Why the sample's columns are not the submission's, and the setting that would match them."""
+    found = list(sample.columns)
+    shown = found if len(found) <= 6 else [*found[:5], f"... {len(found) - 5} more"]
+    problem = f"its header is {shown}, the submission's would be {header}"
     if looks_like_a_row(found):
         return (
-            f"{problem} (its first line looks like a row: add the header line "
-            f"{','.join(header)}); {skip}"
+            f"{problem}: its first line looks like a row; add the header line "
+            f"{','.join(header)}, or set data.sample_submission: null to skip this check"
         )
     if len(found) != 2:
-        return f"{problem}; the pipeline writes two columns, an image and its label; {skip}"
+        return (
+            f"{problem}: the competition wants {len(found)} columns, and this pipeline writes "
+            "two, an image and its label"
+        )
+    image_col = max(found, key=lambda column: sample[column].isin(set(test_images)).sum())
+    label_col = next(column for column in found if column != image_col)
     return (
-        f"{problem}; set data.submission_columns: [{', '.join(found)}] to write the sample's "
-        f"(train.csv and test.csv keep theirs, data.image_col and data.label_col), {skip}"
+        f"{problem}: set data.submission_columns: [{image_col}, {label_col}] to write the "
+        "sample's (train.csv and test.csv keep theirs, data.image_col and data.label_col), or "
+        "data.sample_submission: null to skip this check"
     )
 
 

@@ -45,9 +45,12 @@ INNER_MAX_ROWS = 4000
 
 def inner_choice_rows(y: np.ndarray) -> tuple[np.ndarray, int]:
     """The rows `choose_classifier` compares on, and its inner folds: INNER_SPLITS (or the median
-    class's row count) over the classes with as many rows; a rarer class sits the choice out."""
+    class's row count) over the classes with as many rows; a rarer class sits the choice out,
+    unless that would leave one class (two classes of 8 and 3 rows: 3 folds over both)."""
     classes, sizes = np.unique(y, return_counts=True)
     splits = int(min(INNER_SPLITS, np.median(sizes)))
+    if np.count_nonzero(sizes >= splits) < 2:
+        splits = int(np.sort(sizes)[-2]) if len(sizes) > 1 else 1
     return np.flatnonzero(np.isin(y, classes[sizes >= splits])), splits
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.competition.image_paths import check_image_folder, resolve_paths
+from pipeline.competition.image_paths import check_image_places, resolve_paths
 from pipeline.competition.inputs import (
     InputDataError,
     check_cells,
@@ -31,6 +31,7 @@ from pipeline.competition.inputs import (
     check_labels,
     check_not_empty,
     check_sample_submission,
+    check_test_table,
     read_table,
 )
 from pipeline.config.params import load_params
@@ -54,6 +55,7 @@ def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
     image_col, label_col = params.image_col, params.label_col
 
     train = read_table(train_path, [image_col, label_col])
+    check_test_table(test_path, root, params.sample_submission)
     test = read_table(test_path, [image_col])
     check_cells(train, train_path, [image_col, label_col])
     check_cells(test, test_path, [image_col])
@@ -77,7 +79,11 @@ def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
         where = "data.root" if folder == "." else f"data.{key}"
         suffix = params.image_suffix
         table["path"] = resolve_paths(table[image_col], root / folder, path, where, suffix)
-        check_image_folder(table[image_col], root, folder, f"data.{key}", suffix, path)
+    cells = {
+        "train": (list(train[image_col]), train_path),
+        "test": (list(test[image_col]), test_path),
+    }
+    check_image_places(root, params, cells)
     check_duplicates(train.rename(columns={image_col: "image"}), train_path)
     check_duplicates(test.rename(columns={image_col: "image"}), test_path)
     check_disjoint(train, test, image_col, train_path, test_path)
