@@ -205,8 +205,11 @@ def test_the_folder_advised_is_the_one_holding_most_of_the_tables_images(workdir
     imgs.write_csv(comp.test_csv, ["image"], [[i] for i in tests])
     imgs.write_csv(comp.sample_csv, ["image", "label"], [[i, "x"] for i in tests])
     fails(workdir, "set data.train_images: train and data.test_images: test (the submission")
-    # Rightly set, with one training file gone: that file is named, no folder is advised.
+    # Rightly set, with one training file gone and test/ holding every training name: that
+    # file is named, no folder is advised.
     write_params(workdir, train_images="train", test_images="test")
+    for k in range(18):
+        imgs.write_jpeg(comp.root / "test" / f"{k}.jpg", index=200 + k)
     (comp.root / "train" / "1.jpg").unlink()
     message = fails(workdir, "1.jpg: image file not found")
     assert "data.train_images" not in message

@@ -69,14 +69,16 @@ def check_image_places(root: Path, params: DataParams, tables: Tables) -> None:
     train_images/, APTOS's ids), instead of one `image file not found` per row.
 
     A place is advised only when it holds more of the table's images than the configured one,
-    so a file missing from the right folder is left to the per-row errors.
+    and never the other table's configured folder, so a file missing from the right folder is
+    left to the per-row errors (train/ and test/ may both hold 0.jpg).
     """
     configured = {
         kind: Place(root / getattr(params, f"{kind}_images"), params.image_suffix)
         for kind in tables
     }
+    folders = {place.folder for place in configured.values()}
     better = {
-        kind: better_place(cells, configured[kind], root, kind)
+        kind: better_place(cells, configured[kind], root, kind, folders - {configured[kind].folder})
         for kind, (cells, _) in tables.items()
     }
     if any(better.values()):
@@ -122,22 +124,21 @@ def places_message(
 
 
 def better_place(
-    images: list[str], current: Place, root: Path, kind: str
+    images: list[str], current: Place, root: Path, kind: str, others: set[Path]
 ) -> tuple[Place, int] | None:
-    """The place of data.root holding the most of `images`, with its count, when it holds more
-    than `current` does; on a tie a folder named for the table (`kind`) wins, since training and
-    test files may share names."""
+    """The place of data.root, in none of the folders `others`, holding the most of `images`,
+    with its count, when it holds more than `current` does; on a tie a folder named for the
+    table (`kind`) wins, since training and test files may share names."""
     held = current.count(images)
     if held == len(images):
         return None
     probes = [image for image in images if not current.file(image).is_file()][:PROBED_CELLS]
-    folders = folders_below(root, SEARCHED_DEPTH)
+    folders = [folder for folder in folders_below(root, SEARCHED_DEPTH) if folder not in others]
     candidates = dict.fromkeys(
-        Place(folder, suffix)
+        place
         for image in probes
-        for folder in folders
-        for suffix in SEARCHED_SUFFIXES
-        if (folder / (image + suffix)).is_file()
+        for place in (Place(folder, suffix) for folder in folders for suffix in SEARCHED_SUFFIXES)
+        if place.file(image).is_file()
     )
     counts = {place: place.count(images) for place in candidates}
     if not counts:
