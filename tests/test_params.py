@@ -62,6 +62,7 @@ def test_each_models_settings_are_merged_once_on_load():
         ("data.image_suffix", "png", "data.image_suffix = 'png': must be empty or a file suffix"),
         ("data.submission_columns", ["id", "id"], "['id', 'id']: must be two different"),
         ("data.submission_columns", ["id", " "], "data.submission_columns = ['id', ' ']"),
+        ("data.submission_columns", "id,label", "= 'id,label': must be two different, non-empty"),
     ],
 )
 def test_invalid_value_names_key_and_value(path, value, expected):

@@ -95,11 +95,14 @@ class DataParams(Strict):
             raise ValueError("must be empty or a file suffix such as .png")
         return suffix
 
-    @field_validator("submission_columns")
+    @field_validator("submission_columns", mode="before")
     @classmethod
-    def _two_names(cls, names: list[str] | None) -> list[str] | None:
-        if names is not None and (
-            len(names) != 2 or len(set(names)) != 2 or not all(n.strip() for n in names)
+    def _two_names(cls, names: Any) -> Any:
+        # Before the type check, so `id,category` (a string) gets the example too.
+        if names is not None and not (
+            isinstance(names, list)
+            and len(names) == len(set(names)) == 2
+            and all(isinstance(n, str) and n.strip() for n in names)
         ):
             raise ValueError("must be two different, non-empty column names, e.g. [id, label]")
         return names
