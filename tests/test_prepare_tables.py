@@ -277,6 +277,23 @@ def test_an_empty_sample_file_is_told_so(workdir, comp):
     fails(workdir, table_name(comp, "sample_submission.csv"), "empty file (0 bytes)")
 
 
+def test_tables_of_other_column_names_get_the_settings_naming_them(workdir, comp):
+    imgs.write_csv(comp.train_csv, ["id_code", "diagnosis"], comp.train)
+    fails(
+        workdir,
+        "found ['id_code', 'diagnosis'] (set data.image_col: id_code and "
+        "data.label_col: diagnosis)",
+    )
+    write_params(workdir, image_col="id_code", label_col="diagnosis")
+    imgs.write_csv(comp.test_csv, ["file"], [[t] for t in comp.test])
+    fails(workdir, "found ['file'] (set data.image_col: file)")
+
+
+def test_a_missing_table_names_the_tables_beside_it(workdir, comp):
+    comp.train_csv.rename(comp.root / "train_labels.csv")
+    fails(workdir, "holds sample_submission.csv, test.csv, train_labels.csv)")
+
+
 def test_a_table_without_its_header_line_is_told_so(workdir, comp):
     imgs.write_csv(comp.test_csv, ["images/0.jpg"], [[t] for t in comp.test[1:]])
     fails(workdir, "missing column(s) ['image']", "looks like a row: add the header line image")

@@ -40,10 +40,22 @@ def read_table(path: Path, required: list[str], fix: str = COLUMN_KEYS) -> pd.Da
     if missing:
         if looks_like_a_row(frame.columns):
             fix = f"its first line looks like a row: add the header line {','.join(required)}"
+        elif fix == COLUMN_KEYS and len(frame.columns) == len(required):
+            fix = column_keys_for(frame)
         raise InputDataError(
             f"{path}: missing column(s) {missing}; found {list(frame.columns)} ({fix})"
         )
     return frame[required]
+
+
+def column_keys_for(frame: pd.DataFrame) -> str:
+    """The settings naming a table's own columns: its image column, the one of most distinct
+    values (an image is listed once, a label many times), and its label column."""
+    image_col = max(frame.columns, key=lambda column: frame[column].nunique())
+    labels = [column for column in frame.columns if column != image_col]
+    return f"set data.image_col: {image_col}" + "".join(
+        f" and data.label_col: {column}" for column in labels
+    )
 
 
 def read_whole_table(path: Path) -> pd.DataFrame:
@@ -51,7 +63,8 @@ def read_whole_table(path: Path) -> pd.DataFrame:
     its line in the file)."""
     if not path.is_file():
         raise InputDataError(
-            f"{not_a_file(path)} (check data.root and the CSV names in params.yaml)"
+            f"{not_a_file(path)} (check data.root and the CSV names in params.yaml"
+            f"{tables_beside(path)})"
         )
     if path.stat().st_size == 0:
         raise InputDataError(f"{path}: empty file (0 bytes); expected a CSV with a header row")
@@ -59,6 +72,13 @@ def read_whole_table(path: Path) -> pd.DataFrame:
     frame.columns = [str(c).strip() for c in frame.columns]
     frame = frame.apply(lambda column: column.str.strip())
     return frame[(frame != "").any(axis=1)]
+
+
+def tables_beside(path: Path) -> str:
+    """`; <folder> holds a.csv, b.csv` (the CSVs where `path` was looked for), or ''."""
+    folder = path.parent
+    tables = sorted(table.name for table in folder.glob("*.csv")) if folder.is_dir() else []
+    return f"; {folder} holds {', '.join(tables)}" if tables else ""
 
 
 def looks_like_a_row(header: list[str]) -> bool:
