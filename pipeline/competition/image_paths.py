@@ -63,6 +63,15 @@ class Place:
         return sum(self.file(image).is_file() for image in images)
 
 
+@dataclass(frozen=True)
+class Elsewhere:
+    """A table's images found more often in another place than the configured one."""
+
+    place: Place
+    found: int  # the table's images there
+    absent: list[str]  # the cells with no file where the settings say
+
+
 def check_image_places(root: Path, params: DataParams, tables: Tables) -> None:
     """One clear error, with the settings that find them, when a table's image cells name files
     in another folder of data.root or with another suffix (`0.jpg` for images/0.jpg, Cassava's
@@ -77,12 +86,12 @@ def check_image_places(root: Path, params: DataParams, tables: Tables) -> None:
         for kind in tables
     }
     folders = {place.folder for place in configured.values()}
-    better = {
+    elsewhere = {
         kind: better_place(cells, configured[kind], root, kind, folders - {configured[kind].folder})
         for kind, (cells, _) in tables.items()
     }
-    if any(better.values()):
-        raise InputDataError(places_message(root, params, tables, configured, better))
+    if any(elsewhere.values()):
+        raise InputDataError(places_message(root, params, tables, configured, elsewhere))
 
 
 def places_message(
@@ -90,24 +99,25 @@ def places_message(
     params: DataParams,
     tables: Tables,
     configured: dict[str, Place],
-    better: dict[str, tuple[Place, int] | None],
+    elsewhere: dict[str, Elsewhere | None],
 ) -> str:
     """Each table whose files are elsewhere, then the settings that find them all."""
     found, changes = [], []
     for kind, (cells, table) in tables.items():
-        if better[kind] is None:
+        if (other := elsewhere[kind]) is None:
             continue
-        (place, count), current = better[kind], configured[kind]
-        absent = next(image for image in cells if not current.file(image).is_file())
-        held = next(image for image in cells if place.file(image).is_file())
+        current, absent = configured[kind], other.absent
+        there = next(image for image in absent if other.place.file(image).is_file())
         found.append(
-            f"{table}: {len(cells) - current.count(cells)} of {len(cells)} image files not found "
-            f"(e.g. {absent!r} as {current.file(absent)}), but {count} are in {place.folder} "
-            f"(e.g. {place.file(held)})"
+            f"{table}: {len(absent)} of {len(cells)} image files not found (e.g. {absent[0]!r} "
+            f"as {current.file(absent[0])}), but {other.found} are in {other.place.folder} "
+            f"(e.g. {other.place.file(there)})"
         )
-        if place.folder != current.folder:
-            changes.append(f"data.{kind}_images: {place.folder.relative_to(root).as_posix()}")
-    suffixes = [(better[kind] or (configured[kind],))[0].suffix for kind in tables]
+        if other.place.folder != current.folder:
+            changes.append(f"data.{kind}_images: {other.place.folder.relative_to(root).as_posix()}")
+    suffixes = [
+        (elsewhere[kind].place if elsewhere[kind] else configured[kind]).suffix for kind in tables
+    ]
     if len(set(suffixes)) == 1 and suffixes[0] != params.image_suffix:
         changes.append(f"data.image_suffix: {suffixes[0] or repr('')}")
     fix = f"set {' and '.join(changes)} (the submission keeps the cells as written)"
@@ -125,18 +135,17 @@ def places_message(
 
 def better_place(
     images: list[str], current: Place, root: Path, kind: str, others: set[Path]
-) -> tuple[Place, int] | None:
+) -> Elsewhere | None:
     """The place of data.root, in none of the folders `others`, holding the most of `images`,
-    with its count, when it holds more than `current` does; on a tie a folder named for the
-    table (`kind`) wins, since training and test files may share names."""
-    held = current.count(images)
-    if held == len(images):
+    when it holds more than `current` does; on a tie a folder named for the table (`kind`)
+    wins, since training and test files may share names."""
+    absent = [image for image in images if not current.file(image).is_file()]
+    if not absent:
         return None
-    probes = [image for image in images if not current.file(image).is_file()][:PROBED_CELLS]
     folders = [folder for folder in folders_below(root, SEARCHED_DEPTH) if folder not in others]
     candidates = dict.fromkeys(
         place
-        for image in probes
+        for image in absent[:PROBED_CELLS]
         for place in (Place(folder, suffix) for folder in folders for suffix in SEARCHED_SUFFIXES)
         if place.file(image).is_file()
     )
@@ -144,7 +153,8 @@ def better_place(
     if not counts:
         return None
     best = max(counts, key=lambda place: (counts[place], kind in place.folder.name))
-    return (best, counts[best]) if counts[best] > held else None
+    held = len(images) - len(absent)
+    return Elsewhere(best, counts[best], absent) if counts[best] > held else None
 
 
 def folders_below(root: Path, depth: int) -> list[Path]:

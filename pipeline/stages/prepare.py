@@ -77,8 +77,9 @@ def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
     for table, path, key in ((train, train_path, "train_images"), (test, test_path, "test_images")):
         folder = getattr(params, key)
         where = "data.root" if folder == "." else f"data.{key}"
-        suffix = params.image_suffix
-        table["path"] = resolve_paths(table[image_col], root / folder, path, where, suffix)
+        table["path"] = resolve_paths(
+            table[image_col], root / folder, path, where, params.image_suffix
+        )
     cells = {
         "train": (list(train[image_col]), train_path),
         "test": (list(test[image_col]), test_path),
