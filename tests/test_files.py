@@ -3,9 +3,15 @@ made; `remove_empty_folders` deletes empty folders only."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from pipeline.io.files import atomic_path, remove_empty_folders
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_failed_atomic_write_removes_the_folders_it_created(tmp_path):
@@ -64,3 +70,22 @@ def test_a_write_removes_what_a_killed_write_of_the_same_path_left(tmp_path):
         ".synthetic2.k1ll3d.tmp",
         "synthetic",
     ]
+
+
+def git_ignores(repo: Path, path: Path) -> bool:
+    check = subprocess.run(["git", "check-ignore", "-q", str(path.relative_to(repo))], cwd=repo)
+    return check.returncode == 0
+
+
+def test_git_ignores_an_output_while_it_is_written_and_not_once_it_is_in_place(tmp_path):
+    """Inside `dvc exp run`, dvclive git-adds the untracked files of its folder as a cell ends,
+    while that folder is still atomic_path's temporary. Were it not ignored, a dvc killed or
+    hung up then left those files staged in git's index under a name that no longer exists."""
+    shutil.copy(ROOT / ".gitignore", tmp_path / ".gitignore")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    target = tmp_path / "results" / "train" / "d2l_resnet11_slim" / "fold0"
+    with atomic_path(target) as out:
+        out.mkdir()
+        (out / "metrics.json").write_text("{}")
+        assert git_ignores(tmp_path, out / "metrics.json")
+    assert not git_ignores(tmp_path, target / "metrics.json")
