@@ -1,5 +1,5 @@
 """pipeline.io.files: an atomic write that fails leaves nothing behind, not even the folders it
-made; `remove_empty_folders` deletes empty folders only."""
+made, and git ignores one in progress; `remove_empty_folders` deletes empty folders only."""
 
 from __future__ import annotations
 
