@@ -237,6 +237,20 @@ def test_tables_whose_files_end_differently_are_told_one_suffix_serves_both(work
     assert "set data" not in message
 
 
+def test_cells_with_windows_separators_are_found_and_advised_alike(workdir, comp):
+    # Tables written on Windows, without the suffix: images\0 for images/0.jpg.
+    for table in (comp.train_csv, comp.test_csv, comp.sample_csv):
+        text = table.read_text(encoding="utf-8")
+        table.write_text(text.replace("images/", "images\\").replace(".jpg", ""))
+    fails(workdir, "set data.image_suffix: .jpg (the submission keeps the cells as written)")
+    write_params(workdir, image_suffix=".jpg")
+    prepare_stage.main([])
+    classes, train, test = read_prepared(workdir)
+    assert test["image"][0] == "images\\" + comp.test[0][7:-4]
+    assert test["path"][0].endswith(f"comp/{comp.test[0]}")
+    check_consistent(workdir, classes, train, test)
+
+
 def test_cassavas_layout_images_in_folders_of_their_own_and_no_test_csv(workdir, comp):
     # train_images/ and test_images/ (the same bare name in both), numbered labels, and the
     # test images listed by the sample submission alone.

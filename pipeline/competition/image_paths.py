@@ -28,25 +28,29 @@ SEARCHED_DEPTH = 2  # root, its folders and theirs (an archive unzipped into a f
 Tables = dict[str, tuple[list[str], Path]]  # "train"/"test" -> (image cells, the table's path)
 
 
-def resolve_paths(
-    images: pd.Series, folder: Path, table: Path, key: str = "data.root", suffix: str = ""
-) -> list[str]:
-    """Image cells → file paths under `folder` (`key`'s), each cell plus `suffix`; a path that
-    leaves the folder is refused."""
-    problems, paths = [], []
+def resolve_paths(images: pd.Series, place: Place, table: Path, key: str) -> list[str]:
+    """Image cells → their files in `place` (the folder of setting `key`); a cell that leaves
+    the folder is refused."""
+    problems = []
     example = ", e.g. images/<file>" if key == "data.root" else ""
     for i, image in images.items():
-        relative = PurePosixPath(image.replace("\\", "/"))
+        relative = cell_path(image)
         if relative.is_absolute():
             problems.append(
                 f"{row_label(i)}: image path {image!r} is absolute; write it relative to {key} "
-                f"({folder}){example}"
+                f"({place.folder}){example}"
             )
         elif ".." in relative.parts:
-            problems.append(f"{row_label(i)}: image path {image!r} leaves {key} ({folder}) by '..'")
-        paths.append(os.path.normpath(folder / relative) + suffix)
+            problems.append(
+                f"{row_label(i)}: image path {image!r} leaves {key} ({place.folder}) by '..'"
+            )
     raise_problems(table, problems)
-    return paths
+    return [str(place.file(image)) for image in images]
+
+
+def cell_path(image: str) -> PurePosixPath:
+    """A cell as a relative path, Windows separators read as '/'."""
+    return PurePosixPath(image.replace("\\", "/"))
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,14 @@ class Place:
     folder: Path
     suffix: str
 
+    @classmethod
+    def configured(cls, root: Path, params: DataParams, kind: str) -> Place:
+        """Where the settings put table `kind`'s ("train"/"test") files."""
+        return cls(root / getattr(params, f"{kind}_images"), params.image_suffix)
+
     def file(self, image: str) -> Path:
-        return self.folder / (image + self.suffix)
+        """The file cell `image` names."""
+        return Path(os.path.normpath(self.folder / cell_path(image)) + self.suffix)
 
     def count(self, images: list[str]) -> int:
         return sum(self.file(image).is_file() for image in images)
@@ -72,7 +82,9 @@ class Elsewhere:
     absent: list[str]  # the cells with no file where the settings say
 
 
-def check_image_places(root: Path, params: DataParams, tables: Tables) -> None:
+def check_image_places(
+    root: Path, params: DataParams, tables: Tables, configured: dict[str, Place]
+) -> None:
     """One clear error, with the settings that find them, when a table's image cells name files
     in another folder of data.root or with another suffix (`0.jpg` for images/0.jpg, Cassava's
     train_images/, APTOS's ids), instead of one `image file not found` per row.
@@ -81,10 +93,6 @@ def check_image_places(root: Path, params: DataParams, tables: Tables) -> None:
     and never the other table's configured folder, so a file missing from the right folder is
     left to the per-row errors (train/ and test/ may both hold 0.jpg).
     """
-    configured = {
-        kind: Place(root / getattr(params, f"{kind}_images"), params.image_suffix)
-        for kind in tables
-    }
     folders = {place.folder for place in configured.values()}
     elsewhere = {
         kind: better_place(cells, configured[kind], root, kind, folders - {configured[kind].folder})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config.paths import data_root, is_synthetic_root
-from pipeline.data.images import ImageReadError, load_image
+from pipeline.data.images import IMAGE_SUFFIXES, ImageReadError, load_image
 from pipeline.data.tables import not_a_file, read_text_csv
 from pipeline.io.console import PipelineError, format_problems, progress
 from pipeline.io.files import file_md5
@@ -82,8 +82,12 @@ def tables_beside(path: Path) -> str:
 
 
 def looks_like_a_row(header: list[str]) -> bool:
-    """A header line with a path or a file name in it: the CSV was written without one."""
-    return any("/" in column or Path(column).suffix for column in header)
+    """A header line with a path or an image's file name in it: the CSV was written without one.
+    (A dotted column name, `label.name` or pandas' `label.1`, is a column.)"""
+    return any(
+        "/" in column or "\\" in column or Path(column).suffix.lower() in IMAGE_SUFFIXES
+        for column in header
+    )
 
 
 def row_label(index: int) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.competition.image_paths import check_image_places, resolve_paths
+from pipeline.competition.image_paths import Place, check_image_places, resolve_paths
 from pipeline.competition.inputs import (
     InputDataError,
     check_cells,
@@ -74,17 +74,15 @@ def prepare(params: DataParams) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
             "the competition's sample file, or null if there is none"
         )
 
-    for table, path, key in ((train, train_path, "train_images"), (test, test_path, "test_images")):
-        folder = getattr(params, key)
-        where = "data.root" if folder == "." else f"data.{key}"
-        table["path"] = resolve_paths(
-            table[image_col], root / folder, path, where, params.image_suffix
-        )
+    places = {kind: Place.configured(root, params, kind) for kind in ("train", "test")}
+    for kind, table, path in (("train", train, train_path), ("test", test, test_path)):
+        key = "data.root" if places[kind].folder == root else f"data.{kind}_images"
+        table["path"] = resolve_paths(table[image_col], places[kind], path, key)
     cells = {
         "train": (list(train[image_col]), train_path),
         "test": (list(test[image_col]), test_path),
     }
-    check_image_places(root, params, cells)
+    check_image_places(root, params, cells, places)
     check_duplicates(train.rename(columns={image_col: "image"}), train_path)
     check_duplicates(test.rename(columns={image_col: "image"}), test_path)
     check_disjoint(train, test, image_col, train_path, test_path)
