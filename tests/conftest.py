@@ -14,6 +14,7 @@ import yaml
 from helpers.processes import child_env
 
 from pipeline.config.presets import merged_params
+from pipeline.io.console import TERMINATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/: `from helpers.x import y`
@@ -58,7 +59,7 @@ def _run_from_project_root():
 @pytest.fixture(autouse=True)
 def _keep_pytest_s_signal_handlers():
     """`console.run` in-process (a tool's exit code) sets the handlers a finished stage keeps."""
-    handlers = {stop: signal.getsignal(stop) for stop in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {stop: signal.getsignal(stop) for stop in (signal.SIGINT, *TERMINATIONS)}
     yield
     for stop, handler in handlers.items():
         signal.signal(stop, handler)

@@ -1,6 +1,6 @@
 """How the stages and `leaf` tools end and report: quiet mode for progress bars, output into a
-closed pipe, a Ctrl-C while a stage still imports its libraries, a SIGTERM, and a stop that
-comes after the work is done."""
+closed pipe, a Ctrl-C while a stage still imports its libraries, a SIGTERM or a hang-up, and a
+stop that comes after the work is done."""
 
 from __future__ import annotations
 
@@ -130,6 +130,7 @@ if when == "finished":
     ("stop", "when", "code", "said"),
     [
         ("SIGTERM", "working", 143, "terminated\n"),
+        ("SIGHUP", "working", 129, "hung up\n"),  # the terminal closed
         ("SIGINT", "working", 130, "interrupted\n"),
         (
             "SIGINT",
@@ -143,6 +144,12 @@ if when == "finished":
             0,
             "SIGTERM came after this command finished: its outputs are kept\n",
         ),
+        (
+            "SIGHUP",
+            "finished",
+            0,
+            "SIGHUP came after this command finished: its outputs are kept\n",
+        ),
         ("SIGINT", "exiting", 0, ""),  # ignored: a Python handler would not outlive the exit
     ],
 )
@@ -152,6 +159,20 @@ def test_a_stop_runs_the_cleanups_and_one_after_the_work_keeps_it(tmp_path, stop
     assert (result.returncode, result.stderr) == (code, said)
     assert (tmp_path / "cleaned").read_text() == "cleaned up"
     assert result.stdout == ("True" if when == "exiting" else "")
+
+
+def test_a_stage_started_by_nohup_still_ignores_a_hang_up(tmp_path):
+    ignoring_stage = (
+        "import os, signal\n"
+        "from pipeline.io.console import run\n"
+        "signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts it\n"
+        "def main(argv):\n"
+        "    os.kill(os.getpid(), signal.SIGHUP)\n"
+        "    print('worked on')\n"
+        "run(main)\n"
+    )
+    result = run_python(["-c", ignoring_stage], tmp_path, timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "worked on\n", "")
 
 
 def test_a_forked_child_ends_on_sigterm_as_it_always_did():

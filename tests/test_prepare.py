@@ -175,6 +175,11 @@ def test_custom_column_names_missing_from_csv(workdir, comp):
     assert "found ['image', 'label']" in message
 
 
+def test_dotted_column_names_are_columns_not_a_header_less_row(workdir, comp):
+    imgs.write_csv(comp.train_csv, ["image.name", "label.name"], comp.train)  # pandas' label.1 too
+    fails(workdir, "(set data.image_col: image.name and data.label_col: label.name)")
+
+
 def test_rerun_replaces_previous_output_entirely(workdir, comp):
     prepare_stage.main([])
     (workdir / PREPARED / "stale.txt").write_text("from an older run", encoding="utf-8")

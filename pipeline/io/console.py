@@ -41,6 +41,11 @@ def did_you_mean(name: str, choices: Iterable[str], n: int) -> str:
     return f"did you mean {', '.join(close)}? " if close else ""
 
 
+HANG_UP = getattr(signal, "SIGHUP", None)  # POSIX only
+# The stops a stage ends on as on Ctrl-C, its cleanups run (a killed write's temporaries removed).
+TERMINATIONS = (signal.SIGTERM, HANG_UP) if HANG_UP else (signal.SIGTERM,)
+
+
 def _interrupted(signum: int, frame: object) -> None:
     print("interrupted", file=sys.stderr)
     sys.exit(130)
@@ -57,7 +62,7 @@ def _terminated(owner: int, signum: int, frame: object) -> None:
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
-    print("terminated", file=sys.stderr)
+    print("hung up" if signum == HANG_UP else "terminated", file=sys.stderr)
     sys.exit(128 + signum)  # SystemExit unwinds main: its cleanups run, as on Ctrl-C
 
 
@@ -68,20 +73,22 @@ def _finished(signum: int, frame: object) -> None:
 
 def run(main: Callable[[list[str] | None], object]) -> None:
     """Run a stage's `main()`; turn a user's error into `error: ...` on stderr and exit code 2,
-    Ctrl-C into `interrupted` (130), SIGTERM into `terminated` (143), and output to a closed
-    pipe into a quiet exit (141).
+    Ctrl-C into `interrupted` (130), SIGTERM into `terminated` (143), a closed terminal's SIGHUP
+    into `hung up` (129), and output to a closed pipe into a quiet exit (141).
 
-    Once `main` has returned, its outputs are written: a Ctrl-C or SIGTERM during the second
-    Python takes to exit is only reported, or ignored late in the exit, as it would fail the
-    exit and DVC would throw the outputs away (a train cell would train again from scratch).
+    Once `main` has returned, its outputs are written: a stop during the second Python takes to
+    exit is only reported, or ignored late in the exit, as it would fail the exit and DVC would
+    throw the outputs away (a train cell would train again from scratch).
     """
     if signal.getsignal(signal.SIGINT) is _interrupted:  # KeyboardInterrupt again, for cleanups
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, partial(_terminated, os.getpid()))
+    stops = [stop for stop in TERMINATIONS if signal.getsignal(stop) is not signal.SIG_IGN]
+    for stop in stops:  # one ignored stays ignored: `nohup dvc repro` outlives its terminal
+        signal.signal(stop, partial(_terminated, os.getpid()))
     try:
         try:
             main(None)
-            for stop in (signal.SIGINT, signal.SIGTERM):
+            for stop in (signal.SIGINT, *stops):
                 signal.signal(stop, _finished)
                 # Python sets its handlers back to the default as it exits, after atexit: the
                 # rest of the exit (most of the second) ignores a stop.
