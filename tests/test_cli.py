@@ -102,6 +102,8 @@ STOPPED_STAGE = """
 import atexit, os, pathlib, signal, sys, time
 from pipeline.io.console import run
 stop, when = getattr(signal, sys.argv[1]), sys.argv[2]
+if sys.argv[1] == "SIGHUP":  # as from a terminal, though this test may run under nohup
+    signal.signal(stop, signal.SIG_DFL)
 
 def exiting():  # atexit runs this after run's own hooks; Python resets its handlers after it
     if when == "exiting":
