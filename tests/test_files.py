@@ -8,10 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers.processes import REPO_ROOT
 
 from pipeline.io.files import atomic_path, remove_empty_folders
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_failed_atomic_write_removes_the_folders_it_created(tmp_path):
@@ -82,7 +81,7 @@ def test_git_ignores_an_output_while_it_is_written_and_not_once_it_is_in_place(t
     """Inside `dvc exp run`, dvclive git-adds the untracked files of its folder as a cell ends,
     while that folder is still atomic_path's temporary. Were it not ignored, a dvc killed or
     hung up then left those files staged in git's index under a name that no longer exists."""
-    shutil.copy(ROOT / ".gitignore", tmp_path / ".gitignore")
+    shutil.copy(REPO_ROOT / ".gitignore", tmp_path / ".gitignore")
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     target = tmp_path / "results" / "train" / "d2l_resnet11_slim" / "fold0"
     with atomic_path(target) as out:
