@@ -7,17 +7,25 @@ import shutil
 import signal
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 import yaml
 from helpers.processes import child_env
+from helpers.session_folders import built_once
 
 from pipeline.config.presets import merged_params
 from pipeline.io.console import TERMINATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/: `from helpers.x import y`
+# Two workers (pytest-xdist) share the 2 cores: torch's default of a thread per core in each
+# puts 4 busy threads on 2 cores, where OpenMP's threads spin waiting on each other (the suite
+# took 12 min 26 s so, 9 min 05 s with one each: BENCHMARKS.md "Test suite"). Set before any
+# test module imports torch; the dvc, stage and torchrun processes the tests start inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 # The fixtures `workdir` and `comp` of stage prepare's tests (tests/test_prepare*.py).
 pytest_plugins = ["helpers.prepare"]
 
@@ -117,8 +125,13 @@ def reproduced(tmp_path_factory) -> tuple[Path, str]:
     """A `project` after its first `dvc repro` (outputs not committed), and that run's output.
     Read-only: the end-to-end tests that start from a finished run copy it (`reproduced_project`)
     instead of each paying for the same first run."""
-    folder = make_project(tmp_path_factory.mktemp("reproduced"), tiny_run_params())
-    return folder, run(["dvc", "repro"], folder).stdout
+
+    def first_repro(folder: Path) -> None:
+        make_project(folder, tiny_run_params())
+        folder.with_suffix(".out").write_text(run(["dvc", "repro"], folder).stdout)
+
+    folder = built_once(tmp_path_factory, "reproduced", first_repro)
+    return folder, folder.with_suffix(".out").read_text()
 
 
 @pytest.fixture
@@ -163,9 +176,9 @@ def run_stages(workdir: Path, params: dict) -> None:
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory) -> Path:
     """A project folder holding every output of a tiny run (read-only: copy it to change it)."""
-    workdir = tmp_path_factory.mktemp("finished_run")
-    run_stages(workdir, tiny_run_params())
-    return workdir
+    return built_once(
+        tmp_path_factory, "finished_run", partial(run_stages, params=tiny_run_params())
+    )
 
 
 @pytest.fixture
