@@ -27,10 +27,13 @@ def model_params(train: list[dict]) -> ModelParams:
     return ModelParams(augment={"train": train, "eval": []})
 
 
-def test_auto_takes_the_device_path_on_cuda_when_every_transform_has_a_batch_form():
+def test_auto_takes_the_device_path_on_any_device_when_every_transform_has_a_batch_form():
     hp = model_params(BATCHABLE["train"])
     assert augment_path("auto", CUDA, hp, cache_on=True)[0] == "device"
-    assert augment_path("auto", CPU, hp, cache_on=True)[0] == "workers"
+    assert augment_path("auto", CPU, hp, cache_on=True) == (
+        "device",
+        "auto: the whole policy runs in batches on the cpu",
+    )
     assert augment_path("workers", CUDA, hp, cache_on=True)[0] == "workers"
     assert augment_path("device", CPU, hp, cache_on=True)[0] == "device"
 

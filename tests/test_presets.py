@@ -144,7 +144,7 @@ def test_show_prints_the_command_and_runs_nothing(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.startswith("dvc exp run -n d2l-course -S ")
     assert "+train.models.d2l_resnet18={}" in out and "~train.models.d2l_resnet11_slim" in out
-    assert "train.defaults.epochs: 40 -> 2" in out
+    assert "train.defaults.epochs: 20 -> 2" in out  # params.yaml's 20
 
 
 def test_the_default_runs_dvc_exp_run_and_returns_its_exit_code(monkeypatch):

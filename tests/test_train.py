@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -132,6 +134,21 @@ def test_deterministic_switches_kernels_and_cudnn_benchmarking(restore_torch_fla
     configure_determinism(False, torch.device("cpu"))
     assert not torch.are_deterministic_algorithms_enabled()
     assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+
+
+def test_leaving_determinism_off_does_not_import_inductor():
+    # torch.use_deterministic_algorithms imports torch._inductor, a second of every cell's start
+    code = (
+        "import sys, torch\n"
+        "from pipeline.training.device import configure_determinism\n"
+        "configure_determinism(False, torch.device('cpu'))\n"
+        "assert not torch.are_deterministic_algorithms_enabled()\n"
+        "print('torch._inductor' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
 
 
 @pytest.mark.gpu

@@ -73,7 +73,10 @@ def configure_determinism(deterministic: bool, device: torch.device) -> None:
     if deterministic and device.type == "cuda":
         # cuBLAS reads this when it creates its first handle, i.e. before the first matmul.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic)
+    if deterministic != torch.are_deterministic_algorithms_enabled():
+        # the call imports torch._inductor (over a second of each cell's start-up) to set
+        # its flag too, which is already off unless it was turned on
+        torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
 
