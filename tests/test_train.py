@@ -1,10 +1,9 @@
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from helpers.processes import REPO_ROOT, run_python
 from helpers.run_if import RunIf
 from helpers.schedules import lrs
 from torch import nn
@@ -145,9 +144,8 @@ def test_leaving_determinism_off_does_not_import_inductor():
         "assert not torch.are_deterministic_algorithms_enabled()\n"
         "print('torch._inductor' in sys.modules)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
+    result = run_python(["-c", code], REPO_ROOT)
+    assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
 
 
