@@ -108,3 +108,22 @@ def test_an_eigen_driver_failure_falls_back_to_divide_and_conquer(monkeypatch):
     model = RegularizedDiscriminant(0.1, class_share=0.3).fit(x, y)
     np.testing.assert_allclose(model.predict_proba(x), expected, atol=1e-10)
     assert "evd" in drivers
+
+
+def test_every_fixed_shrinkage_is_whitened_from_one_eigendecomposition(monkeypatch):
+    """Stage meta's inner cross-validation asks one split's statistics for five fixed
+    shrinkages; each is (1 - s) E + s m I, so E's eigenvectors serve them all."""
+    x, y = classes(np.random.default_rng(5))
+    statistics = ClassStatistics(x, y)
+    sizes = []
+
+    def counted(matrix, driver=None):
+        sizes.append(len(matrix))
+        return eigh(matrix, driver=driver)
+
+    monkeypatch.setattr(discriminant, "eigh", counted)
+    for shrinkage in (0.02, 0.1, 0.4):
+        white = statistics.whitened(shrinkage, with_own=False).white
+        shared = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=shrinkage).fit(x, y)
+        np.testing.assert_allclose(white @ white.T, np.linalg.inv(shared.covariance_), atol=1e-8)
+    assert sizes == [x.shape[1]]

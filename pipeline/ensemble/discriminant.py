@@ -16,6 +16,7 @@ cross-validation (pipeline.ensemble.meta_choice) scores every setting from one p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy.linalg import eigh
@@ -49,16 +50,24 @@ class ClassStatistics:
             for prior, rows in zip(self.priors, groups, strict=True)
         )
 
-    def shared_covariance(self, shrinkage: float | str) -> np.ndarray:
+    @cached_property
+    def empirical_eigen(self) -> tuple[np.ndarray, np.ndarray]:
+        return symmetric_eigen(self.empirical)
+
+    def shared_whitening(self, shrinkage: float | str) -> np.ndarray:
+        """`whitening` of `shrinkage`'s shared covariance. A fixed shrinkage s,
+        (1 - s) E + s m I, moves only the eigenvalues of the empirical E, so every fixed
+        shrinkage is whitened from E's one eigendecomposition (stage meta's inner
+        cross-validation asks for five of them on each split)."""
         if shrinkage == LEDOIT_WOLF:
-            return self.ledoit_wolf
-        identity = np.eye(len(self.empirical))
-        return (1 - shrinkage) * self.empirical + shrinkage * self.mean_variance * identity
+            return whitening(*symmetric_eigen(self.ledoit_wolf))
+        values, vectors = self.empirical_eigen
+        return whitening((1 - shrinkage) * values + shrinkage * self.mean_variance, vectors)
 
     def whitened(self, shrinkage: float | str, with_own: bool) -> WhitenedClasses:
         """The model of `shrinkage`'s shared covariance; with each class's own directions
         (`own_directions`) if it is to take a share of its own covariance."""
-        white = whitening(self.shared_covariance(shrinkage))
+        white = self.shared_whitening(shrinkage)
         own = tuple(own_directions(centred @ white) for centred in self.centred if with_own)
         return WhitenedClasses(white, self.means @ white, np.log(self.priors), own)
 
@@ -114,11 +123,11 @@ def symmetric_eigen(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return eigh(matrix, driver="evd")
 
 
-def whitening(covariance: np.ndarray) -> np.ndarray:
-    """W such that rows @ W have the identity covariance: W W' is the covariance's inverse, or
-    where it is singular (fewer rows than features and no shrinkage) its pseudo-inverse, over
-    the directions it spans, as sklearn's least-squares solver has it."""
-    values, vectors = symmetric_eigen(covariance)
+def whitening(values: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """From a covariance's eigenvalues and eigenvectors, W such that rows @ W have the identity
+    covariance: W W' is the covariance's inverse, or where it is singular (fewer rows than
+    features and no shrinkage) its pseudo-inverse, over the directions it spans, as sklearn's
+    least-squares solver has it."""
     kept = values > values.max() * len(values) * np.finfo(np.float64).eps
     return vectors[:, kept] / np.sqrt(values[kept])
 
