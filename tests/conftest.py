@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.processes import child_env
+from helpers.processes import REPO_ROOT, child_env
 from helpers.session_folders import built_once
 
 from pipeline.config.presets import merged_params
 from pipeline.io.console import TERMINATIONS
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/: `from helpers.x import y`
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))  # the benchmark scripts the tests call
 # Two workers (pytest-xdist) share the 2 cores: torch's default of a thread per core in each
 # puts 4 busy threads on 2 cores, where OpenMP's threads spin waiting on each other (the suite
 # took 12 min 26 s so, 9 min 05 s with one each: BENCHMARKS.md "Test suite"). Set before any
@@ -61,7 +60,7 @@ TINY_OVERRIDES = {
 @pytest.fixture(autouse=True, scope="session")
 def _run_from_project_root():
     """Tests read params.yaml and import `pipeline` relative to the project root."""
-    os.chdir(ROOT)
+    os.chdir(REPO_ROOT)
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +74,7 @@ def _keep_pytest_s_signal_handlers():
 
 def tiny_run_params() -> dict:
     """The project's params.yaml with TINY_OVERRIDES laid over it (a fresh copy each call)."""
-    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+    shipped = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     return merged_params(yaml.safe_load(yaml.safe_dump(TINY_OVERRIDES)), shipped)
 
 
@@ -100,7 +99,7 @@ def make_project(folder: Path, params: dict) -> Path:
     # .gitignore too: a run's git-tracked outputs (metrics, plots: cache: false) get committed
     # like the project's own, and checkpoints/ stays out of git.
     for name in ("pipeline", "dvc.yaml", ".gitignore"):
-        source = ROOT / name
+        source = REPO_ROOT / name
         if source.is_dir():
             shutil.copytree(source, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:

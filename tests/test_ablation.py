@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import ablation
 import pytest
+from helpers.processes import REPO_ROOT
 
 from pipeline.config.checks import CHECKS
 from pipeline.config.params import parse_params
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import ablation  # noqa: E402
-
-PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
+PRESETS = sorted((REPO_ROOT / "presets").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
@@ -29,7 +23,7 @@ def test_each_variant_is_a_valid_params_file_of_one_cell(preset, variant):
 
 
 def test_a_variant_changes_only_what_it_names():
-    params = ablation.preset_params(str(ROOT / "presets/leaf-silhouettes.yaml"))
+    params = ablation.preset_params(str(REPO_ROOT / "presets/leaf-silhouettes.yaml"))
     cell = ablation.variant_params(params, "d2l_resnet11_slim", 0, {"augment": {"train": []}})
     assert cell["train"]["defaults"]["augment"]["train"] == []
     assert cell["train"]["defaults"]["epochs"] == params["train"]["defaults"]["epochs"]

@@ -13,13 +13,14 @@ import sys
 import types
 
 import pytest
-from conftest import ROOT
-from helpers.processes import run_python
+from helpers.processes import REPO_ROOT, run_python
 
 from pipeline.io.console import PipelineError
 from pipeline.tools import cli
 
-STAGES = sorted(p.stem for p in (ROOT / "pipeline" / "stages").glob("*.py") if p.stem != "__init__")
+STAGES = sorted(
+    p.stem for p in (REPO_ROOT / "pipeline" / "stages").glob("*.py") if p.stem != "__init__"
+)
 HEAVY = ("torch", "albumentations", "timm", "cv2")
 # Each tool's command line, with what it needs besides flags (a positional, a sub-subcommand).
 TOOLS = {
@@ -49,7 +50,7 @@ def leaf(argv: list[str]) -> int:
 
 
 def test_every_stage_in_dvc_yaml_is_covered():
-    commands = (ROOT / "dvc.yaml").read_text(encoding="utf-8")
+    commands = (REPO_ROOT / "dvc.yaml").read_text(encoding="utf-8")
     for stage in STAGES:
         assert f"-m pipeline.stages.{stage}" in commands
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers.imports import import_closure, imported_modules
+from helpers.processes import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+STAGES = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
 
 
 def stage_module(cmd: str) -> Path:
@@ -33,7 +33,7 @@ def test_stage_deps_are_exactly_its_imports(name):
     stage = STAGES[name]
     module = stage_module(stage["cmd"])
     assert module == Path("pipeline/stages") / f"{name}.py", "one module per stage, named after it"
-    imported = import_closure(ROOT, module)
+    imported = import_closure(REPO_ROOT, module)
     listed = code_deps(stage)
     missing, extra = sorted(map(str, imported - listed)), sorted(map(str, listed - imported))
     assert not missing and not extra, (
@@ -45,7 +45,9 @@ def test_stage_deps_are_exactly_its_imports(name):
 def test_stages_never_import_stages():
     for name, stage in STAGES.items():
         module = stage_module(stage["cmd"])
-        stages = {f for f in import_closure(ROOT, module) if f.parts[:2] == ("pipeline", "stages")}
+        stages = {
+            f for f in import_closure(REPO_ROOT, module) if f.parts[:2] == ("pipeline", "stages")
+        }
         others = stages - {module, Path("pipeline/stages/__init__.py")}
         assert not others, f"stage {name} imports another stage: {sorted(others)}"
 
@@ -54,19 +56,19 @@ def test_schema_imports_nothing_from_the_project():
     """The params schema is split in two (the groups, and one training run's settings); neither
     imports anything else from the project."""
     settings = Path("pipeline/config/model_settings.py")
-    assert import_closure(ROOT, Path("pipeline/config/schema.py")) == {
+    assert import_closure(REPO_ROOT, Path("pipeline/config/schema.py")) == {
         Path("pipeline/config/schema.py"),
         settings,
     }
-    assert import_closure(ROOT, settings) == {settings}
+    assert import_closure(REPO_ROOT, settings) == {settings}
 
 
 def test_no_import_cycles():
-    modules = sorted((ROOT / "pipeline").rglob("*.py"))
+    modules = sorted((REPO_ROOT / "pipeline").rglob("*.py"))
     for path in modules:
-        relative = path.relative_to(ROOT)
-        for imported in import_closure(ROOT, relative) - {relative}:
-            assert relative not in import_closure(ROOT, imported), (
+        relative = path.relative_to(REPO_ROOT)
+        for imported in import_closure(REPO_ROOT, relative) - {relative}:
+            assert relative not in import_closure(REPO_ROOT, imported), (
                 f"import cycle: {relative} and {imported} import each other"
             )
 
@@ -86,23 +88,23 @@ def test_an_edit_reruns_only_the_stages_that_run_it(edited, reruns):
 
 def test_the_library_is_grouped_by_concern():
     """pipeline/ holds only folders: stages/, tools/ and one folder per concern of the library."""
-    flat = sorted(p.name for p in (ROOT / "pipeline").glob("*.py") if p.name != "__init__.py")
+    flat = sorted(p.name for p in (REPO_ROOT / "pipeline").glob("*.py") if p.name != "__init__.py")
     assert flat == [], f"modules outside a concern's folder: {flat}"
 
 
 def test_no_module_is_over_300_lines():
     """The library, the benchmarks and the tests alike."""
     sizes = {
-        str(path.relative_to(ROOT)): len(path.read_text(encoding="utf-8").splitlines())
+        str(path.relative_to(REPO_ROOT)): len(path.read_text(encoding="utf-8").splitlines())
         for folder in ("pipeline", "benchmarks", "tests")
-        for path in (ROOT / folder).rglob("*.py")
+        for path in (REPO_ROOT / folder).rglob("*.py")
     }
     assert {path: lines for path, lines in sizes.items() if lines > 300} == {}
 
 
 def test_no_test_module_imports_another():
     """What several test modules share lives in tests/helpers/, so each test module stands alone."""
-    test_files = sorted((ROOT / "tests").glob("test_*.py"))
+    test_files = sorted((REPO_ROOT / "tests").glob("test_*.py"))
     test_modules = {path.stem for path in test_files}
     importers = {}
     for path in test_files:

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT
+from helpers.processes import REPO_ROOT
 
 from pipeline.config import paths
 from pipeline.config.params import parse_params
@@ -100,7 +100,7 @@ def test_main_writes_the_plot_tables(two_model_run, tiny_params, tmp_path):
 
 
 def test_dvc_yaml_declares_the_plots():
-    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["ensemble"]
+    stage = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]["ensemble"]
     plots = {path: spec for entry in stage["plots"] for path, spec in entry.items()}
     confusion, per_class = plots[str(paths.CONFUSION_FILE)], plots[str(paths.PER_CLASS_FILE)]
     # DVC's documented orientation for the confusion template: x is actual, y is predicted.

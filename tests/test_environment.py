@@ -6,13 +6,12 @@ to pass with them; a stale or hand-upgraded virtualenv fails here instead of pas
 
 import tomllib
 from importlib import metadata
-from pathlib import Path
 
+from helpers.processes import REPO_ROOT
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parents[1]
-LOCK = ROOT / "requirements.lock"
+LOCK = REPO_ROOT / "requirements.lock"
 INSTALL = 'python3 -m pip install -c requirements.lock -e ".[test]"'
 
 
@@ -35,7 +34,7 @@ def installed_version(name: str) -> str | None:
 
 
 def project_requirements() -> list[Requirement]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     declared = project["dependencies"] + project["optional-dependencies"]["test"]
     return [Requirement(line) for line in declared]
 

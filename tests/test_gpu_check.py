@@ -8,14 +8,10 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers.processes import child_env
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from helpers.processes import REPO_ROOT, child_env
 
 TIMM_LOG = """\
 Train: 0 [   0/2 ( 50%)]  Loss: 5.21 (5.21)  Time: 9.000s,   28.44/s  (9.000s,   28.44/s)  LR: 1e-03
@@ -33,7 +29,7 @@ def test_smoke_run_records_every_check(tmp_path):
 
     out = tmp_path / "gpu_check.json"
     command = [sys.executable, "benchmarks/gpu_check.py", "--smoke", "--out", str(out)]
-    result = subprocess.run(command, cwd=ROOT, env=child_env(), capture_output=True, text=True)
+    result = subprocess.run(command, cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["machine"]["cpu_count"] == os.cpu_count()
@@ -96,8 +92,8 @@ def test_anchor_candidates_default_to_the_carried_copy_then_the_shared_one(monke
 
     monkeypatch.delenv(gpu_check_anchor.ANCHOR_ENV, raising=False)
     assert gpu_check_anchor.anchor_candidates() == [
-        ROOT / ".anchor" / "timm",
-        ROOT.parent / "shared" / "anchors" / "timm",
+        REPO_ROOT / ".anchor" / "timm",
+        REPO_ROOT.parent / "shared" / "anchors" / "timm",
     ]
 
 

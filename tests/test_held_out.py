@@ -4,17 +4,12 @@ on exactly the held-out images."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+import held_out
 import numpy as np
 import pandas as pd
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import held_out  # noqa: E402
 
 
 @pytest.fixture

@@ -5,13 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import ROOT
-from helpers.processes import child_env
+from helpers.processes import REPO_ROOT, child_env
 
 HEAVY = ("torch", "albumentations", "cv2", "timm")
 
 
-def python(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+def python(*args: str, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *args],
         cwd=cwd,

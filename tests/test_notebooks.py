@@ -10,11 +10,10 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
-from helpers.processes import python_path
+from helpers.processes import REPO_ROOT, python_path
 from nbclient import NotebookClient
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO_ROOT / "notebooks" / "explore.ipynb"
 ERRORS_NOTEBOOK = REPO_ROOT / "notebooks" / "errors.ipynb"
 CLASSES = ["Acer_Mono", "Betula_Pendula", "Quercus_Rubra"]

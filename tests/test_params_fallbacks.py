@@ -4,8 +4,8 @@ docs/configuration.md lists every fallback that is not params.yaml's value."""
 from __future__ import annotations
 
 import yaml
-from conftest import ROOT
 from helpers.params import MINIMAL
+from helpers.processes import REPO_ROOT
 from helpers.trees import leaf_paths, lookup
 
 from pipeline.config.params import left_out_keys, parse_params
@@ -47,5 +47,5 @@ def test_every_fallback_that_differs_from_params_yaml_is_in_the_docs_table():
         if lookup(fallbacks, path) != lookup(values, path)
     ]
     assert "meta.enabled" in differ  # the comparison finds them
-    table = (ROOT / "docs/configuration.md").read_text()
+    table = (REPO_ROOT / "docs/configuration.md").read_text()
     assert [key for key in differ if f"| `{key}` |" not in table] == []

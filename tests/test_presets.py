@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
+from helpers.processes import REPO_ROOT
 from helpers.trees import leaf_paths, lookup
 
 from pipeline.config.checks import CHECKS
@@ -23,9 +23,8 @@ from pipeline.config.presets import (
 from pipeline.io.console import PipelineError
 from pipeline.tools import presets
 
-ROOT = Path(__file__).resolve().parents[1]
-PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
-BASE = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+PRESETS = sorted((REPO_ROOT / "presets").glob("*.yaml"))
+BASE = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
 
 
 def apply(params: dict, overrides: list[str]) -> dict:
@@ -88,7 +87,7 @@ def test_dvc_applies_the_overrides_alike(preset, tmp_path):
     """DVC's own -S code (Hydra's grammar) on a copy of params.yaml gives the merged params."""
     hydra = pytest.importorskip("dvc.utils.hydra")
     data = load_preset(preset)
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
     hydra.apply_overrides(tmp_path / "params.yaml", preset_overrides(data, BASE))
     applied = yaml.safe_load((tmp_path / "params.yaml").read_text(encoding="utf-8"))
     assert applied == merged_params(data, BASE)
@@ -162,18 +161,18 @@ def test_a_copy_of_the_project_gets_data_root_absolute(monkeypatch, flag):
     monkeypatch.setattr(presets, "run_to_its_end", lambda cmd: calls.append(cmd) or 0)
     with pytest.raises(PipelineError, match="outside the project.*give it absolute"):
         presets.main(["leaf-silhouettes", flag])
-    silhouettes = (ROOT / "../shared/datasets/leaf-silhouettes").resolve()
+    silhouettes = (REPO_ROOT / "../shared/datasets/leaf-silhouettes").resolve()
     assert presets.main(["leaf-silhouettes", flag, "-S", f"data.root={silhouettes}"]) == 0
     assert calls[0][5:] == [flag, "-S", f"data.root={flow(str(silhouettes))}"]
 
 
 def test_write_replaces_params_yaml_with_the_merged_params(tmp_path, monkeypatch):
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    shutil.copytree(ROOT / "presets", tmp_path / "presets")
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(REPO_ROOT / "presets", tmp_path / "presets")
     monkeypatch.chdir(tmp_path)
     assert presets.main(["leaf-silhouettes", "--write"]) == 0
     written = yaml.safe_load((tmp_path / "params.yaml").read_text(encoding="utf-8"))
-    assert written == merged_params(load_preset(ROOT / "presets/leaf-silhouettes.yaml"), BASE)
+    assert written == merged_params(load_preset(REPO_ROOT / "presets/leaf-silhouettes.yaml"), BASE)
 
 
 def test_an_unknown_key_is_named_before_anything_runs(tmp_path, monkeypatch):
@@ -193,7 +192,7 @@ def test_the_silhouettes_script_refuses_a_params_yaml_left_by_a_previous_run(tmp
     # The script lays the preset over params.yaml as it stands: an earlier run's values would leak.
     project = tmp_path / "project"
     (project / "benchmarks").mkdir(parents=True)
-    shutil.copy(ROOT / "benchmarks" / "leaf_silhouettes.sh", project / "benchmarks")
+    shutil.copy(REPO_ROOT / "benchmarks" / "leaf_silhouettes.sh", project / "benchmarks")
     dataset = tmp_path / "shared" / "datasets" / "leaf-silhouettes"
     dataset.mkdir(parents=True)
     (dataset / "train.csv").write_text("image,label\n")
@@ -211,8 +210,8 @@ def test_the_silhouettes_script_refuses_a_params_yaml_left_by_a_previous_run(tmp
 
 
 def test_a_failed_workspace_run_puts_params_yaml_back(tmp_path, monkeypatch, capsys):
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    shutil.copytree(ROOT / "presets", tmp_path / "presets")
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(REPO_ROOT / "presets", tmp_path / "presets")
     monkeypatch.chdir(tmp_path)
     before = (tmp_path / "params.yaml").read_bytes()
 
@@ -227,8 +226,8 @@ def test_a_failed_workspace_run_puts_params_yaml_back(tmp_path, monkeypatch, cap
 
 
 def test_a_missing_competition_folder_stops_before_dvc_runs(tmp_path, monkeypatch):
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    shutil.copytree(ROOT / "presets", tmp_path / "presets")
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(REPO_ROOT / "presets", tmp_path / "presets")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(presets, "run_to_its_end", lambda cmd: pytest.fail("ran dvc"))
     with pytest.raises(PipelineError, match="data/classify-leaves.*leaf kaggle download"):
