@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from tqdm import tqdm
 
@@ -46,9 +46,14 @@ HANG_UP = getattr(signal, "SIGHUP", None)  # POSIX only
 TERMINATIONS = (signal.SIGTERM, HANG_UP) if HANG_UP else (signal.SIGTERM,)
 
 
-def _interrupted(signum: int, frame: object) -> None:
+def _end_interrupted() -> NoReturn:
+    """How a Ctrl-C ends a stage or tool, before `run` starts (`_interrupted`) and in it."""
     print("interrupted", file=sys.stderr)
     sys.exit(130)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    _end_interrupted()
 
 
 def end_quietly_on_ctrl_c() -> None:
@@ -99,8 +104,7 @@ def run(main: Callable[[list[str] | None], object]) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        _end_interrupted()
     except BrokenPipeError:  # the reader left (`leaf leaderboard | head -3`): stop as `cat` does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
         sys.exit(141)
