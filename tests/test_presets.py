@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -25,6 +26,15 @@ from pipeline.tools import presets
 
 PRESETS = sorted((REPO_ROOT / "presets").glob("*.yaml"))
 BASE = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def params_copy(tmp_path, monkeypatch) -> Path:
+    """The working directory: a copy of params.yaml and presets/, for the tests that write."""
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(REPO_ROOT / "presets", tmp_path / "presets")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 def apply(params: dict, overrides: list[str]) -> dict:
@@ -166,12 +176,9 @@ def test_a_copy_of_the_project_gets_data_root_absolute(monkeypatch, flag):
     assert calls[0][5:] == [flag, "-S", f"data.root={flow(str(silhouettes))}"]
 
 
-def test_write_replaces_params_yaml_with_the_merged_params(tmp_path, monkeypatch):
-    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
-    shutil.copytree(REPO_ROOT / "presets", tmp_path / "presets")
-    monkeypatch.chdir(tmp_path)
+def test_write_replaces_params_yaml_with_the_merged_params(params_copy):
     assert presets.main(["leaf-silhouettes", "--write"]) == 0
-    written = yaml.safe_load((tmp_path / "params.yaml").read_text(encoding="utf-8"))
+    written = yaml.safe_load((params_copy / "params.yaml").read_text(encoding="utf-8"))
     assert written == merged_params(load_preset(REPO_ROOT / "presets/leaf-silhouettes.yaml"), BASE)
 
 
@@ -209,26 +216,20 @@ def test_the_silhouettes_script_refuses_a_params_yaml_left_by_a_previous_run(tmp
     assert "git restore params.yaml" in result.stderr
 
 
-def test_a_failed_workspace_run_puts_params_yaml_back(tmp_path, monkeypatch, capsys):
-    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
-    shutil.copytree(REPO_ROOT / "presets", tmp_path / "presets")
-    monkeypatch.chdir(tmp_path)
-    before = (tmp_path / "params.yaml").read_bytes()
+def test_a_failed_workspace_run_puts_params_yaml_back(params_copy, monkeypatch, capsys):
+    before = (params_copy / "params.yaml").read_bytes()
 
     def dvc_writes_the_values_then_fails(cmd):
-        (tmp_path / "params.yaml").write_text("changed by dvc exp run\n", encoding="utf-8")
+        (params_copy / "params.yaml").write_text("changed by dvc exp run\n", encoding="utf-8")
         return 1
 
     monkeypatch.setattr(presets, "run_to_its_end", dvc_writes_the_values_then_fails)
     assert presets.main(["leaf-silhouettes", "-S", "data.root=data/synthetic"]) == 1
-    assert (tmp_path / "params.yaml").read_bytes() == before
+    assert (params_copy / "params.yaml").read_bytes() == before
     assert "params.yaml is back as it was" in capsys.readouterr().out
 
 
-def test_a_missing_competition_folder_stops_before_dvc_runs(tmp_path, monkeypatch):
-    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
-    shutil.copytree(REPO_ROOT / "presets", tmp_path / "presets")
-    monkeypatch.chdir(tmp_path)
+def test_a_missing_competition_folder_stops_before_dvc_runs(params_copy, monkeypatch):
     monkeypatch.setattr(presets, "run_to_its_end", lambda cmd: pytest.fail("ran dvc"))
     with pytest.raises(PipelineError, match="data/classify-leaves.*leaf kaggle download"):
         presets.main(["classify-leaves-gpu"])
