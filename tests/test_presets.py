@@ -229,7 +229,8 @@ def test_a_failed_workspace_run_puts_params_yaml_back(params_copy, monkeypatch, 
     assert "params.yaml is back as it was" in capsys.readouterr().out
 
 
-def test_a_missing_competition_folder_stops_before_dvc_runs(params_copy, monkeypatch):
+@pytest.mark.usefixtures("params_copy")  # not the checkout, where a user may have the folder
+def test_a_missing_competition_folder_stops_before_dvc_runs(monkeypatch):
     monkeypatch.setattr(presets, "run_to_its_end", lambda cmd: pytest.fail("ran dvc"))
     with pytest.raises(PipelineError, match="data/classify-leaves.*leaf kaggle download"):
         presets.main(["classify-leaves-gpu"])
