@@ -1,5 +1,5 @@
 """Keys left out of params.yaml take the schema's fallbacks: stage check names them, and
-docs/configuration.md lists every fallback that is not params.yaml's value."""
+docs/configuration.md lists every fallback that is not params.yaml's value, with both values."""
 
 from __future__ import annotations
 
@@ -35,17 +35,43 @@ def test_stage_check_warns_of_the_keys_left_out(tmp_path, monkeypatch, capsys):
     assert "leaves out" not in capsys.readouterr().err
 
 
-def test_every_fallback_that_differs_from_params_yaml_is_in_the_docs_table():
+def fallbacks_and_values() -> tuple[dict, dict]:
+    """Every key's schema fallback and its params.yaml value (train.models left out)."""
     shipped = read_params_file()
     models = {name: {} for name in shipped["train"]["models"]}
     fallbacks = parse_params({"train": {"models": models}}).model_dump(mode="json")
     values = parse_params(shipped).model_dump(mode="json")
     del values["train"]["models"]
+    return fallbacks, values
+
+
+def docs_table() -> dict[str, tuple[str, str]]:
+    """docs/configuration.md's fallback table: key -> (its fallback, its params.yaml value)."""
+    text = (REPO_ROOT / "docs/configuration.md").read_text()
+    rows = [line.split("|")[1:4] for line in text.splitlines() if line.startswith("| `")]
+    return {
+        key.strip().strip("`"): (fallback.strip(), value.strip()) for key, fallback, value in rows
+    }
+
+
+def test_every_fallback_that_differs_from_params_yaml_is_in_the_docs_table():
+    fallbacks, values = fallbacks_and_values()
     differ = [
         ".".join(path)
         for path in leaf_paths(values)
         if lookup(fallbacks, path) != lookup(values, path)
     ]
     assert "meta.enabled" in differ  # the comparison finds them
-    table = (REPO_ROOT / "docs/configuration.md").read_text()
-    assert [key for key in differ if f"| `{key}` |" not in table] == []
+    assert [key for key in differ if key not in docs_table()] == []
+
+
+def test_the_docs_table_gives_each_single_value_as_the_schema_and_params_yaml_do():
+    fallbacks, values = fallbacks_and_values()
+    table = docs_table()
+    assert "train.defaults.epochs" in table
+    for key, cells in table.items():
+        path = key.split(".")
+        for cell, source in zip(cells, (fallbacks, values), strict=True):
+            value = lookup(source, path)
+            if not isinstance(value, list | dict):  # lists are described in words
+                assert (key, yaml.safe_load(cell)) == (key, value)
