@@ -119,7 +119,8 @@ class SplitParams(Strict):
 
 
 class LoaderParams(Strict):
-    """DataLoader settings; none of them changes the data stream (see pipeline.data.loaders)."""
+    """How batches are made; only `augment_on` changes the data stream (see
+    pipeline.data.loaders)."""
 
     # auto: chosen for the machine by pipeline.training.device.resolve_num_workers
     num_workers: Literal["auto"] | Annotated[int, Field(ge=0)] = "auto"

@@ -2,9 +2,9 @@
 
 Every cell of train.models x train.folds with a best.pt is rebuilt from its checkpoint
 (`checkpoint.load_trained`) and sees the images as training's test loader does; with
-`meta.enabled`, stage meta's per-fold regressions predict from the images' statistics. The
-logits are averaged like stage ensemble: over a model's folds, then over models with the
-weights it chose (data/ensemble/weights.json).
+`meta.enabled`, stage meta's classifier (fitted on every labelled row) predicts from the images'
+statistics. The logits are averaged like stage ensemble: over a model's folds, then over models
+with the weights it chose (data/ensemble/weights.json).
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def predict_cell(
 def predict_images(
     paths: list[Path], cells: list[Cell], params: Params
 ) -> tuple[np.ndarray, list[str]]:
-    """Ensemble logits for `paths` over `cells` (and stage meta's folds, when meta.enabled),
+    """Ensemble logits for `paths` over `cells` (and stage meta's classifier, when meta.enabled),
     and the class names they index.
 
     Checkpoints are loaded one at a time, so memory holds one model whatever the ensemble size.

@@ -3,8 +3,9 @@
     leaf predict PATH... [--top-k 5] [--csv OUT.csv]
     leaf validate SUBMISSION [--test-csv CSV] [--classes JSON | --train-csv CSV]
     leaf preview [--model NAME] [--split train|eval] [--images 8] [--samples 6] [--out PNG]
-    leaf kaggle download [--competition NAME] [--dest DIR] [--force]
-    leaf kaggle submit [--competition NAME] [--file FILE] [-m NOTE]
+    leaf kaggle download [--competition NAME] [--dest DIR] [--force] [--no-dvc-add]
+    leaf kaggle submit [--competition NAME] [--file FILE] [-m NOTE] [--test-csv CSV]
+        [--classes JSON | --train-csv CSV]
     leaf kaggle notebook [--source repo|wheel ...] [--dir DIR]; leaf kaggle push [--dir DIR]
     leaf preset ...
     leaf exps [dvc exp show flags]

@@ -2,6 +2,7 @@
 
     leaf kaggle download [--competition classify-leaves] [--dest DIR] [--force] [--no-dvc-add]
     leaf kaggle submit [--competition classify-leaves] [--file FILE] [-m NOTE]
+        [--test-csv CSV] [--classes JSON | --train-csv CSV]
     leaf kaggle notebook [...] | leaf kaggle push [--dir DIR]   (pipeline/tools/kernel.py)
 
 The `kaggle` command is optional (`pip install kaggle`) and needs an API token: a
@@ -11,11 +12,11 @@ page before the first download. `download` unzips into DEST (default data/<compe
 nothing, then, inside a DVC project, runs `dvc add DEST` (not with --no-dvc-add) so that
 `dvc exp run --temp`/`--queue` and `dvc push`/`pull` carry the data. `submit` first checks the
 file against test.csv and the training classes (as `pipeline.tools.validate` does) and refuses
-an invalid one; it warns when the file was made from another data.root than the competition's,
-and describes the run in the submission message: the git commit (`-dirty` when tracked files
-have uncommitted changes) and, from stage submit's record of the file
-(submissions/submission.json, not params.yaml), the models, folds, epochs, image size and OOF
-accuracy.
+an invalid one; it refuses a file made from the synthetic data stage generate draws, warns when
+the file was made from another data.root than the competition's, and describes the run in the
+submission message: the git commit (`-dirty` when tracked files have uncommitted changes) and,
+from stage submit's record of the file (submissions/submission.json, not params.yaml), the
+models, folds, epochs, image size and OOF accuracy.
 """
 
 from __future__ import annotations

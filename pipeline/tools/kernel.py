@@ -1,6 +1,7 @@
 """Write a Kaggle notebook that runs the pipeline on a competition, and push it with `kaggle`.
 
-    leaf kaggle notebook [--competition classify-leaves] [--preset classify-leaves-gpu]
+    leaf kaggle notebook [--competition classify-leaves] [--user NAME] [--slug SLUG]
+        [--title TITLE] [--preset classify-leaves-gpu] [--dir kaggle/kernel]
         [--source repo --repo URL | --source wheel --wheel-dataset USER/DATASET]
         [--weights-dataset USER/DATASET] [--no-internet] [--no-gpu] [-S KEY=VALUE ...]
     leaf kaggle push [--dir kaggle/kernel]
