@@ -48,7 +48,8 @@ def fallbacks_and_values() -> tuple[dict, dict]:
 def docs_table() -> dict[str, tuple[str, str]]:
     """docs/configuration.md's fallback table: key -> (its fallback, its params.yaml value)."""
     text = (REPO_ROOT / "docs/configuration.md").read_text()
-    rows = [line.split("|")[1:4] for line in text.splitlines() if line.startswith("| `")]
+    table = text.split("| key | fallback | params.yaml |\n|---|---|---|\n")[1].split("\n\n")[0]
+    rows = [line.split("|")[1:4] for line in table.splitlines()]
     return {
         key.strip().strip("`"): (fallback.strip(), value.strip()) for key, fallback, value in rows
     }
