@@ -76,5 +76,6 @@ CHECKS = (backbone_problems, weights_problems, transform_problems)
 
 
 def load_checked_params(path: Path | str = PARAMS_FILE) -> Params:
-    """params.yaml, validated in full: the schema plus backbones and transforms."""
+    """params.yaml, validated in full: the schema plus backbones, `pretrained:` paths and
+    transforms."""
     return load_params(path, checks=CHECKS)

@@ -1,7 +1,7 @@
 """One training run's settings: `ModelParams` and its groups, plus the TTA view names.
 
 `train.defaults` and each `train.models.<name>` (pipeline.config.schema) are of this schema. It
-imports nothing from the project, as pipeline.config.schema does not.
+imports nothing from the project (pipeline.config.schema imports only this module).
 """
 
 from __future__ import annotations

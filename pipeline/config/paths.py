@@ -47,8 +47,9 @@ FEATURES_NAME = "features.csv"
 META_MODEL_NAME = "model.pkl"
 META_SPEC_NAME = "model.json"
 
-# Stage cells' manifest: the md5 of every file of the cells train.models x train.folds lists,
-# what ensemble and pseudo depend on instead of all of models/ (which keeps stale cells).
+# Stage collect's manifest: the md5 of every file of the cells train.models (and meta, when
+# enabled) x train.folds list, what ensemble and pseudo depend on instead of all of models/
+# (which keeps stale cells).
 CELLS_MANIFEST = Path("data/cells.json")
 
 ENSEMBLE_DIR = Path("data/ensemble")

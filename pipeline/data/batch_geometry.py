@@ -18,8 +18,8 @@ from pipeline.data.batch_colour import between
 
 def resolved_args(transform) -> dict:
     """The ranges an albumentations transform draws from, as it resolved its arguments (so a
-    number means what albumentations makes of it: +-x for a flip's limits, x itself for
-    Affine's scale), each a (low, high) pair."""
+    number means what albumentations makes of it: +-x for RandomBrightnessContrast's limits, x
+    itself for Affine's scale), each a (low, high) pair."""
     name = type(transform).__name__
     if name == "RandomResizedCrop":
         return {"scale": transform.scale, "ratio": transform.ratio}

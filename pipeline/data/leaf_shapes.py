@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Width profile t**a * (1 - t)**b along the midrib: widest at a / (a + b) of the length.
+# Outline: leaf width / length before the aspect factor.
 OUTLINE_WIDTH = {
     "ovate": 0.62,
     "elliptic": 0.5,
@@ -16,6 +16,7 @@ OUTLINE_WIDTH = {
     "five_lobed": 1.0,
     "seven_lobed": 1.0,
 }
+# Width profile t**a * (1 - t)**b along the midrib: widest at a / (a + b) of the length.
 PROFILE_EXPONENTS = {"ovate": (0.55, 1.0), "elliptic": (0.75, 0.75), "lanceolate": (0.5, 1.5)}
 LOBES = {"three_lobed": 3, "five_lobed": 5, "seven_lobed": 7}
 

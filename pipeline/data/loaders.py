@@ -106,8 +106,9 @@ def create_loader(
     """A DataLoader whose batches depend only on the seed and the epoch, not on the workers.
 
     Training loaders shuffle through an EpochSampler (call `loader.sampler.set_epoch(epoch)`
-    before each epoch) and drop the last partial batch, so every training batch has one shape
-    (torch.compile then never recompiles); other loaders keep the dataset's order.
+    before each epoch) and, when the set holds more than one batch, drop the last partial one,
+    so every training batch has one shape (torch.compile then never recompiles); other loaders
+    keep the dataset's order.
     `persistent_workers` and `prefetch_factor` apply only with workers.
 
     Under torchrun, process `rank` of `world_size` gets its share of every global batch of

@@ -27,7 +27,7 @@ class DataSettings:
         loader: train.loader.
         workers: DataLoader workers for this machine, and why (resolve_num_workers).
         channels_last: batches, and so the model, in channels_last memory format.
-        cache: stage cache's images, or None when cache.enabled is false.
+        cache: stage cache's images, or None when cache.enabled is false or `cached` is False.
     """
 
     device: torch.device

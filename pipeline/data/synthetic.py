@@ -22,9 +22,6 @@ from pipeline.data.leaf_shapes import (
 )
 from pipeline.io.files import atomic_path, write_csv
 
-# Trait tables. Outline: leaf width / length before the aspect factor.
-
-
 # Leaf colours (HSV), shared round-robin by the species; per-image jitter makes them overlap.
 PALETTE = ((0.27, 0.62, 0.52), (0.22, 0.68, 0.58), (0.33, 0.55, 0.42))
 BACKGROUNDS = np.array(

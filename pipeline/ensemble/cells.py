@@ -117,8 +117,9 @@ def load_ensemble_oof(num_rows: int) -> np.ndarray:
 
 
 def write_cells(cells: dict, table: pd.DataFrame, model: Any) -> None:
-    """models/meta/ in one rename: features.csv, fold<k>/ with stage train's logits, and the
-    classifier the test logits come from (`write_meta_model`).
+    """models/meta/ in one rename: features.csv, fold<k>/ with its log-probabilities in stage
+    train's cell format (oof.npz, test_logits.npy), and the classifier the test logits come from
+    (`write_meta_model`).
 
     Args:
         cells: fold -> (validation rows, OOF log-probs, test log-probs).

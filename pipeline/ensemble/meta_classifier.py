@@ -72,7 +72,8 @@ def scaling_steps(column_weights: tuple[float, ...] | None = None) -> list:
     """Standardise each feature after clipping a new row to the training rows' range (an
     artefact far outside it, in a column nearly constant in training, would outweigh every
     other feature in the discriminant, BENCHMARKS.md), then weigh the columns if given. A column
-    constant in training: to +1."""
+    constant in training is 0 there; a new row gets its excess over that constant, clipped to
+    [0, 1]."""
     steps = [MinMaxScaler(clip=True), StandardScaler()]
     return steps if column_weights is None else [*steps, ColumnWeights(column_weights)]
 

@@ -6,8 +6,8 @@ its training rows chooses (pipeline.ensemble.meta_choice). Stage `meta` fits one
 the other folds' rows for its OOF predictions (`fit_models`), and one on every labelled row for
 the test images (`fit_all_rows`): with few images a class a quarter more rows is worth having
 (BENCHMARKS.md). It saves the latter through pipeline.ensemble.cells (`write_cells`);
-pipeline.tools.predict reads it back (`load_model`) and applies it to the features
-(pipeline.ensemble.features) of new images.
+pipeline.ensemble.prediction (behind `leaf predict`) reads it back (`load_model`) and applies it
+to the features (pipeline.ensemble.features) of new images.
 """
 
 from __future__ import annotations

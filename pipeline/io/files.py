@@ -1,4 +1,4 @@
-"""Paths of every pipeline artifact, atomic writes and seeding.
+"""Atomic writes, JSON and CSV helpers, file hashes and writability checks.
 
 Every stage writes through the helpers here, so a failed or killed stage never leaves a
 half-written file: data goes to a temporary sibling first and is renamed into place.
@@ -16,8 +16,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-PARAMS_FILE = Path("params.yaml")
 
 
 @contextlib.contextmanager

@@ -12,7 +12,8 @@ that any input size and class count work and the pipeline can drive them:
   `train.defaults.drop_rate`); LeNet and GoogLeNet, which have none, get one before the
   classifier, a no-op at the default 0.
 Each net is `features` (the conv body) then `head` (everything after it, as torchvision's
-`classifier`), which `models.head_parameters` finds. Per-net deviations are in their docstrings.
+`classifier`), which `pipeline.models.registry.head_parameters` finds. Per-net deviations are in
+their docstrings.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def dense(in_features: int, out_features: int, drop_rate: float) -> list[nn.Modu
 def padded_max_pool() -> nn.MaxPool2d:
     """AlexNet's and NiN's 3x3 stride-2 max-pool, padded by 1 so that small maps survive.
 
-    Unpadded (the chapter), AlexNet needs 67 px inputs and NiN 75 px: at 64 px a map of 2 x 2
+    Unpadded (the chapter), AlexNet needs 65 px inputs and NiN 67 px: at 64 px a map of 2 x 2
     reaches a 3x3 pool. Padded, they take 32 px (and 9 / 11 px at the least).
     """
     return nn.MaxPool2d(3, stride=2, padding=1)
@@ -74,7 +75,7 @@ def padded_max_pool() -> nn.MaxPool2d:
 class LeNet(D2LNet):
     """LeNet-5 as in d2l: conv5(6)-sigmoid-avgpool, conv5(16)-sigmoid-avgpool, dense 120, 84.
 
-    Inputs from 10 px; the 16-channel map is average-pooled to the chapter's 5 x 5 (at 28 px
+    Inputs from 12 px; the 16-channel map is average-pooled to the chapter's 5 x 5 (at 28 px
     that is the identity). The dropout before the classifier (`drop_rate`) is not in the chapter.
     """
 

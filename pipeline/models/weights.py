@@ -67,7 +67,7 @@ def _file_in_folder(folder: Path) -> Path | None:
 
 
 def _file_in_cache(folder: Path, model_name: str) -> Path | None:
-    """The weights of `model_name`'s repo in a Hugging Face cache at or above `folder`."""
+    """The weights of `model_name`'s repo in a Hugging Face cache at or below `folder`."""
     if folder.name.startswith(HF_CACHE_MODEL):
         repos = [folder]
     else:  # the cache root (HF_HOME/hub), or HF_HOME itself

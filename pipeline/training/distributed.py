@@ -5,7 +5,7 @@
 torchrun starts the processes and gives each RANK (its place among all of them), WORLD_SIZE
 (how many there are) and LOCAL_RANK (its place on its machine). Without those variables every
 helper here describes a single process and no process group is made, so `python -m
-pipeline.train` runs as it always did.
+pipeline.stages.train` runs as it always did.
 
 The processes share each global batch of `batch_size` (see pipeline.data.samplers) and average
 their gradients (DistributedDataParallel), so together they take the steps one process would.

@@ -77,7 +77,8 @@ def fit_epoch(
     best: dict,
     history: list[dict[str, float]],
 ) -> dict:
-    """Train and validate epoch `epoch`, log it (appending to `history`); the best so far."""
+    """Train and validate epoch `epoch`, log it (appending to `history`); the kept weights so
+    far."""
     start = time.perf_counter()
     metrics = run_epoch(trainer, loaders, valid_targets, epoch, hp.epochs)
     log_epoch(live, metrics)

@@ -14,8 +14,8 @@ from pipeline.models.registry import head_parameters
 def create_optimizer(model: nn.Module, params: OptimizerParams) -> torch.optim.Optimizer:
     """Weight decay on weights only: biases and norm scales (1-D tensors) are not decayed.
 
-    With `head_lr` set, the classifier head (see `models.head_parameters`) trains at that rate,
-    the rest at `lr`; param_groups[0] is always the body's decayed weights.
+    With `head_lr` set, the classifier head (see `pipeline.models.registry.head_parameters`)
+    trains at that rate, the rest at `lr`; param_groups[0] is always the body's decayed weights.
     """
     head = {id(p) for p in head_parameters(model)} if params.head_lr is not None else set()
     trainable = [p for p in model.parameters() if p.requires_grad]
